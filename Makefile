@@ -1,0 +1,70 @@
+# osbake: `make demo` builds and boots the example image; `make test` runs every test.
+# Both install what they need on a fresh Debian 12 machine (run as root).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= out
+
+# System tools osbake drives (see docs/install.md for what each is for).
+APT_PACKAGES := \
+	mmdebstrap bubblewrap uidmap debian-archive-keyring arch-test \
+	tar zstd xz-utils pigz cpio \
+	skopeo umoci \
+	python3-venv python3-dev gcc
+
+.PHONY: all setup apt venv demo test lint typecheck unit integration e2e clean
+
+all: demo
+
+setup: apt venv
+
+apt: .stamps/apt
+.stamps/apt: Makefile
+	@mkdir -p .stamps
+	@if [ "$$(id -u)" = 0 ]; then \
+		missing=$$(for p in $(APT_PACKAGES); do \
+			dpkg-query -W -f '$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; \
+		done); \
+		if [ -n "$$missing" ]; then \
+			apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+			apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \
+		fi; \
+	else \
+		echo "not root: skipping apt; make sure these are installed: $(APT_PACKAGES)"; \
+	fi
+	@touch $@
+
+venv: .stamps/venv
+.stamps/venv: pyproject.toml .stamps/apt
+	@mkdir -p .stamps
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+demo: setup
+	$(BIN)/osbake build examples/debian-minimal.yaml -o $(OUT)
+	$(BIN)/osbake inspect $(OUT)/debian-minimal.tar.zst --summary
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/pytest tests/unit -q
+
+integration: venv
+	$(BIN)/pytest tests/integration -q
+
+e2e: venv
+	$(BIN)/pytest tests/e2e -q
+
+test: setup lint typecheck
+	$(BIN)/pytest tests -q
+
+clean:
+	rm -rf $(VENV) .stamps $(OUT) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,3 @@
+"""osbake: an OS image factory."""
+
+__version__ = "0.1.0"

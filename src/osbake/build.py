@@ -1,0 +1,427 @@
+"""The build: a plan's steps run in order on a work tree, then the outputs.
+
+`build()` is what the CLI and the console's workers call. It reads as the story
+of a build: bootstrap, phases, packages, more phases, manifest, outputs; each
+step is a function of the build `Context`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shlex
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+import osbake
+from osbake import run as runner
+from osbake import sandbox
+from osbake.distros import Distro
+from osbake.elements import Phase
+from osbake.elements.options import OptionValues
+from osbake.elements.phases import run_phase
+from osbake.errors import Interrupted, OsbakeError, StepError
+from osbake.events import Events
+from osbake.manifest import (
+    IN_IMAGE_DIR,
+    ArtifactEntry,
+    BuildInfo,
+    ElementEntry,
+    Manifest,
+    MirrorEntry,
+    PackageEntry,
+    StepEntry,
+    file_sha256,
+    manifest_path,
+    recipe_digest,
+)
+from osbake.outputs import get_output
+from osbake.plan import Plan, Step, StepKind, resolve_plan
+from osbake.recipe import Recipe, resolve_path
+from osbake.settings import Settings
+
+
+@dataclass
+class Context:
+    """Everything a step may use; steps change the tree and add to the record."""
+
+    plan: Plan
+    settings: Settings
+    events: Events
+    workdir: Path
+    outdir: Path
+    steps: list[StepEntry] = field(default_factory=list)
+    artifacts: list[ArtifactEntry] = field(default_factory=list)
+    partials: dict[Path, Path] = field(default_factory=dict)  # partial -> final
+    manifest: Manifest | None = None
+    started: float = field(default_factory=time.time)
+
+    @property
+    def recipe(self) -> Recipe:
+        return self.plan.recipe
+
+    @property
+    def distro(self) -> Distro:
+        return self.plan.distro
+
+    @property
+    def options(self) -> OptionValues:
+        return self.plan.options
+
+    @property
+    def tree(self) -> Path:
+        return self.workdir / "tree"
+
+    @property
+    def stage(self) -> Path:
+        """Files prepared for phase scripts, visible as /run/osbake/stage in the image."""
+        return self.workdir / "stage"
+
+    @cached_property
+    def host_apt_proxy(self) -> str | None:
+        """The apt proxy to use while building (only with the apt-proxy element)."""
+        if "apt-proxy" not in self.options:
+            return None
+        configured = self.options["apt-proxy"].get("proxy")
+        if configured:
+            return str(configured)
+        return host_apt_proxy()
+
+    def apt_environment(self) -> dict[str, str]:
+        proxy = self.host_apt_proxy
+        return {"OSBAKE_APT_PROXY": proxy} if proxy else {}
+
+    def output_path(self, suffix: str) -> Path:
+        """A partial output file; it gets its final name when the whole build succeeded."""
+        final = self.outdir / f"{self.plan.image}{suffix}"
+        partial = self.outdir / f".{final.name}.partial"
+        self.partials[partial] = final
+        return partial
+
+    @cached_property
+    def rootfs_tar(self) -> Path:
+        """An uncompressed tarball of the tree, made once and shared by the outputs."""
+        path = self.workdir / "rootfs.tar"
+        make_rootfs_tar(self, path)
+        return path
+
+
+def host_apt_proxy() -> str | None:
+    """The host's apt HTTP proxy (Acquire::http::Proxy), if it has one."""
+    if not runner.exists("apt-config"):
+        return None
+    text = runner.output(["apt-config", "dump", "Acquire::http::Proxy"])
+    for line in text.splitlines():
+        if line.startswith("Acquire::http::Proxy "):
+            value = line.split(" ", 1)[1].strip().rstrip(";").strip('"')
+            if value and value.upper() != "DIRECT" and value != "false":
+                return value
+    return None
+
+
+TAR_EXCLUDES = ("./dev/*", "./proc/*", "./sys/*", "./run/*", "./tmp/*")
+
+
+def make_rootfs_tar(ctx: Context, path: Path) -> None:
+    argv = [
+        "tar",
+        "--create",
+        f"--file={path}",
+        f"--directory={ctx.tree}",
+        "--sort=name",
+        "--numeric-owner",
+        "--xattrs",
+        "--xattrs-include=*",
+        "--acls",
+        "--one-file-system",
+        "--format=posix",
+        "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
+    ]
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        argv += [f"--mtime=@{epoch}", "--clamp-mtime"]
+    argv += [f"--exclude={pattern}" for pattern in TAR_EXCLUDES]
+    argv.append(".")
+    runner.run(argv, events=ctx.events)
+
+
+@dataclass
+class BuildResult:
+    image: str
+    artifacts: list[Path]
+    manifest_path: Path
+    manifest: Manifest
+
+
+# -- the steps -----------------------------------------------------------------------------
+
+
+def bootstrap(ctx: Context, step: Step) -> None:
+    ctx.distro.bootstrap(ctx)
+
+
+def install_packages(ctx: Context, step: Step) -> None:
+    ctx.distro.install_packages(ctx, ctx.plan.packages)
+
+
+def phase(ctx: Context, step: Step) -> None:
+    assert step.phase is not None
+    if step.phase == Phase.INSTALL:
+        copy_static_files(ctx)
+    run_phase(ctx, step.phase)
+    if step.phase == Phase.FINALISE:
+        ctx.distro.finish(ctx)
+
+
+def write_manifest(ctx: Context, step: Step) -> None:
+    plan = ctx.plan
+    normalised = plan.recipe.normalised()
+    mirror = [
+        MirrorEntry(source=source, sha256=state["sha256"], date=state.get("date", ""))
+        for source, state in plan.distro.mirror_state().items()
+    ]
+    ctx.manifest = Manifest(
+        osbake_version=osbake.__version__,
+        image=plan.image,
+        name=plan.recipe.name,
+        variant=plan.variant,
+        arch=str(plan.arch),
+        distro=plan.recipe.distro,
+        release=plan.recipe.release,
+        recipe=normalised,
+        recipe_sha256=recipe_digest(normalised),
+        recipe_file=str(plan.recipe.source) if plan.recipe.source else None,
+        elements=[
+            ElementEntry(name=e.name, sha256=e.content_hash(), origin=e.origin)
+            for e in plan.elements
+        ],
+        packages=[PackageEntry(**vars(p)) for p in ctx.distro.installed_packages(ctx.tree)],
+        sources=plan.distro.describe_sources(),
+        mirror=mirror,
+        steps=[StepEntry(name=s.name, key=s.key) for s in plan.steps],
+    )
+    staged = ctx.stage / "osbake"
+    staged.mkdir(parents=True, exist_ok=True)
+    (staged / "manifest.json").write_text(ctx.manifest.in_image().to_json())
+    (staged / "recipe.yaml").write_text(yaml.safe_dump(normalised, sort_keys=False))
+    sandbox.run_in_tree(
+        ctx.tree,
+        [
+            "sh",
+            "-c",
+            f"mkdir -p {IN_IMAGE_DIR} && "
+            f"install -m 0644 /run/osbake/in/manifest.json /run/osbake/in/recipe.yaml "
+            f"{IN_IMAGE_DIR}/",
+        ],
+        binds=[sandbox.Bind(staged, "/run/osbake/in")],
+        events=ctx.events,
+    )
+
+
+def make_output(ctx: Context, step: Step) -> None:
+    assert step.output is not None
+    plugin = get_output(step.output)
+    path = plugin.write(ctx)
+    ctx.artifacts.append(
+        ArtifactEntry(
+            file=ctx.partials[path].name,
+            format=str(step.output),
+            size=path.stat().st_size,
+            sha256=file_sha256(path),
+        )
+    )
+
+
+ACTIONS: dict[StepKind, Callable[[Context, Step], None]] = {
+    StepKind.BOOTSTRAP: bootstrap,
+    StepKind.PHASE: phase,
+    StepKind.PACKAGES: install_packages,
+    StepKind.MANIFEST: write_manifest,
+    StepKind.OUTPUT: make_output,
+}
+
+
+def copy_static_files(ctx: Context) -> None:
+    """Copy each element's static/ tree into the image, dependencies first."""
+    for element in ctx.plan.elements:
+        if element.static_dir is None:
+            continue
+        sandbox.run_in_tree(
+            ctx.tree,
+            [
+                "sh",
+                "-c",
+                "tar -C /run/osbake/static -cf - . | "
+                "tar -C / -xf - --keep-directory-symlink --no-same-owner",
+            ],
+            binds=[sandbox.Bind(element.static_dir, "/run/osbake/static")],
+            events=ctx.events,
+        )
+
+
+def stage_inputs(ctx: Context) -> None:
+    """Prepare the recipe's files and run commands for the `files` and `run` elements."""
+    recipe = ctx.recipe
+    stage = ctx.stage
+    (stage / "files" / "data").mkdir(parents=True, exist_ok=True)
+    lines = []
+    for index, spec in enumerate(recipe.files):
+        src = resolve_path(recipe, ("files", index, "src"), spec.src)
+        link = stage / "files" / "data" / str(index)
+        if src.is_dir():
+            runner.run(["cp", "-a", "--", str(src), str(link)])
+        else:
+            runner.run(["cp", "--", str(src), str(link)])
+        lines.append(f"{index}\t{spec.mode}\t{spec.owner}\t{spec.group}\t{spec.dest}")
+    (stage / "files" / "list").write_text("".join(f"{line}\n" for line in lines))
+    script = "#!/bin/sh\nset -ex\n" + "".join(f"{command}\n" for command in recipe.run)
+    (stage / "run.sh").write_text(script)
+    (stage / "run.sh").chmod(0o755)
+    (stage / "recipe.json").write_text(json.dumps(recipe.normalised(), indent=2))
+
+
+# -- the build ---------------------------------------------------------------------------
+
+
+def build(
+    recipe: Recipe,
+    *,
+    outdir: Path,
+    variant: str | None = None,
+    arch: str | None = None,
+    settings: Settings | None = None,
+    events: Events | None = None,
+) -> BuildResult:
+    """Build one image (recipe x variant x arch) into `outdir`."""
+    events = events or Events()
+    settings = settings or Settings.from_environment()
+    plan = resolve_plan(recipe, variant, arch)
+    return execute(plan, outdir=outdir, settings=settings, events=events)
+
+
+def execute(plan: Plan, *, outdir: Path, settings: Settings, events: Events) -> BuildResult:
+    events.begin(
+        plan.image, [{"name": s.name, "key": s.key, "describe": s.describe()} for s in plan.steps]
+    )
+    outdir.mkdir(parents=True, exist_ok=True)
+    current = "setup"
+    with workspace(settings, plan.image) as workdir:
+        ctx = Context(plan, settings, events, workdir, outdir)
+        try:
+            stage_inputs(ctx)
+            for step in plan.steps:
+                current = step.name
+                started = time.monotonic()
+                events.step(step.name)
+                ACTIONS[step.kind](ctx, step)
+                seconds = time.monotonic() - started
+                ctx.steps.append(StepEntry(name=step.name, key=step.key, seconds=round(seconds, 3)))
+                events.result(step.name, seconds)
+            current = "publish artifacts"
+            result = _finish(ctx)
+        except OsbakeError as exc:
+            _discard(ctx)
+            error = exc if isinstance(exc, StepError) else StepError(current, exc)
+            events.finish(False, error=error.message, step=current)
+            raise error from None
+        except KeyboardInterrupt:
+            _discard(ctx)
+            events.finish(False, error="interrupted", step=current)
+            raise Interrupted(
+                f"the build was interrupted during step '{current}'; nothing was left behind"
+            ) from None
+        except BaseException:
+            _discard(ctx)
+            raise
+    events.finish(True, artifacts=[str(p) for p in result.artifacts])
+    return result
+
+
+def _finish(ctx: Context) -> BuildResult:
+    assert ctx.manifest is not None
+    finished = time.time()
+    manifest = ctx.manifest.model_copy(
+        update={
+            "steps": ctx.steps,
+            "artifacts": ctx.artifacts,
+            "build": BuildInfo(
+                started=_iso(ctx.started),
+                finished=_iso(finished),
+                seconds=round(finished - ctx.started, 3),
+                rootless=sandbox.rootless(),
+                command=shlex.join(["osbake", *sys.argv[1:]]) if sys.argv else "",
+            ),
+        }
+    )
+    final_manifest = manifest_path(ctx.outdir, ctx.plan.image)
+    partial_manifest = ctx.outdir / f".{final_manifest.name}.partial"
+    partial_manifest.write_text(manifest.to_json())
+    ctx.partials[partial_manifest] = final_manifest
+    artifacts = []
+    for partial, final in ctx.partials.items():
+        os.replace(partial, final)
+        if final != final_manifest:
+            artifacts.append(final)
+    ctx.partials.clear()
+    return BuildResult(ctx.plan.image, artifacts, final_manifest, manifest)
+
+
+def _discard(ctx: Context) -> None:
+    for partial in ctx.partials:
+        with contextlib.suppress(FileNotFoundError):
+            partial.unlink()
+    ctx.partials.clear()
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, UTC).isoformat(timespec="seconds")
+
+
+@contextlib.contextmanager
+def workspace(settings: Settings, image: str) -> Iterator[Path]:
+    """A private work directory, locked while in use and removed afterwards.
+
+    The lock file beside it is taken before the directory exists, so work
+    directories of killed builds (whose lock is free) can be removed safely.
+    """
+    root = settings.work_dir
+    root.mkdir(parents=True, exist_ok=True)
+    _reap_stale(root)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    workdir = root / f"{image}-{stamp}-{os.getpid()}-{socket.gethostname()}"
+    lock_path = workdir.with_name(workdir.name + ".lock")
+    with lock_path.open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        workdir.mkdir()
+        try:
+            yield workdir
+        finally:
+            with contextlib.suppress(OsbakeError):
+                sandbox.remove_tree(workdir)
+            lock_path.unlink(missing_ok=True)
+
+
+def _reap_stale(root: Path) -> None:
+    for lock_path in root.glob("*.lock"):
+        try:
+            handle = lock_path.open("r")
+        except OSError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # a running build holds it
+            with contextlib.suppress(OsbakeError):
+                sandbox.remove_tree(lock_path.with_suffix(""))
+            lock_path.unlink(missing_ok=True)

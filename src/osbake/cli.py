@@ -1,0 +1,321 @@
+"""The `osbake` command: parses arguments, calls the library, renders events and errors.
+
+This is the only module (with the service) that prints or decides exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+import osbake
+from osbake import recipe as recipe_mod
+from osbake import sandbox
+from osbake.errors import Interrupted, OsbakeError, UsageError
+from osbake.events import Events, JsonLinesSink, LogFileSink
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "handler", None):
+        parser.print_help()
+        return 2
+    err = Console(stderr=True, highlight=False)
+    try:
+        code: int = args.handler(args)
+        return code
+    except OsbakeError as exc:
+        _print_error(err, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _print_error(err, Interrupted())
+        return 130
+
+
+def _print_error(console: Console, exc: OsbakeError) -> None:
+    console.print(
+        f"[bold red]error:[/] {exc.render()}", soft_wrap=True, markup=True, highlight=False
+    )
+
+
+# -- build -------------------------------------------------------------------------------------
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    base = recipe_mod.load(args.recipe)  # validate before entering namespaces
+    targets = _targets(base, args)
+    # Everything else happens in the build's own namespaces (see osbake.sandbox).
+    return sandbox.isolate(lambda: _run_builds(base, targets, args))
+
+
+def _targets(base: recipe_mod.Recipe, args: argparse.Namespace) -> list[tuple[str | None, str]]:
+    if args.all:
+        if args.variant or args.arch:
+            raise UsageError("--all builds every variant and arch; drop --variant/--arch")
+        variants: list[str | None] = [None, *base.variants]
+        targets = []
+        for variant in variants:
+            merged = recipe_mod.select_variant(base, variant)
+            targets += [(variant, str(arch)) for arch in merged.arch]
+        return targets
+    if args.variant:
+        recipe_mod.select_variant(base, args.variant)
+    return [(args.variant, args.arch or str(recipe_mod.select_variant(base, args.variant).arch[0]))]
+
+
+def _run_builds(
+    base: recipe_mod.Recipe, targets: list[tuple[str | None, str]], args: argparse.Namespace
+) -> int:
+    from osbake.build import build
+    from osbake.progress import TerminalProgress
+
+    out = Console(highlight=False)
+    err = Console(stderr=True, highlight=False)
+    outdir = Path(args.output)
+    results = []
+    try:
+        for variant, arch in targets:
+            events = Events()
+            if args.json:
+                events.add(JsonLinesSink(sys.stdout))
+            else:
+                events.add(TerminalProgress(err, verbose=args.verbose))
+            log_handle = None
+            if args.log:
+                log_handle = Path(args.log).open("a", encoding="utf-8")  # noqa: SIM115
+                events.add(LogFileSink(log_handle))
+            try:
+                result = build(base, outdir=outdir, variant=variant, arch=arch, events=events)
+            finally:
+                if log_handle is not None:
+                    log_handle.close()
+            results.append(result)
+    except OsbakeError as exc:
+        _print_error(err, exc)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _print_error(err, Interrupted())
+        return 130
+    if not args.json:
+        for result in results:
+            for path in result.artifacts:
+                out.print(f"{path}")
+            out.print(f"{result.manifest_path}")
+    return 0
+
+
+# -- plan, inspect, elements, schema ---------------------------------------------------------
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from osbake.plan import resolve_plan
+
+    base = recipe_mod.load(args.recipe)
+    plan = resolve_plan(base, args.variant, args.arch)
+    out = Console(highlight=False)
+    if args.json:
+        print(json.dumps(plan.to_json(), indent=2))
+        return 0
+    out.print(
+        f"[bold]{plan.image}[/]  {plan.recipe.distro} {plan.recipe.release} {plan.arch}"
+        + (f"  variant {plan.variant}" if plan.variant else "")
+    )
+    out.print("elements: " + ", ".join(e.name for e in plan.elements))
+    out.print("packages: " + (" ".join(plan.packages) or "(none)"))
+    for step in plan.steps:
+        out.print(f"  {step.key[:12]}  {step.name:<14} {step.describe()}", soft_wrap=True)
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from osbake.inspect import inspect_artifact
+
+    found = inspect_artifact(Path(args.artifact))
+    manifest = found.manifest
+    if args.json:
+        print(manifest.to_json(), end="")
+        return 0 if found.verified is not False else 1
+    out = Console(highlight=False)
+    out.print(
+        f"[bold]{manifest.image}[/]  ({manifest.name}"
+        + (f", variant {manifest.variant}" if manifest.variant else "")
+        + f", {manifest.distro} {manifest.release} {manifest.arch})"
+    )
+    out.print(f"manifest:      {found.source}")
+    out.print(f"recipe sha256: {manifest.recipe_sha256}")
+    if manifest.recipe_file:
+        out.print(f"recipe file:   {manifest.recipe_file}")
+    out.print(f"osbake:        {manifest.osbake_version}")
+    out.print(f"elements:      {', '.join(e.name for e in manifest.elements)}")
+    if manifest.build.seconds:
+        out.print(
+            f"built:         {manifest.build.finished} in {manifest.build.seconds:.0f}s"
+            + (" (rootless)" if manifest.build.rootless else "")
+        )
+    out.print(f"artifact:      {found.artifact.name}  sha256 {found.sha256}")
+    if found.verified is True:
+        out.print("               [green]matches the manifest[/]")
+    elif found.verified is False:
+        assert found.entry is not None
+        out.print(
+            f"               [bold red]DOES NOT match the manifest[/] "
+            f"(expected {found.entry.sha256})"
+        )
+    for artifact in manifest.artifacts:
+        if artifact.file != found.artifact.name:
+            out.print(f"               also {artifact.file} ({artifact.size} bytes)")
+    out.print(f"packages:      {len(manifest.packages)}")
+    if not args.summary:
+        width = max((len(p.name) for p in manifest.packages), default=0)
+        for package in manifest.packages:
+            out.print(f"  {package.name:<{width}}  {package.version}  {package.arch}")
+    return 0 if found.verified is not False else 1
+
+
+def cmd_elements_list(args: argparse.Namespace) -> int:
+    from osbake.elements import Catalog, SearchPath
+
+    recipe_dir = Path(args.recipe).resolve().parent if args.recipe else None
+    catalog = Catalog(SearchPath.for_recipe(recipe_dir))
+    out = Console(highlight=False)
+    for name in catalog.names():
+        element = catalog.get(name)
+        shadow = " (replaces a lower one)" if catalog.shadowed(name) else ""
+        description = " ".join(element.spec.description.split())
+        out.print(
+            f"[bold]{name:<16}[/] [dim]{element.origin:<10}[/] {description}{shadow}",
+            soft_wrap=True,
+        )
+    return 0
+
+
+def cmd_elements_show(args: argparse.Namespace) -> int:
+    from osbake.elements import Catalog, Phase, SearchPath
+
+    recipe_dir = Path(args.recipe).resolve().parent if args.recipe else None
+    catalog = Catalog(SearchPath.for_recipe(recipe_dir))
+    if args.name not in catalog:
+        raise UsageError(
+            f"no element named '{args.name}'", hint=f"elements: {', '.join(catalog.names())}"
+        )
+    element = catalog.get(args.name)
+    spec = element.spec
+    out = Console(highlight=False)
+    out.print(f"[bold]{element.name}[/]  ({element.origin}: {element.path})")
+    out.print(" ".join(spec.description.split()))
+    for label, values in (
+        ("depends", spec.depends),
+        ("provides", spec.provides),
+        ("conflicts", spec.conflicts),
+        ("packages", spec.packages),
+    ):
+        if values:
+            out.print(f"{label}: {', '.join(values)}")
+    if spec.options:
+        out.print("options:")
+        for key, option in spec.options.items():
+            default = json.dumps(option.default)
+            out.print(
+                f"  {key} ({option.type}, default {default}): "
+                + " ".join(option.description.split()),
+                soft_wrap=True,
+            )
+    for phase in Phase:
+        scripts = element.scripts(phase)
+        if scripts:
+            out.print(f"{phase}: {', '.join(s.path.name for s in scripts)}")
+    if element.static_dir:
+        out.print(
+            "static: "
+            + ", ".join(
+                "/" + str(p.relative_to(element.static_dir))
+                for p in sorted(element.static_dir.rglob("*"))
+                if p.is_file()
+            )
+        )
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from osbake.recipe.schema import recipe_schema
+
+    print(json.dumps(recipe_schema(), indent=2))
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from osbake.plan import check_recipe
+
+    targets = check_recipe(recipe_mod.load(args.recipe))
+    names = ", ".join(f"{variant or '(base)'}/{arch}" for variant, arch in targets)
+    print(f"{args.recipe}: valid ({names})")
+    return 0
+
+
+# -- the parser --------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="osbake", description="Build, test and publish Linux OS images from recipes."
+    )
+    parser.add_argument("--version", action="version", version=f"osbake {osbake.__version__}")
+    sub = parser.add_subparsers(metavar="COMMAND")
+
+    def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(handler=handler)
+        return p
+
+    p = command("build", cmd_build, "build images from a recipe")
+    p.add_argument("recipe", help="the recipe file (YAML)")
+    p.add_argument("-o", "--output", default="out", help="output directory (default: out)")
+    p.add_argument("--variant", help="build this variant of the recipe")
+    p.add_argument("--arch", help="build for this architecture (default: the recipe's first)")
+    p.add_argument("--all", action="store_true", help="build every variant x arch")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="print every command and its output"
+    )
+    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    p.add_argument("--log", help="also append a plain-text build log to this file")
+
+    p = command("plan", cmd_plan, "show the steps of a build and their content keys")
+    p.add_argument("recipe")
+    p.add_argument("--variant")
+    p.add_argument("--arch")
+    p.add_argument("--json", action="store_true")
+
+    p = command("validate", cmd_validate, "check a recipe (every variant) without building")
+    p.add_argument("recipe")
+
+    p = command("inspect", cmd_inspect, "show the manifest of an artifact and verify it")
+    p.add_argument("artifact")
+    p.add_argument("--json", action="store_true", help="print the manifest as JSON")
+    p.add_argument("--summary", action="store_true", help="do not list the packages")
+
+    p = sub.add_parser("elements", help="list or show elements")
+    esub = p.add_subparsers(metavar="ACTION")
+    e = esub.add_parser("list", help="list the elements on the search path")
+    e.add_argument("--recipe", help="also look in this recipe's elements/ folder")
+    e.set_defaults(handler=cmd_elements_list)
+    e = esub.add_parser("show", help="show one element")
+    e.add_argument("name")
+    e.add_argument("--recipe", help="also look in this recipe's elements/ folder")
+    e.set_defaults(handler=cmd_elements_show)
+    p.set_defaults(handler=cmd_elements_list, recipe=None)
+
+    command("schema", cmd_schema, "print the recipe's JSON Schema")
+    return parser
+
+
+def run_cli() -> Any:  # pragma: no cover - console script entry point
+    sys.exit(main())

@@ -1,0 +1,299 @@
+"""Debian, bootstrapped with mmdebstrap."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import urllib.error
+import urllib.request
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from osbake import run as runner
+from osbake import sandbox
+from osbake.distros import Distro, Package
+from osbake.distros.apt_sources import AptSource, read_host_sources
+from osbake.errors import DistroError
+from osbake.recipe import locate
+
+if TYPE_CHECKING:
+    from osbake.build import Context
+
+ROLLING = ("sid", "unstable", "experimental")
+KERNEL_FLAVOURS = {
+    # kernel: {arch: package}; "server" is the generic kernel, trimmed later.
+    "cloud": {"amd64": "linux-image-cloud-amd64", "arm64": "linux-image-cloud-arm64"},
+    "generic": {
+        "amd64": "linux-image-amd64",
+        "arm64": "linux-image-arm64",
+        "armhf": "linux-image-armmp",
+        "i386": "linux-image-686-pae",
+        "ppc64el": "linux-image-powerpc64le",
+        "riscv64": "linux-image-riscv64",
+        "s390x": "linux-image-s390x",
+    },
+}
+DPKG_FORMAT = "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n"
+MIRROR_TIMEOUT = 20
+
+
+class Debian(Distro):
+    name = "debian"
+    element = "debian"
+
+    # -- sources -------------------------------------------------------------------------
+
+    @cached_property
+    def sources(self) -> list[AptSource]:
+        recipe = self.recipe
+        release = recipe.release
+        components = tuple(recipe.components)
+        host = read_host_sources()
+        if recipe.mirror:
+            archive_uri = recipe.mirror.rstrip("/")
+        else:
+            archive = host.archive()
+            if archive is None:
+                raise DistroError(
+                    "no Debian mirror found in this machine's apt sources "
+                    "(/etc/apt/sources.list and /etc/apt/sources.list.d)",
+                    location=locate(recipe, ("release",)),
+                    hint="set 'mirror:' in the recipe to a Debian mirror URL",
+                )
+            archive_uri = archive.uri
+        suites = [release]
+        if release not in ROLLING and self.options.get("updates", True):
+            suites.append(f"{release}-updates")
+        sources = [AptSource(archive_uri, tuple(suites), components, origin="archive")]
+        security = host.security()
+        if release not in ROLLING and self.options.get("security", True) and security:
+            sources.append(
+                AptSource(security.uri, (f"{release}-security",), components, origin="security")
+            )
+        return sources
+
+    def describe_sources(self) -> list[str]:
+        lines = [line for source in self.sources for line in source.lines()]
+        for repo in self.recipe.repositories:
+            lines += [
+                f"deb {repo.uri} {suite} {' '.join(repo.components)}" for suite in repo.suites
+            ]
+        return lines
+
+    def mirror_state(self) -> dict[str, dict[str, str]]:
+        """Digest and date of each suite's InRelease: a mirror update changes the keys."""
+        return dict(self._mirror_state)
+
+    @cached_property
+    def _mirror_state(self) -> dict[str, dict[str, str]]:
+        state: dict[str, dict[str, str]] = {}
+        suites = [(s.uri, suite) for s in self.sources for suite in s.suites]
+        suites += [
+            (r.uri.rstrip("/"), suite) for r in self.recipe.repositories for suite in r.suites
+        ]
+        for uri, suite in suites:
+            state[f"{uri} {suite}"] = _fetch_release_state(uri, suite)
+        return state
+
+    # -- plan inputs ---------------------------------------------------------------------
+
+    @property
+    def variant(self) -> str:
+        return str(self.options.get("variant") or "minbase")
+
+    def bootstrap_inputs(self) -> dict[str, Any]:
+        return {
+            "release": self.recipe.release,
+            "arch": str(self.arch),
+            "variant": self.variant,
+            "sources": self.describe_sources(),
+            "mirror_state": self.mirror_state(),
+            "mmdebstrap": self._mmdebstrap_version,
+        }
+
+    @cached_property
+    def _mmdebstrap_version(self) -> str:
+        if not runner.exists("mmdebstrap"):
+            return "missing"
+        return runner.output(["mmdebstrap", "--version"]).strip()
+
+    def kernel_packages(self) -> list[str]:
+        kernel = self.recipe.kernel
+        if kernel == "none":
+            return []
+        flavour = "generic" if kernel == "server" else kernel
+        if flavour in KERNEL_FLAVOURS:
+            package = KERNEL_FLAVOURS[flavour].get(str(self.arch))
+            if package is None:
+                raise DistroError(
+                    f"Debian has no '{kernel}' kernel for {self.arch}",
+                    location=locate(self.recipe, ("kernel",)),
+                    hint="use kernel: generic, or name a kernel package",
+                )
+            return [package]
+        return [kernel]
+
+    def script_environment(self) -> dict[str, str]:
+        return {
+            "OSBAKE_DEBIAN_SUITES": " ".join(
+                suite for source in self.sources for suite in source.suites
+            )
+        }
+
+    # -- steps ---------------------------------------------------------------------------
+
+    def bootstrap(self, ctx: Context) -> None:
+        cache = ctx.settings.package_cache(self.name)
+        cache.mkdir(parents=True, exist_ok=True)
+        keyrings = _repository_keyrings(ctx)
+        argv: list[str] = [
+            "mmdebstrap",
+            "--mode=root",
+            "--format=directory",
+            f"--variant={self.variant}",
+            f"--arch={self.arch}",
+            "--skip=essential/unlink",
+            "--skip=cleanup/apt/lists",
+            '--aptopt=Acquire::Languages "none"',
+            '--aptopt=Acquire::Retries "3"',
+            f'--setup-hook=mkdir -p "$1{sandbox.APT_ARCHIVES}" && '
+            f'mount --bind {_sh_quote(str(cache))} "$1{sandbox.APT_ARCHIVES}"',
+            f'--customize-hook=umount "$1{sandbox.APT_ARCHIVES}"',
+        ]
+        proxy = ctx.host_apt_proxy
+        if proxy:
+            argv.append(f'--aptopt=Acquire::http::Proxy "{proxy}"')
+        for name, keyring in keyrings.items():
+            argv.append(
+                f'--setup-hook=mkdir -p "$1/etc/apt/keyrings" && '
+                f'cp {_sh_quote(str(keyring))} "$1/etc/apt/keyrings/{name}.gpg"'
+            )
+        if self.recipe.repositories:
+            argv.append('--aptopt=Acquire::AllowInsecureRepositories "false"')
+        argv += [self.recipe.release, str(ctx.tree)]
+        argv += self.describe_bootstrap_lines(keyrings)
+        ctx.tree.parent.mkdir(parents=True, exist_ok=True)
+        runner.run(
+            argv,
+            events=ctx.events,
+            hint="check the mirror and the release name; run with -v for apt's output",
+        )
+        # Keep services from starting while packages are installed in later steps.
+        sandbox.run_in_tree(ctx.tree, ["sh", "-c", POLICY_RC_D], events=ctx.events)
+
+    def describe_bootstrap_lines(self, keyrings: dict[str, Path]) -> list[str]:
+        lines = [line for source in self.sources for line in source.lines()]
+        for repo in self.recipe.repositories:
+            signed = (
+                f" [signed-by=/etc/apt/keyrings/{repo.name}.gpg]" if repo.name in keyrings else ""
+            )
+            lines += [
+                f"deb{signed} {repo.uri} {suite} {' '.join(repo.components)}"
+                for suite in repo.suites
+            ]
+        return lines
+
+    def install_packages(self, ctx: Context, packages: list[str]) -> None:
+        if not packages:
+            return
+        recommends = "true" if ctx.options.get("packages", {}).get("recommends") else "false"
+        apt = [
+            "apt-get",
+            "-q",
+            "-y",
+            "-o",
+            f"APT::Install-Recommends={recommends}",
+            "-o",
+            "Dpkg::Use-Pty=0",
+        ]
+        cache = ctx.settings.package_cache(self.name)
+        script = (
+            f"{' '.join(apt)} update && "
+            f"{' '.join(apt)} install {' '.join(_sh_quote(p) for p in packages)}"
+        )
+        sandbox.run_in_tree(
+            ctx.tree,
+            ["sh", "-c", script],
+            events=ctx.events,
+            package_cache=cache,
+            env=ctx.apt_environment(),
+            hint="check the package names (apt-cache policy NAME on a "
+            "Debian machine) and the mirror",
+        )
+
+    def finish(self, ctx: Context) -> None:
+        sandbox.run_in_tree(ctx.tree, ["rm", "-f", "/usr/sbin/policy-rc.d"], events=ctx.events)
+
+    def installed_packages(self, tree: Path) -> list[Package]:
+        text = runner.output(
+            ["dpkg-query", f"--admindir={tree}/var/lib/dpkg", "-W", f"--showformat={DPKG_FORMAT}"]
+        )
+        packages = []
+        for line in text.splitlines():
+            parts = line.split("\t")
+            if len(parts) != 5:
+                continue
+            name, version, arch, source, source_version = parts
+            packages.append(Package(name, version, arch, source or name, source_version or version))
+        return sorted(packages, key=lambda p: (p.name, p.arch))
+
+
+POLICY_RC_D = (
+    "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
+)
+
+
+def _sh_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def _repository_keyrings(ctx: Context) -> dict[str, Path]:
+    from osbake.recipe import resolve_path
+
+    keyrings: dict[str, Path] = {}
+    for index, repo in enumerate(ctx.recipe.repositories):
+        if repo.key is None:
+            continue
+        path = resolve_path(ctx.recipe, ("repositories", index, "key"), repo.key)
+        keyrings[repo.name] = _dearmor(ctx, repo.name, path)
+    return keyrings
+
+
+def _dearmor(ctx: Context, name: str, path: Path) -> Path:
+    data = path.read_bytes()
+    if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" not in data:
+        return path
+    out = ctx.workdir / "keyrings" / f"{name}.gpg"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    runner.run(
+        ["gpg", "--batch", "--yes", "--dearmor", "-o", str(out), str(path)], events=ctx.events
+    )
+    return out
+
+
+def _fetch_release_state(uri: str, suite: str) -> dict[str, str]:
+    errors = []
+    for name in ("InRelease", "Release"):
+        url = f"{uri}/dists/{suite}/{name}"
+        try:
+            with urllib.request.urlopen(url, timeout=MIRROR_TIMEOUT) as response:
+                data = response.read()
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+            continue
+        # The signed Release file lists the digest of every index, so its own digest
+        # changes whenever any package on the mirror does.
+        head = data[:8192].decode("utf-8", errors="replace")
+        match = re.search(r"^Date: (.+)$", head, re.MULTILINE)
+        return {
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "date": match.group(1).strip() if match else "",
+        }
+    raise DistroError(
+        f"cannot read the release file of '{suite}' from {uri}: {'; '.join(errors)}",
+        hint="check the network and the mirror (the 'mirror:' key, or the host's apt "
+        "sources); is the release name right?",
+    )

@@ -1,0 +1,138 @@
+"""Element options: check the recipe's values against each element's declared options,
+and export them to phase scripts as environment variables.
+
+Export rules (docs/elements.md): OSBAKE_OPT_<NAME> with the name upper-cased and
+'-' turned into '_'. Strings and integers as written; booleans as 1 or 0; lists one
+item per line; records one record per line, fields separated by a tab in the
+declared order, list-valued fields joined with ','.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+from osbake.elements.model import Element, OptionSpec
+from osbake.errors import RecipeError
+from osbake.recipe import Recipe, locate
+
+OptionValues = dict[str, dict[str, Any]]
+
+
+def resolve_options(recipe: Recipe, elements: list[Element]) -> OptionValues:
+    """Every option of every element: the recipe's value or the default, checked."""
+    by_name = {e.name: e for e in elements}
+    for name in recipe.options:
+        if name not in by_name:
+            close = difflib.get_close_matches(name, list(by_name), n=1)
+            hint = (
+                f"did you mean '{close[0]}'? " if close else ""
+            ) + f"add '{name}' to elements, or remove its options"
+            raise RecipeError(
+                f"options are given for element '{name}', which this image does not use",
+                location=locate(recipe, ("options", name)),
+                hint=hint,
+            )
+    values: OptionValues = {}
+    for element in elements:
+        given = recipe.options.get(element.name, {})
+        if not isinstance(given, dict):
+            raise RecipeError(
+                f"options for '{element.name}' must be a mapping",
+                location=locate(recipe, ("options", element.name)),
+            )
+        declared = element.spec.options
+        for key in given:
+            if key not in declared:
+                close = difflib.get_close_matches(key, list(declared), n=1)
+                known = ", ".join(declared) or "none"
+                raise RecipeError(
+                    f"element '{element.name}' has no option '{key}'",
+                    location=locate(recipe, ("options", element.name, key)),
+                    hint=(f"did you mean '{close[0]}'? " if close else "")
+                    + f"its options: {known} (osbake elements show {element.name})",
+                )
+        values[element.name] = {}
+        for key, spec in declared.items():
+            value = given.get(key, spec.default)
+            values[element.name][key] = _check(recipe, element, key, spec, value, key in given)
+    return values
+
+
+def _check(
+    recipe: Recipe, element: Element, key: str, spec: OptionSpec, value: Any, given: bool
+) -> Any:
+    where = ("options", element.name, key)
+
+    def fail(expected: str) -> RecipeError:
+        return RecipeError(
+            f"option '{key}' of element '{element.name}' must be {expected}",
+            location=locate(recipe, where) if given else element.location("options", key),
+            hint=spec.description or None,
+        )
+
+    if value is None:
+        return None
+    if spec.type == "string":
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise fail("a string")
+        value = str(value)
+        if spec.choices and value not in spec.choices:
+            raise fail(f"one of: {', '.join(spec.choices)}")
+    elif spec.type == "integer":
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise fail("a whole number")
+    elif spec.type == "boolean":
+        if not isinstance(value, bool):
+            raise fail("true or false")
+    elif spec.type == "list":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
+            raise fail("a list of strings")
+        value = [str(v) for v in value]
+    elif spec.type == "records":
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            raise fail(f"a list of mappings with the keys {', '.join(spec.fields or [])}")
+        for record in value:
+            extra = set(record) - set(spec.fields or [])
+            if extra:
+                raise fail(
+                    f"a list of mappings with only the keys "
+                    f"{', '.join(spec.fields or [])} (not {', '.join(sorted(extra))})"
+                )
+    return value
+
+
+def option_environment(values: dict[str, Any], element: Element) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for key, value in values.items():
+        spec = element.spec.options[key]
+        name = "OSBAKE_OPT_" + key.upper().replace("-", "_")
+        env[name] = export_value(spec, value)
+    return env
+
+
+def export_value(spec: OptionSpec, value: Any) -> str:
+    if value is None:
+        return ""
+    if spec.type == "boolean":
+        return "1" if value else "0"
+    if spec.type == "list":
+        return "\n".join(value)
+    if spec.type == "records":
+        lines = []
+        for record in value:
+            fields = []
+            for name in spec.fields or []:
+                item = record.get(name, "")
+                if isinstance(item, list):
+                    item = ",".join(str(i) for i in item)
+                elif isinstance(item, bool):
+                    item = "1" if item else "0"
+                elif item is None:
+                    item = ""
+                fields.append(str(item).replace("\t", " ").replace("\n", " "))
+            lines.append("\t".join(fields))
+        return "\n".join(lines)
+    return str(value)

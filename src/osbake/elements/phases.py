@@ -1,0 +1,81 @@
+"""Run the scripts of one phase, in order of numeric prefix, then element, then name.
+
+In-image phases run each script inside the tree through the sandbox; host-side
+phases (root, block-device, cleanup) run it on the build host with the tree's
+path in OSBAKE_TARGET_ROOT. The environment is documented in docs/elements.md.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from osbake import run as runner
+from osbake import sandbox
+from osbake.elements.model import Phase, Script
+from osbake.elements.options import option_environment
+
+if TYPE_CHECKING:
+    from osbake.build import Context
+
+IMAGE_ELEMENTS_DIR = f"{sandbox.RUN_DIR}/elements"
+IMAGE_STAGE_DIR = f"{sandbox.RUN_DIR}/stage"
+HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def phase_scripts(ctx: Context, phase: Phase) -> list[Script]:
+    scripts = [s for e in ctx.plan.elements for s in e.scripts(phase)]
+    return sorted(scripts, key=lambda s: s.sort_key())
+
+
+def run_phase(ctx: Context, phase: Phase) -> None:
+    elements = {e.name: e for e in ctx.plan.elements}
+    for script in phase_scripts(ctx, phase):
+        element = elements[script.element]
+        env = {
+            **ctx.plan.environment,
+            **option_environment(ctx.options.get(element.name, {}), element),
+            **ctx.apt_environment(),
+            "OSBAKE_PHASE": str(phase),
+            "OSBAKE_ELEMENT": element.name,
+        }
+        hint = f"the script is {script.path}; run with -v to see its output"
+        ctx.events.log(f"running {script.name}")
+        if phase.in_image:
+            env |= {
+                "OSBAKE_TARGET_ROOT": "/",
+                "OSBAKE_ELEMENT_DIR": f"{IMAGE_ELEMENTS_DIR}/{element.name}",
+                "OSBAKE_STAGE_DIR": IMAGE_STAGE_DIR,
+            }
+            binds = [
+                sandbox.Bind(e.path, f"{IMAGE_ELEMENTS_DIR}/{e.name}") for e in ctx.plan.elements
+            ]
+            binds.append(sandbox.Bind(ctx.stage, IMAGE_STAGE_DIR))
+            target = f"{IMAGE_ELEMENTS_DIR}/{element.name}/{phase}/{script.path.name}"
+            sandbox.run_in_tree(
+                ctx.tree,
+                [target],
+                env=env,
+                binds=binds,
+                events=ctx.events,
+                package_cache=ctx.settings.package_cache(ctx.distro.name),
+                hint=hint,
+            )
+        else:
+            env |= {
+                "OSBAKE_TARGET_ROOT": str(ctx.tree),
+                "OSBAKE_ELEMENT_DIR": str(element.path),
+                "OSBAKE_STAGE_DIR": str(ctx.stage),
+                "OSBAKE_WORK_DIR": str(ctx.workdir),
+                "PATH": HOST_PATH,
+                "HOME": os.environ.get("HOME", "/root"),
+                "LANG": "C.UTF-8",
+            }
+            runner.run(
+                [str(script.path)],
+                env=env,
+                clear_env=True,
+                events=ctx.events,
+                cwd=ctx.workdir,
+                hint=hint,
+            )

@@ -1,0 +1,93 @@
+"""From an artifact back to its manifest: beside it, or read from inside it."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbake import run as runner
+from osbake.errors import ArtifactError, CommandError
+from osbake.manifest import (
+    IN_IMAGE_DIR,
+    ArtifactEntry,
+    Manifest,
+    file_sha256,
+    load_manifest,
+)
+
+MANIFEST_MEMBER = f".{IN_IMAGE_DIR}/manifest.json"
+
+
+@dataclass
+class Inspection:
+    artifact: Path
+    manifest: Manifest
+    source: str  # where the manifest came from
+    sha256: str
+    entry: ArtifactEntry | None  # the artifact's record in the manifest, if it has one
+
+    @property
+    def verified(self) -> bool | None:
+        """True if the file matches its manifest entry, False if not, None if no entry."""
+        if self.entry is None:
+            return None
+        return self.entry.sha256 == self.sha256
+
+
+def inspect_artifact(path: Path) -> Inspection:
+    if not path.is_file():
+        raise ArtifactError(f"{path} is not a file", hint="give the path of a built artifact")
+    digest = file_sha256(path)
+    beside = _manifest_beside(path)
+    if beside is not None:
+        manifest = load_manifest(beside)
+        entry = next((a for a in manifest.artifacts if a.file == path.name), None)
+        return Inspection(path, manifest, str(beside), digest, entry)
+    manifest = _manifest_inside(path)
+    return Inspection(
+        path, manifest, f"inside {path.name} ({IN_IMAGE_DIR}/manifest.json)", digest, None
+    )
+
+
+def _manifest_beside(path: Path) -> Path | None:
+    for candidate in sorted(path.parent.glob("*.manifest.json")):
+        try:
+            data = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if any(a.get("file") == path.name for a in data.get("artifacts", [])):
+            return candidate
+    return None
+
+
+def _manifest_inside(path: Path) -> Manifest:
+    name = path.name
+    try:
+        if name.endswith(".oci.tar"):
+            text = _from_oci(path)
+        elif ".tar" in name:
+            text = runner.output(["tar", "-xOf", str(path), MANIFEST_MEMBER])
+        else:
+            raise ArtifactError(
+                f"{path} has no manifest beside it, and osbake cannot read one from "
+                "inside this kind of file",
+                hint="keep <image>.manifest.json next to the artifact",
+            )
+    except CommandError:
+        raise ArtifactError(
+            f"{path} has no manifest beside it and none inside ({IN_IMAGE_DIR}/manifest.json)",
+            hint="was it built by osbake? keep <image>.manifest.json next to the artifact",
+        ) from None
+    return Manifest.model_validate_json(text)
+
+
+def _from_oci(path: Path) -> str:
+    index = json.loads(runner.output(["tar", "-xOf", str(path), "index.json"]))
+    digest = index["manifests"][0]["digest"].split(":", 1)[1]
+    manifest = json.loads(runner.output(["tar", "-xOf", str(path), f"blobs/sha256/{digest}"]))
+    layer = manifest["layers"][-1]["digest"].split(":", 1)[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        runner.run(["tar", "-xf", str(path), "-C", tmp, f"blobs/sha256/{layer}"])
+        return runner.output(["tar", "-xOzf", f"{tmp}/blobs/sha256/{layer}", MANIFEST_MEMBER])

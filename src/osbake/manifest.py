@@ -1,0 +1,127 @@
+"""The manifest: what went into an image and how to rebuild it.
+
+Written beside every build's artifacts as `<image>.manifest.json`, and (without
+the artifact list and timings, which are not known yet) inside the image under
+/usr/share/osbake/ together with the normalised recipe.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+MANIFEST_VERSION = 1
+IN_IMAGE_DIR = "/usr/share/osbake"
+
+
+class Entry(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class PackageEntry(Entry):
+    name: str
+    version: str
+    arch: str
+    source: str
+    source_version: str
+
+
+class ElementEntry(Entry):
+    name: str
+    sha256: str
+    origin: str
+
+
+class MirrorEntry(Entry):
+    source: str
+    sha256: str
+    date: str = ""
+
+
+class StepEntry(Entry):
+    name: str
+    key: str
+    seconds: float = 0.0
+    status: str = "built"
+
+
+class ArtifactEntry(Entry):
+    file: str
+    format: str
+    size: int
+    sha256: str
+
+
+class BuildInfo(Entry):
+    started: str = ""
+    finished: str = ""
+    seconds: float = 0.0
+    rootless: bool = False
+    command: str = ""
+
+
+class Manifest(Entry):
+    """The manifest of one build (one recipe x variant x arch)."""
+
+    manifest_version: int = MANIFEST_VERSION
+    osbake_version: str
+    image: str = Field(description="artifact stem")
+    name: str
+    variant: str | None = None
+    arch: str
+    distro: str
+    release: str
+    recipe: dict[str, Any]
+    recipe_sha256: str
+    recipe_file: str | None = None
+    elements: list[ElementEntry] = Field(default_factory=list)
+    packages: list[PackageEntry] = Field(default_factory=list)
+    sources: list[str] = Field(default_factory=list)
+    mirror: list[MirrorEntry] = Field(default_factory=list)
+    steps: list[StepEntry] = Field(default_factory=list)
+    artifacts: list[ArtifactEntry] = Field(default_factory=list)
+    build: BuildInfo = Field(default_factory=BuildInfo)
+
+    def package(self, name: str) -> PackageEntry | None:
+        for entry in self.packages:
+            if entry.name == name:
+                return entry
+        return None
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
+
+    def in_image(self) -> Manifest:
+        """The copy stored inside the image: no artifacts, no timings."""
+        return self.model_copy(
+            update={
+                "artifacts": [],
+                "steps": [StepEntry(name=s.name, key=s.key) for s in self.steps],
+                "build": BuildInfo(),
+            }
+        )
+
+
+def recipe_digest(normalised: dict[str, Any]) -> str:
+    text = json.dumps(normalised, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(4 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def manifest_path(outdir: Path, image: str) -> Path:
+    return outdir / f"{image}.manifest.json"
+
+
+def load_manifest(path: Path) -> Manifest:
+    return Manifest.model_validate_json(path.read_text(encoding="utf-8"))

@@ -1,0 +1,302 @@
+"""The plan: a recipe, variant and arch resolved into steps with content keys.
+
+Each step's key is a sha256 over everything that can change its result: its
+parent's key, the recipe fields it uses, the contents of the element files it
+runs, the package set, the mirror state and osbake's own code. Equal keys mean
+equal results, which is what the step cache relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import osbake
+from osbake.distros import Distro, distro_element, get_distro
+from osbake.elements import Catalog, Element, Phase, Request, SearchPath, resolve
+from osbake.elements.model import hash_paths
+from osbake.elements.options import OptionValues, resolve_options
+from osbake.errors import RecipeError
+from osbake.recipe import Arch, OutputFormat, Recipe, locate, resolve_path, select_variant
+
+
+class StepKind(StrEnum):
+    BOOTSTRAP = "bootstrap"
+    PHASE = "phase"
+    PACKAGES = "packages"
+    MANIFEST = "manifest"
+    OUTPUT = "output"
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str
+    kind: StepKind
+    key: str
+    inputs: dict[str, Any]
+    phase: Phase | None = None
+    scripts: tuple[str, ...] = ()
+    output: OutputFormat | None = None
+
+    def describe(self) -> str:
+        if self.kind == StepKind.PHASE:
+            return ", ".join(self.scripts) if self.scripts else "(no scripts)"
+        if self.kind == StepKind.PACKAGES:
+            return " ".join(self.inputs.get("packages", [])) or "(none)"
+        if self.kind == StepKind.BOOTSTRAP:
+            return f"{self.inputs['distro']} {self.inputs['release']} {self.inputs['arch']}"
+        if self.kind == StepKind.OUTPUT:
+            return str(self.output)
+        return ""
+
+
+@dataclass
+class Plan:
+    recipe: Recipe
+    arch: Arch
+    image: str
+    elements: list[Element]
+    options: OptionValues
+    packages: list[str]
+    distro: Distro
+    environment: dict[str, str]
+    steps: list[Step] = field(default_factory=list)
+
+    @property
+    def variant(self) -> str | None:
+        return self.recipe.variant
+
+    def step(self, name: str) -> Step:
+        for step in self.steps:
+            if step.name == name:
+                return step
+        raise KeyError(name)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "image": self.image,
+            "recipe": self.recipe.name,
+            "variant": self.variant,
+            "arch": str(self.arch),
+            "elements": [
+                {"name": e.name, "sha256": e.content_hash(), "origin": e.origin}
+                for e in self.elements
+            ],
+            "packages": self.packages,
+            "steps": [
+                {"name": s.name, "kind": str(s.kind), "key": s.key, "describe": s.describe()}
+                for s in self.steps
+            ],
+        }
+
+
+def image_name(recipe: Recipe, arch: Arch, base_arches: list[Arch]) -> str:
+    """The artifact stem: name[-variant][-arch when the recipe has several arches]."""
+    stem = recipe.name
+    if recipe.variant:
+        stem += f"-{recipe.variant}"
+    if len(base_arches) > 1:
+        stem += f"-{arch}"
+    return stem
+
+
+def resolve_plan(
+    base: Recipe,
+    variant: str | None = None,
+    arch: str | None = None,
+    *,
+    search: SearchPath | None = None,
+) -> Plan:
+    """Resolve (recipe, variant, arch) into a plan of steps with content keys."""
+    recipe = select_variant(base, variant)
+    chosen_arch = _pick_arch(recipe, arch)
+    catalog = Catalog(search or SearchPath.for_recipe(recipe.base_dir))
+    elements = resolve(catalog, _requests(recipe))
+    options = resolve_options(recipe, elements)
+    distro = get_distro(recipe, chosen_arch, options.get(distro_element(recipe.distro), {}))
+    packages = _packages(recipe, elements, distro)
+    environment = _environment(recipe, chosen_arch, elements, distro)
+    plan = Plan(
+        recipe,
+        chosen_arch,
+        image_name(recipe, chosen_arch, base.arch),
+        elements,
+        options,
+        packages,
+        distro,
+        environment,
+    )
+    plan.steps = _steps(plan)
+    return plan
+
+
+def check_recipe(
+    base: Recipe, *, search: SearchPath | None = None
+) -> list[tuple[str | None, Arch]]:
+    """Check every variant x arch as far as possible without the network."""
+    targets: list[tuple[str | None, Arch]] = []
+    for variant in [None, *base.variants]:
+        recipe = select_variant(base, variant)
+        catalog = Catalog(search or SearchPath.for_recipe(recipe.base_dir))
+        elements = resolve(catalog, _requests(recipe))
+        options = resolve_options(recipe, elements)
+        for arch in recipe.arch:
+            distro = get_distro(recipe, arch, options.get(distro_element(recipe.distro), {}))
+            distro.kernel_packages()
+            targets.append((variant, arch))
+    return targets
+
+
+def _pick_arch(recipe: Recipe, arch: str | None) -> Arch:
+    if arch is None:
+        return recipe.arch[0]
+    for candidate in recipe.arch:
+        if str(candidate) == arch:
+            return candidate
+    raise RecipeError(
+        f"the recipe does not build for '{arch}'",
+        location=locate(recipe, ("arch",)),
+        hint=f"its arches are: {', '.join(str(a) for a in recipe.arch)}; "
+        "add the arch to 'arch:' to build it",
+    )
+
+
+def _requests(recipe: Recipe) -> list[Request]:
+    requests = [Request(distro_element(recipe.distro), None, f"distro '{recipe.distro}'")]
+    requests += [
+        Request(name, locate(recipe, ("elements", i))) for i, name in enumerate(recipe.elements)
+    ]
+    if recipe.packages:
+        requests.append(Request("packages", locate(recipe, ("packages",)), "'packages:'"))
+    if recipe.files:
+        requests.append(Request("files", locate(recipe, ("files",)), "'files:'"))
+    if recipe.run:
+        requests.append(Request("run", locate(recipe, ("run",)), "'run:'"))
+    return requests
+
+
+def _packages(recipe: Recipe, elements: list[Element], distro: Distro) -> list[str]:
+    packages: list[str] = []
+    for element in elements:
+        packages += element.spec.packages
+    packages += distro.kernel_packages()
+    packages += recipe.packages
+    seen: list[str] = []
+    for package in packages:
+        if package not in seen:
+            seen.append(package)
+    return seen
+
+
+def _environment(
+    recipe: Recipe, arch: Arch, elements: list[Element], distro: Distro
+) -> dict[str, str]:
+    """What every phase script sees (besides its own element's options)."""
+    env = {
+        "OSBAKE_IMAGE_NAME": recipe.name,
+        "OSBAKE_VARIANT": recipe.variant or "",
+        "OSBAKE_ARCH": str(arch),
+        "OSBAKE_DISTRO": recipe.distro,
+        "OSBAKE_RELEASE": recipe.release,
+        "OSBAKE_ELEMENTS": " ".join(e.name for e in elements),
+        "OSBAKE_KERNEL": recipe.kernel,
+        **distro.script_environment(),
+    }
+    for element in elements:
+        env.update(element.spec.environment)
+    return env
+
+
+@cache
+def code_digest() -> str:
+    """A digest of osbake's own code: a new osbake never reuses an old one's results."""
+    package = Path(osbake.__file__).parent
+    files = [p for p in sorted(package.rglob("*.py")) if "builtin" not in p.parts]
+    return f"{osbake.__version__}+{hash_paths(files, package)[:16]}"
+
+
+def _key(name: str, parent: str | None, inputs: dict[str, Any]) -> str:
+    text = json.dumps(
+        {"step": name, "parent": parent, "osbake": code_digest(), "inputs": inputs},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _phase_inputs(plan: Plan, phase: Phase) -> tuple[dict[str, Any], tuple[str, ...]]:
+    scripts = sorted(
+        (s for e in plan.elements for s in e.scripts(phase)), key=lambda s: s.sort_key()
+    )
+    users = sorted({s.element for s in scripts})
+    by_name = {e.name: e for e in plan.elements}
+    inputs: dict[str, Any] = {
+        "phase": str(phase),
+        "environment": plan.environment,
+        "scripts": {name: by_name[name].content_hash(str(phase)) for name in users},
+        "options": {name: plan.options.get(name, {}) for name in users},
+    }
+    if phase == Phase.INSTALL:
+        inputs["static"] = {
+            e.name: e.content_hash("static") for e in plan.elements if e.static_dir is not None
+        }
+    if "files" in users:
+        inputs["files"] = _files_digest(plan.recipe)
+    if "run" in users:
+        inputs["run"] = plan.recipe.run
+    return inputs, tuple(s.name for s in scripts)
+
+
+def _files_digest(recipe: Recipe) -> list[dict[str, str]]:
+    entries = []
+    for index, spec in enumerate(recipe.files):
+        src = resolve_path(recipe, ("files", index, "src"), spec.src)
+        entries.append(
+            {
+                "dest": spec.dest,
+                "mode": spec.mode,
+                "owner": spec.owner,
+                "group": spec.group,
+                "sha256": hash_paths([src], src.parent),
+            }
+        )
+    return entries
+
+
+def _steps(plan: Plan) -> list[Step]:
+    """The build, in order: the story every build follows."""
+    steps: list[Step] = []
+    parent: str | None = None
+
+    def add(name: str, kind: StepKind, inputs: dict[str, Any], **extra: Any) -> None:
+        nonlocal parent
+        key = _key(name, parent, inputs)
+        steps.append(Step(name, kind, key, inputs, **extra))
+        parent = key
+
+    recipe = plan.recipe
+    add(
+        "bootstrap", StepKind.BOOTSTRAP, {"distro": recipe.distro, **plan.distro.bootstrap_inputs()}
+    )
+    for phase in (Phase.ROOT, Phase.PRE_INSTALL):
+        inputs, scripts = _phase_inputs(plan, phase)
+        add(str(phase), StepKind.PHASE, inputs, phase=phase, scripts=scripts)
+    add(
+        "packages",
+        StepKind.PACKAGES,
+        {"packages": plan.packages, "options": plan.options.get("packages", {})},
+    )
+    for phase in (Phase.INSTALL, Phase.POST_INSTALL, Phase.FINALISE, Phase.CLEANUP):
+        inputs, scripts = _phase_inputs(plan, phase)
+        add(str(phase), StepKind.PHASE, inputs, phase=phase, scripts=scripts)
+    add("manifest", StepKind.MANIFEST, {"recipe": recipe.normalised()})
+    tree_key = parent
+    for fmt in recipe.outputs:
+        key = _key(f"output:{fmt}", tree_key, {"format": str(fmt)})
+        steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, {"format": str(fmt)}, output=fmt))
+    return steps

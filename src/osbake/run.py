@@ -1,0 +1,234 @@
+"""The only place osbake starts subprocesses.
+
+Every command is logged as a line that can be copied into a shell; its output is
+streamed to the events as log lines; a failure raises `CommandError` with the
+tail of the output. An interrupted command is killed with its whole process
+group, so nothing keeps running behind a failed build.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import selectors
+import shlex
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import IO
+
+from osbake.errors import CommandError, HostError
+from osbake.events import Events
+
+# Which Debian package provides a tool, for the hint when it is missing.
+TOOL_PACKAGES = {
+    "mmdebstrap": "mmdebstrap",
+    "bwrap": "bubblewrap",
+    "newuidmap": "uidmap",
+    "newgidmap": "uidmap",
+    "skopeo": "skopeo",
+    "umoci": "umoci",
+    "zstd": "zstd",
+    "xz": "xz-utils",
+    "pigz": "pigz",
+    "tar": "tar",
+    "dpkg-query": "dpkg",
+    "qemu-img": "qemu-utils",
+    "qemu-system-x86_64": "qemu-system-x86",
+    "sfdisk": "fdisk",
+    "mkfs.ext4": "e2fsprogs",
+    "mkfs.vfat": "dosfstools",
+    "mcopy": "mtools",
+    "mkfs.btrfs": "btrfs-progs",
+    "mkfs.xfs": "xfsprogs",
+    "xorriso": "xorriso",
+    "gpg": "gnupg",
+}
+
+Argv = Sequence[str | os.PathLike[str]]
+TAIL_LINES = 25
+DRAIN_SECONDS = 2.0
+
+
+@dataclass
+class Completed:
+    """What a finished command left: its status, captured stdout and last lines."""
+
+    argv: list[str]
+    returncode: int
+    stdout: bytes = b""
+    tail: list[str] = field(default_factory=list)
+
+    @property
+    def text(self) -> str:
+        return self.stdout.decode("utf-8", errors="replace")
+
+
+def command_line(argv: Argv, env: Mapping[str, str] | None = None) -> str:
+    """The command as one copy-pasteable shell line."""
+    words = [shlex.quote(str(a)) for a in argv]
+    prefix = [f"{k}={shlex.quote(v)}" for k, v in (env or {}).items()]
+    return " ".join(prefix + words)
+
+
+def require_tool(name: str) -> str:
+    """The full path of a host tool, or a HostError that says how to get it."""
+    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    if path is None:
+        package = TOOL_PACKAGES.get(name, name)
+        raise HostError(
+            f"the command '{name}' is not installed on this machine",
+            hint=f"install it with 'apt-get install {package}' (or run 'make setup')",
+        )
+    return path
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def _kill_leftovers(proc: subprocess.Popen[bytes]) -> None:
+    """Kill what the command left running in its process group (nothing may stay)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def run(
+    argv: Argv,
+    *,
+    events: Events | None = None,
+    env: Mapping[str, str] | None = None,
+    clear_env: bool = False,
+    cwd: str | os.PathLike[str] | None = None,
+    input: bytes | None = None,
+    capture: bool = False,
+    stdout: IO[bytes] | None = None,
+    check: bool = True,
+    hint: str | None = None,
+    log_output: bool = True,
+) -> Completed:
+    """Run a command to completion.
+
+    Output (stdout and stderr merged) goes to `events` as log lines, unless
+    `capture` keeps stdout as data or `stdout` sends it to a file; stderr is then
+    the only thing logged. `env` adds to the environment (or replaces it with
+    `clear_env`).
+    """
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("empty command")
+    exe = args[0] if "/" in args[0] else require_tool(args[0])
+    full_env = {} if clear_env else dict(os.environ)
+    full_env.update(env or {})
+    if events is not None:
+        events.command(command_line(args, env))
+
+    out_target: int | IO[bytes] = stdout if stdout is not None else subprocess.PIPE
+    separate_err = capture or stdout is not None
+    tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+    captured = bytearray()
+
+    proc = subprocess.Popen(
+        [exe, *args[1:]],
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=out_target,
+        stderr=subprocess.PIPE if separate_err else subprocess.STDOUT,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    try:
+        if input is not None and proc.stdin is not None:
+            proc.stdin.write(input)
+            proc.stdin.close()
+        _pump(proc, capture, separate_err, captured, tail, events if log_output else None)
+        returncode = proc.wait()
+        _kill_leftovers(proc)
+    except BaseException:
+        _kill_group(proc)
+        raise
+    result = Completed(args, returncode, bytes(captured), list(tail))
+    if check and returncode != 0:
+        raise CommandError(args, returncode, list(tail), hint=hint)
+    return result
+
+
+def _pump(
+    proc: subprocess.Popen[bytes],
+    capture: bool,
+    separate_err: bool,
+    captured: bytearray,
+    tail: collections.deque[str],
+    events: Events | None,
+) -> None:
+    sel = selectors.DefaultSelector()
+    logged = proc.stderr if separate_err else proc.stdout
+    partial = b""
+    if logged is not None:
+        sel.register(logged, selectors.EVENT_READ, "log")
+    if capture and proc.stdout is not None:
+        sel.register(proc.stdout, selectors.EVENT_READ, "data")
+    exited_at: float | None = None
+    while sel.get_map():
+        ready = sel.select(timeout=0.5)
+        if not ready:
+            # The command exited but something it started still holds the output
+            # open: stop waiting for it (the process group is killed afterwards).
+            if exited_at is None and proc.poll() is not None:
+                exited_at = time.monotonic()
+            if exited_at is not None and time.monotonic() - exited_at > DRAIN_SECONDS:
+                break
+            continue
+        for key, _ in ready:
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            if key.data == "data":
+                captured.extend(chunk)
+                continue
+            partial += chunk
+            *lines, partial = partial.split(b"\n")
+            for raw in lines:
+                _log_line(raw, tail, events)
+    if partial:
+        _log_line(partial, tail, events)
+    sel.close()
+
+
+def _log_line(raw: bytes, tail: collections.deque[str], events: Events | None) -> None:
+    # Progress bars from tools redraw with \r; keep the last state of the line.
+    line = raw.decode("utf-8", errors="replace").rstrip("\r").rsplit("\r", 1)[-1]
+    tail.append(line)
+    if events is not None:
+        events.log(line)
+
+
+def output(
+    argv: Argv,
+    *,
+    events: Events | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    hint: str | None = None,
+) -> str:
+    """Run a command and return its stdout as text."""
+    return run(argv, events=events, env=env, cwd=cwd, capture=True, hint=hint).text
+
+
+def exists(name: str) -> bool:
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is not None

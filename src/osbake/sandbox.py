@@ -1,0 +1,314 @@
+"""The only code that enters an image tree or mounts anything.
+
+Two things live here:
+
+- `isolate(fn)` runs a build in its own namespaces: a private mount namespace and
+  a PID namespace whose first process is the build. Whatever the build mounts or
+  starts dies with it, even on SIGKILL, so a failed or killed build leaves no
+  mounts and no processes. As an unprivileged user it first enters a user
+  namespace where the user is root and the rest of the ids come from the user's
+  /etc/subuid and /etc/subgid ranges (the same mapping mmdebstrap's unshare mode
+  uses), so the rest of osbake runs the same way as under real root.
+
+- `run_in_tree(...)` runs a command inside an image tree with bubblewrap: the tree
+  as /, a fresh /proc and /dev, the host's /sys read-only, the host's resolver,
+  the shared package cache and any extra binds, in a PID namespace that dies with
+  osbake.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import pwd
+import select
+import signal
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from osbake import run as runner
+from osbake.errors import HostError, SandboxError
+from osbake.events import Events
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+MS_REC = 0x4000
+MS_PRIVATE = 1 << 18
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+PR_SET_PDEATHSIG = 1
+
+# The same in-image cache path every Debian tool expects.
+APT_ARCHIVES = "/var/cache/apt/archives"
+# Where osbake puts what phase scripts may read (elements, staged files) in the image.
+RUN_DIR = "/run/osbake"
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+
+
+def _check(result: int, what: str) -> None:
+    if result != 0:
+        err = ctypes.get_errno()
+        raise SandboxError(
+            f"{what} failed: {os.strerror(err)}",
+            hint="osbake needs unprivileged user namespaces (or root); "
+            "check 'sysctl user.max_user_namespaces' and that no "
+            "seccomp profile blocks unshare()",
+        )
+
+
+@dataclass(frozen=True)
+class IdRange:
+    start: int
+    count: int
+
+
+def subid_range(user: str, path: Path) -> IdRange | None:
+    """The first range of subordinate ids of `user` in /etc/subuid or /etc/subgid."""
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return None
+    uid = str(pwd.getpwnam(user).pw_uid) if user else ""
+    for line in lines:
+        parts = line.strip().split(":")
+        if len(parts) == 3 and parts[0] in (user, uid):
+            try:
+                return IdRange(int(parts[1]), int(parts[2]))
+            except ValueError:
+                continue
+    return None
+
+
+def in_user_namespace() -> bool:
+    """Whether this process runs in a user namespace where it was mapped to root."""
+    try:
+        text = Path("/proc/self/uid_map").read_text().split()
+    except OSError:
+        return False
+    return text[:3] != ["0", "0", "4294967295"]
+
+
+def become_root() -> None:
+    """Enter a user namespace as root with the user's subordinate ids mapped (rootless)."""
+    if os.geteuid() == 0:
+        return
+    user = pwd.getpwuid(os.getuid()).pw_name
+    uids = subid_range(user, Path("/etc/subuid"))
+    gids = subid_range(user, Path("/etc/subgid"))
+    if uids is None or gids is None or uids.count < 65536 or gids.count < 65536:
+        raise HostError(
+            f"rootless builds need at least 65536 subordinate user and group ids for "
+            f"'{user}' in /etc/subuid and /etc/subgid",
+            hint=f"as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}",
+        )
+    for tool in ("newuidmap", "newgidmap"):
+        runner.require_tool(tool)
+    uid, gid = os.getuid(), os.getgid()
+    ready_r, ready_w = os.pipe()
+    helper = os.fork()
+    if helper == 0:  # pragma: no cover - runs in the forked helper
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        parent = str(os.getppid())
+        ok = True
+        for tool, own, sub in (("newuidmap", uid, uids), ("newgidmap", gid, gids)):
+            result = runner.run(
+                [tool, parent, "0", str(own), "1", "1", str(sub.start), str(sub.count)], check=False
+            )
+            ok = ok and result.returncode == 0
+        os._exit(0 if ok else 1)
+    os.close(ready_r)
+    try:
+        _check(_libc().unshare(CLONE_NEWUSER), "unshare(CLONE_NEWUSER)")
+    finally:
+        os.write(ready_w, b"x")
+        os.close(ready_w)
+    _, status = os.waitpid(helper, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise HostError(
+            f"newuidmap/newgidmap could not map the ids of '{user}'",
+            hint="check /etc/subuid and /etc/subgid and that newuidmap is "
+            "setuid root (package uidmap)",
+        )
+    os.setresgid(0, 0, 0)
+    os.setresuid(0, 0, 0)
+    os.environ["HOME"] = pwd.getpwuid(uid).pw_dir
+    os.environ["OSBAKE_ROOTLESS"] = "1"
+
+
+def rootless() -> bool:
+    """Whether this build runs without real root (inside our own user namespace)."""
+    return os.environ.get("OSBAKE_ROOTLESS") == "1"
+
+
+def isolate(fn: Callable[[], int]) -> int:
+    """Run `fn` as the first process of new mount and PID namespaces; return its status.
+
+    Call before any thread is started. The parent waits and forwards SIGINT and
+    SIGTERM; if the parent is killed, the kernel kills the child and with it every
+    process of the namespace, and the mount namespace goes away.
+    """
+    become_root()
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWNS | CLONE_NEWPID), "unshare(CLONE_NEWNS|CLONE_NEWPID)")
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # The parent holds the write end: EOF on the read end means the parent is gone.
+    alive_r, alive_w = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the isolated build process
+        code = 70
+        try:
+            os.close(alive_w)
+            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+            if select.select([alive_r], [], [], 0)[0]:
+                os._exit(code)  # the parent died before PDEATHSIG was armed
+            os.close(alive_r)
+            _check(
+                libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private"
+            )
+            # A /proc that shows this PID namespace (tools such as bwrap read /proc/self).
+            flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
+            _check(libc.mount(b"proc", b"/proc", b"proc", flags, None), "mounting /proc")
+            signal.signal(signal.SIGTERM, _terminate)
+            code = fn()
+        except BaseException:
+            sys.excepthook(*sys.exc_info())
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+
+    os.close(alive_r)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        try:
+            os.kill(child, signum)
+        except ProcessLookupError:
+            pass
+
+    old = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        while True:
+            try:
+                _, status = os.waitpid(child, 0)
+                break
+            except InterruptedError:
+                continue
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        os.close(alive_w)
+    return os.waitstatus_to_exitcode(status) if status else 0
+
+
+def _terminate(signum: int, _frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+@dataclass(frozen=True)
+class Bind:
+    """A host path made visible inside the tree."""
+
+    source: Path
+    target: str
+    writable: bool = False
+
+
+def run_in_tree(
+    tree: Path,
+    argv: Sequence[str],
+    *,
+    events: Events | None = None,
+    env: Mapping[str, str] | None = None,
+    binds: Sequence[Bind] = (),
+    package_cache: Path | None = None,
+    network: bool = True,
+    resolver: bool = True,
+    capture: bool = False,
+    hint: str | None = None,
+) -> runner.Completed:
+    """Run a command inside the image tree (chrooted, namespaced, torn down after)."""
+    if not (tree / "usr").is_dir():
+        raise SandboxError(f"{tree} does not look like an image tree (no /usr)")
+    args: list[str] = [
+        "bwrap",
+        "--bind",
+        str(tree),
+        "/",
+        "--dev",
+        "/dev",
+        "--proc",
+        "/proc",
+        "--ro-bind",
+        "/sys",
+        "/sys",
+        "--tmpfs",
+        "/run",
+        "--tmpfs",
+        "/tmp",
+        "--dir",
+        RUN_DIR,
+        "--unshare-pid",
+        "--unshare-ipc",
+        "--unshare-uts",
+        "--unshare-cgroup-try",
+        "--die-with-parent",
+        "--chdir",
+        "/",
+    ]
+    if not network:
+        args.append("--unshare-net")
+    if resolver:
+        args += _resolver_binds(tree)
+    if package_cache is not None:
+        package_cache.mkdir(parents=True, exist_ok=True)
+        args += ["--bind", str(package_cache), APT_ARCHIVES]
+    for bind in binds:
+        args += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
+    args += ["--", *argv]
+    full_env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME": "/root",
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "DEBIAN_FRONTEND": "noninteractive",
+        "DEBCONF_NONINTERACTIVE_SEEN": "true",
+        "TERM": "dumb",
+        **(env or {}),
+    }
+    return runner.run(args, events=events, env=full_env, clear_env=True, capture=capture, hint=hint)
+
+
+def _resolver_binds(tree: Path) -> list[str]:
+    """Bind the host's resolv.conf where the image's /etc/resolv.conf points."""
+    host = Path("/etc/resolv.conf")
+    if not host.exists():
+        return []
+    inside = tree / "etc" / "resolv.conf"
+    target = "/etc/resolv.conf"
+    if inside.is_symlink():
+        link = os.readlink(inside)
+        resolved = os.path.normpath(os.path.join("/etc", link))
+        if not resolved.startswith(("/run/", "/tmp/")):
+            return []  # points into the tree itself: leave it alone
+        return ["--dir", os.path.dirname(resolved), "--ro-bind", str(host.resolve()), resolved]
+    if not inside.exists():
+        return []
+    return ["--ro-bind", str(host.resolve()), target]
+
+
+def remove_tree(path: Path) -> None:
+    """Remove a build tree (inside our namespace, so subordinate-owned files go too)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    runner.run(["rm", "-rf", "--one-file-system", "--", str(path)])

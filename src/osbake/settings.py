@@ -1,0 +1,32 @@
+"""Where osbake keeps its caches and work trees on this host."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    cache_dir: Path
+
+    @classmethod
+    def from_environment(cls) -> Settings:
+        """OSBAKE_CACHE_DIR, else /var/cache/osbake for root, else ~/.cache/osbake."""
+        value = os.environ.get("OSBAKE_CACHE_DIR")
+        if value:
+            return cls(Path(value).resolve())
+        real_root = os.geteuid() == 0 and os.environ.get("OSBAKE_ROOTLESS") != "1"
+        if real_root:
+            return cls(Path("/var/cache/osbake"))
+        xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+        return cls(Path(xdg) / "osbake")
+
+    def package_cache(self, distro: str) -> Path:
+        """Downloaded packages, shared by every build of this host and user."""
+        return self.cache_dir / "packages" / distro
+
+    @property
+    def work_dir(self) -> Path:
+        return self.cache_dir / "work"
