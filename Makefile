@@ -6,12 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= out
 
-# System tools osbake drives (see docs/install.md for what each is for).
-APT_PACKAGES := \
-	mmdebstrap bubblewrap uidmap debian-archive-keyring arch-test \
-	tar zstd xz-utils pigz cpio \
-	skopeo umoci \
-	python3-venv python3-dev gcc
+# Debian packages: every requirements/apt/*.txt (one package per line, # comments).
+APT_PACKAGES := $(shell cat requirements/apt/*.txt | sed 's/\#.*//' | tr -s ' \n' ' ')
 
 .PHONY: all setup apt venv demo test lint typecheck unit integration e2e clean
 
@@ -20,7 +16,7 @@ all: demo
 setup: apt venv
 
 apt: .stamps/apt
-.stamps/apt: Makefile
+.stamps/apt: Makefile $(wildcard requirements/apt/*.txt)
 	@mkdir -p .stamps
 	@if [ "$$(id -u)" = 0 ]; then \
 		missing=$$(for p in $(APT_PACKAGES); do \
@@ -36,7 +32,7 @@ apt: .stamps/apt
 	@touch $@
 
 venv: .stamps/venv
-.stamps/venv: pyproject.toml .stamps/apt
+.stamps/venv: pyproject.toml $(wildcard requirements/*.txt) .stamps/apt
 	@mkdir -p .stamps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip

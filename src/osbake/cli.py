@@ -6,6 +6,7 @@ This is the only module (with the service) that prints or decides exit codes.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 from collections.abc import Callable, Sequence
@@ -21,6 +22,12 @@ from osbake.errors import Interrupted, OsbakeError, UsageError
 from osbake.events import Events, JsonLinesSink, LogFileSink
 
 Handler = Callable[[argparse.Namespace], int]
+CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
+
+# Each area adds its commands from its own module: `register(command, subparsers)`
+# where `command(name, handler, help)` returns the new subcommand's parser. Handlers
+# return an exit code and raise osbake.errors for failures; main() renders those.
+COMMAND_MODULES: list[str] = []
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -314,6 +321,9 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_elements_list, recipe=None)
 
     command("schema", cmd_schema, "print the recipe's JSON Schema")
+    for module_name in COMMAND_MODULES:
+        module = importlib.import_module(module_name)
+        module.register(command, sub)
     return parser
 
 

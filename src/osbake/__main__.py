@@ -1,0 +1,5 @@
+import sys
+
+from osbake.cli import main
+
+sys.exit(main())

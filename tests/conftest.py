@@ -1,0 +1,78 @@
+"""Shared test set-up.
+
+Unit tests may not start real processes: any subprocess in tests/unit fails unless
+the test is marked `real_subprocess` (STYLE.md: fake the subprocess, or say so).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "real_subprocess: a unit test that runs a real command")
+
+
+@pytest.fixture(autouse=True)
+def _no_real_subprocess(request: pytest.FixtureRequest,
+                        monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    path = Path(str(request.node.fspath))
+    if "unit" in path.parts and request.node.get_closest_marker("real_subprocess") is None:
+        def refuse(*args: object, **kwargs: object) -> None:
+            raise AssertionError(f"unit test started a real process: {args[:1]}")
+        monkeypatch.setattr(subprocess, "Popen", refuse)
+        monkeypatch.setattr(os, "fork", refuse)
+    yield
+
+
+def is_root() -> bool:
+    return os.geteuid() == 0
+
+
+class ImageBuilds:
+    """Builds example images once per test run and hands them to every test that asks.
+
+    Real builds take minutes; tests share them instead of building their own.
+    """
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._done: dict[tuple[str, str | None, str | None], Path] = {}
+
+    def build(self, recipe: str | Path, variant: str | None = None,
+              arch: str | None = None) -> Path:
+        """Build once; return the output directory (artifacts + manifest)."""
+        recipe_path = Path(recipe)
+        if not recipe_path.is_absolute():
+            recipe_path = EXAMPLES / recipe_path
+        key = (str(recipe_path), variant, arch)
+        if key not in self._done:
+            name = recipe_path.stem + (f"-{variant}" if variant else "") + \
+                (f"-{arch}" if arch else "")
+            outdir = self.root / name
+            argv = [sys.executable, "-m", "osbake", "build",
+                    str(recipe_path), "-o", str(outdir), "--log", str(outdir) + ".log"]
+            if variant:
+                argv += ["--variant", variant]
+            if arch:
+                argv += ["--arch", arch]
+
+            result = subprocess.run(argv, capture_output=True, text=True, check=False)
+            if result.returncode != 0:
+                raise AssertionError(f"building {recipe_path} failed:\n{result.stderr[-4000:]}")
+            self._done[key] = outdir
+        return self._done[key]
+
+
+@pytest.fixture(scope="session")
+def image_builds(tmp_path_factory: pytest.TempPathFactory) -> ImageBuilds:
+    return ImageBuilds(tmp_path_factory.mktemp("images"))
