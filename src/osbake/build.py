@@ -12,8 +12,10 @@ import fcntl
 import json
 import os
 import shlex
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -335,6 +337,7 @@ def execute(plan: Plan, *, outdir: Path, settings: Settings, events: Events) -> 
             events.finish(False, error=error.message, step=current)
             raise error from None
         except KeyboardInterrupt:
+            _ignore_interrupts()
             _discard(ctx)
             events.finish(False, error="interrupted", step=current)
             raise Interrupted(
@@ -376,6 +379,13 @@ def _finish(ctx: Context) -> BuildResult:
     return BuildResult(ctx.plan.image, artifacts, final_manifest, manifest)
 
 
+def _ignore_interrupts() -> None:
+    """Let the clean-up after an interrupt finish: a second Ctrl-C must not cut it short."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def _discard(ctx: Context) -> None:
     for partial in ctx.partials:
         with contextlib.suppress(FileNotFoundError):
@@ -412,6 +422,7 @@ def workspace(settings: Settings, image: str) -> Iterator[Path]:
 
 
 def _reap_stale(root: Path) -> None:
+    """Remove work directories of builds that are gone (their lock is free or missing)."""
     for lock_path in root.glob("*.lock"):
         try:
             handle = lock_path.open("r")
@@ -425,3 +436,9 @@ def _reap_stale(root: Path) -> None:
             with contextlib.suppress(OsbakeError):
                 sandbox.remove_tree(lock_path.with_suffix(""))
             lock_path.unlink(missing_ok=True)
+    # A build takes its lock before it makes its directory and drops it only after
+    # removing it, so a directory without a lock file belongs to no running build.
+    for entry in root.iterdir():
+        if entry.is_dir() and not entry.with_name(entry.name + ".lock").exists():
+            with contextlib.suppress(OsbakeError):
+                sandbox.remove_tree(entry)

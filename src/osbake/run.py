@@ -87,16 +87,24 @@ def require_tool(name: str) -> str:
 
 
 def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 5.0)):
+    """Stop a command and everything it started; a second interrupt cannot cut this short."""
+    for sig, grace in ((signal.SIGTERM, 5.0), (signal.SIGKILL, 10.0)):
         try:
             os.killpg(proc.pid, sig)
         except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=grace)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            break
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+                break
+            except subprocess.TimeoutExpired:
+                break
+            except KeyboardInterrupt:
+                continue  # already stopping; escalate on schedule
+        if proc.returncode is not None:
+            break
+    _kill_leftovers(proc)
 
 
 def _kill_leftovers(proc: subprocess.Popen[bytes]) -> None:

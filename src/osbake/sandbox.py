@@ -179,6 +179,8 @@ def isolate(fn: Callable[[], int]) -> int:
             # A /proc that shows this PID namespace (tools such as bwrap read /proc/self).
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
             _check(libc.mount(b"proc", b"/proc", b"proc", flags, None), "mounting /proc")
+            # Interruptible even when started with SIGINT ignored (e.g. from a script).
+            signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, _terminate)
             code = fn()
         except BaseException:
@@ -307,8 +309,26 @@ def _resolver_binds(tree: Path) -> list[str]:
     return ["--ro-bind", str(host.resolve()), target]
 
 
+def mounts_below(path: Path) -> list[str]:
+    """Mount points at or below `path` in this mount namespace, deepest first."""
+    prefix = str(path.resolve())
+    found = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount_point = line.split()[4].encode().decode("unicode_escape")
+        if mount_point == prefix or mount_point.startswith(prefix + "/"):
+            found.append(mount_point)
+    return sorted(found, key=len, reverse=True)
+
+
 def remove_tree(path: Path) -> None:
-    """Remove a build tree (inside our namespace, so subordinate-owned files go too)."""
+    """Remove a build tree: unmount what a killed tool left mounted in it, then delete.
+
+    Runs inside the build's namespace, so subordinate-owned files go too; the
+    unmounting first keeps `rm` from reaching through a bind mount (such as the
+    shared package cache) into the host.
+    """
     if not path.exists() and not path.is_symlink():
         return
+    for mount_point in mounts_below(path):
+        runner.run(["umount", "--lazy", mount_point], check=False)
     runner.run(["rm", "-rf", "--one-file-system", "--", str(path)])

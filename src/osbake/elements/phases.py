@@ -52,13 +52,16 @@ def run_phase(ctx: Context, phase: Phase) -> None:
             ]
             binds.append(sandbox.Bind(ctx.stage, IMAGE_STAGE_DIR))
             target = f"{IMAGE_ELEMENTS_DIR}/{element.name}/{phase}/{script.path.name}"
+            # The shared package cache is there while packages may be installed; not in
+            # finalise, whose clean-up (apt-get clean) must only clean the image.
+            cache = None if phase == Phase.FINALISE else ctx.settings.package_cache(ctx.distro.name)
             sandbox.run_in_tree(
                 ctx.tree,
                 [target],
                 env=env,
                 binds=binds,
                 events=ctx.events,
-                package_cache=ctx.settings.package_cache(ctx.distro.name),
+                package_cache=cache,
                 hint=hint,
             )
         else:

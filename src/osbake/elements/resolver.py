@@ -123,7 +123,7 @@ def _order(elements: list[Element]) -> list[Element]:
         if mark == 2:
             return
         if mark == 1:
-            cycle = [*path[path.index(element.name):], element.name]
+            cycle = [*path[path.index(element.name) :], element.name]
             raise ResolveError(
                 f"elements depend on each other in a cycle: {' -> '.join(cycle)}",
                 location=element.location("depends"),
