@@ -23,12 +23,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(autouse=True)
-def _no_real_subprocess(request: pytest.FixtureRequest,
-                        monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _no_real_subprocess(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
     path = Path(str(request.node.fspath))
     if "unit" in path.parts and request.node.get_closest_marker("real_subprocess") is None:
+
         def refuse(*args: object, **kwargs: object) -> None:
             raise AssertionError(f"unit test started a real process: {args[:1]}")
+
         monkeypatch.setattr(subprocess, "Popen", refuse)
         monkeypatch.setattr(os, "fork", refuse)
     yield
@@ -48,19 +51,30 @@ class ImageBuilds:
         self.root = root
         self._done: dict[tuple[str, str | None, str | None], Path] = {}
 
-    def build(self, recipe: str | Path, variant: str | None = None,
-              arch: str | None = None) -> Path:
+    def build(
+        self, recipe: str | Path, variant: str | None = None, arch: str | None = None
+    ) -> Path:
         """Build once; return the output directory (artifacts + manifest)."""
         recipe_path = Path(recipe)
         if not recipe_path.is_absolute():
             recipe_path = EXAMPLES / recipe_path
         key = (str(recipe_path), variant, arch)
         if key not in self._done:
-            name = recipe_path.stem + (f"-{variant}" if variant else "") + \
-                (f"-{arch}" if arch else "")
+            name = (
+                recipe_path.stem + (f"-{variant}" if variant else "") + (f"-{arch}" if arch else "")
+            )
             outdir = self.root / name
-            argv = [sys.executable, "-m", "osbake", "build",
-                    str(recipe_path), "-o", str(outdir), "--log", str(outdir) + ".log"]
+            argv = [
+                sys.executable,
+                "-m",
+                "osbake",
+                "build",
+                str(recipe_path),
+                "-o",
+                str(outdir),
+                "--log",
+                str(outdir) + ".log",
+            ]
             if variant:
                 argv += ["--variant", variant]
             if arch:

@@ -1,0 +1,93 @@
+"""The same build as an unprivileged user: user namespaces and subordinate ids, no root."""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from osbake.manifest import file_sha256, load_manifest
+from tests.conftest import EXAMPLES, REPO
+
+pytestmark = pytest.mark.e2e
+
+USER = "osbake-test"
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def ensure_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(USER)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", USER], check=True)
+        subprocess.run(
+            ["usermod", "--add-subuids", "200000-265535", "--add-subgids", "200000-265535", USER],
+            check=True,
+        )
+        return pwd.getpwnam(USER)
+
+
+@pytest.fixture(scope="module")
+def rootless_osbake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """osbake installed where the unprivileged user can run it (the dev venv may be in /root)."""
+    if os.geteuid() != 0:
+        pytest.skip("creating the test user needs root (CI runs the tests as root)")
+    if not Path(SYSTEM_PYTHON).exists():
+        pytest.fail(f"{SYSTEM_PYTHON} is missing: install python3 and python3-venv")
+    ensure_user()
+    venv = tmp_path_factory.mktemp("rootless-venv", numbered=True)
+    os.chmod(venv.parent, 0o755)
+    os.chmod(venv, 0o755)
+    subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+    source = venv / "src"
+    shutil.copytree(
+        REPO,
+        source,
+        ignore=shutil.ignore_patterns(
+            ".venv", ".git", "out", "build", "*.egg-info", "__pycache__", ".stamps", "*_cache"
+        ),
+    )
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], check=True)
+    return venv / "bin" / "osbake"
+
+
+def test_build_as_unprivileged_user(rootless_osbake: Path, tmp_path: Path) -> None:
+    user = pwd.getpwnam(USER)
+    work = tmp_path / "rootless"
+    work.mkdir()
+    shutil.copytree(EXAMPLES, work / "examples")
+    os.chmod(tmp_path, 0o755)
+    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
+    result = subprocess.run(
+        [
+            "runuser",
+            "-u",
+            USER,
+            "--",
+            str(rootless_osbake),
+            "build",
+            str(work / "examples" / "debian-minimal.yaml"),
+            "-o",
+            str(work / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=work,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = load_manifest(work / "out" / "debian-minimal.manifest.json")
+    assert manifest.build.rootless is True
+    tarball = work / "out" / "debian-minimal.tar.zst"
+    assert file_sha256(tarball) == manifest.artifacts[0].sha256
+    assert tarball.stat().st_uid == user.pw_uid  # artifacts belong to the user
+    listing = subprocess.run(
+        ["tar", "--numeric-owner", "-tvf", str(tarball)], capture_output=True, text=True, check=True
+    ).stdout
+    owners = {line.split()[5]: line.split()[1] for line in listing.splitlines()}
+    assert owners["./etc/shadow"] == "0/42"  # root:shadow inside, not the user's ids
+    assert owners["./home/debian/"] == "1000/1000"

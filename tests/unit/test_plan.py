@@ -1,0 +1,134 @@
+"""Golden tests for plans: recipe in, resolved steps out, compared to a file.
+
+Set OSBAKE_UPDATE_GOLDEN=1 to rewrite the golden files after an intended change.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from osbake.distros.debian import Debian
+from osbake.plan import resolve_plan
+from osbake.recipe import load
+from tests.conftest import EXAMPLES
+
+GOLDEN = Path(__file__).parent / "golden"
+
+
+@pytest.fixture(autouse=True)
+def fixed_mirror(monkeypatch: pytest.MonkeyPatch) -> None:
+    state = {"http://mirror.invalid/debian bookworm": {"sha256": "0" * 64, "date": "d"}}
+    monkeypatch.setattr(Debian, "mirror_state", lambda self: dict(state))
+    monkeypatch.setattr(Debian, "_mmdebstrap_version", "mmdebstrap 1.3.5", raising=False)
+    monkeypatch.setattr(
+        Debian, "describe_sources", lambda self: ["deb http://mirror.invalid/debian bookworm main"]
+    )
+
+
+def summary(plan: Any) -> dict[str, Any]:
+    return {
+        "image": plan.image,
+        "elements": [e.name for e in plan.elements],
+        "packages": plan.packages,
+        "steps": [
+            {"name": s.name, "kind": str(s.kind), "describe": s.describe()} for s in plan.steps
+        ],
+    }
+
+
+@pytest.mark.parametrize("recipe", ["debian-minimal.yaml"])
+def test_plan_matches_golden(recipe: str) -> None:
+    plan = resolve_plan(load(EXAMPLES / recipe))
+    got = summary(plan)
+    golden = GOLDEN / (Path(recipe).stem + ".plan.json")
+    if os.environ.get("OSBAKE_UPDATE_GOLDEN"):
+        golden.write_text(json.dumps(got, indent=2) + "\n")
+    assert got == json.loads(golden.read_text())
+
+
+def copy_example(tmp_path: Path) -> Path:
+    shutil.copytree(EXAMPLES, tmp_path / "ex")
+    return tmp_path / "ex" / "debian-minimal.yaml"
+
+
+def keys(path: Path) -> dict[str, str]:
+    return {s.name: s.key for s in resolve_plan(load(path)).steps}
+
+
+def test_keys_are_stable(tmp_path: Path) -> None:
+    path = copy_example(tmp_path)
+    assert keys(path) == keys(path)
+
+
+def test_changing_a_run_line_changes_only_later_steps(tmp_path: Path) -> None:
+    path = copy_example(tmp_path)
+    before = keys(path)
+    path.write_text(path.read_text().replace("built by osbake", "built by osbake!"))
+    after = keys(path)
+    same = [n for n in before if before[n] == after[n]]
+    assert same == ["bootstrap", "root", "pre-install", "packages", "install"]
+
+
+def test_changing_a_file_changes_post_install(tmp_path: Path) -> None:
+    path = copy_example(tmp_path)
+    before = keys(path)
+    (path.parent / "files" / "motd").write_text("changed\n")
+    after = keys(path)
+    assert before["install"] == after["install"]
+    assert before["post-install"] != after["post-install"]
+
+
+def test_adding_a_package_keeps_bootstrap(tmp_path: Path) -> None:
+    path = copy_example(tmp_path)
+    before = keys(path)
+    path.write_text(
+        path.read_text().replace(
+            "packages: [ca-certificates, less]", "packages: [ca-certificates, less, curl]"
+        )
+    )
+    after = keys(path)
+    assert before["bootstrap"] == after["bootstrap"]
+    assert before["pre-install"] == after["pre-install"]
+    assert before["packages"] != after["packages"]
+
+
+def test_an_element_script_change_invalidates_its_phase(tmp_path: Path) -> None:
+    path = copy_example(tmp_path)
+    elements = path.parent / "elements" / "hello" / "finalise"
+    elements.mkdir(parents=True)
+    script = elements / "50-hello"
+    script.write_text("#!/bin/sh\necho hello\n")
+    script.chmod(0o755)
+    path.write_text(
+        path.read_text().replace(
+            "elements: [users, locale, timezone]", "elements: [users, locale, timezone, hello]"
+        )
+    )
+    (path.parent / "elements" / "hello" / "element.yaml").write_text("description: hi\n")
+    before = keys(path)
+    script.write_text("#!/bin/sh\necho hello again\n")
+    after = keys(path)
+    assert before["post-install"] == after["post-install"]
+    assert before["finalise"] != after["finalise"]
+
+
+def test_mirror_update_changes_everything(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = copy_example(tmp_path)
+    before = keys(path)
+    state = {"http://mirror.invalid/debian bookworm": {"sha256": "1" * 64, "date": "d2"}}
+    monkeypatch.setattr(Debian, "mirror_state", lambda self: dict(state))
+    after = keys(path)
+    assert all(before[n] != after[n] for n in before)
+
+
+def test_variant_and_arch_name_the_image(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text("name: img\narch: [amd64, arm64]\nvariants:\n  ec2: {}\n")
+    assert resolve_plan(load(path), "ec2", "arm64").image == "img-ec2-arm64"
+    assert resolve_plan(load(path)).image == "img-amd64"
