@@ -71,8 +71,9 @@ def test_recipe_took_effect(minimal: Path) -> None:
     assert "debian:x:1000" in tar_read(tarball, "./etc/passwd")
     assert tar_read(tarball, "./etc/timezone") == "Etc/UTC\n"
     assert tar_read(tarball, "./etc/hostname") == "localhost\n"
-    assert tar_read(tarball, "./etc/machine-id") == ""
     members = tar_members(tarball)
+    if "./etc/machine-id" in members:  # only with systemd
+        assert tar_read(tarball, "./etc/machine-id") == ""
     assert "./usr/sbin/policy-rc.d" not in members
     assert "./etc/resolv.conf" not in members
 

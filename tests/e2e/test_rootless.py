@@ -6,6 +6,8 @@ import os
 import pwd
 import shutil
 import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,18 +34,25 @@ def ensure_user() -> pwd.struct_passwd:
 
 
 @pytest.fixture(scope="module")
-def rootless_osbake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def shared_dir() -> Iterator[Path]:
+    """A folder the test user can reach (pytest's own temporary folders are root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="osbake-rootless-", dir="/var/tmp"))
+    path.chmod(0o755)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def rootless_osbake(shared_dir: Path) -> Path:
     """osbake installed where the unprivileged user can run it (the dev venv may be in /root)."""
     if os.geteuid() != 0:
         pytest.skip("creating the test user needs root (CI runs the tests as root)")
     if not Path(SYSTEM_PYTHON).exists():
         pytest.fail(f"{SYSTEM_PYTHON} is missing: install python3 and python3-venv")
     ensure_user()
-    venv = tmp_path_factory.mktemp("rootless-venv", numbered=True)
-    os.chmod(venv.parent, 0o755)
-    os.chmod(venv, 0o755)
+    venv = shared_dir / "venv"
     subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
-    source = venv / "src"
+    source = shared_dir / "src"
     shutil.copytree(
         REPO,
         source,
@@ -51,16 +60,17 @@ def rootless_osbake(tmp_path_factory: pytest.TempPathFactory) -> Path:
             ".venv", ".git", "out", "build", "*.egg-info", "__pycache__", ".stamps", "*_cache"
         ),
     )
-    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", str(source)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(source)], check=True, capture_output=True
+    )
     return venv / "bin" / "osbake"
 
 
-def test_build_as_unprivileged_user(rootless_osbake: Path, tmp_path: Path) -> None:
+def test_build_as_unprivileged_user(rootless_osbake: Path, shared_dir: Path) -> None:
     user = pwd.getpwnam(USER)
-    work = tmp_path / "rootless"
+    work = shared_dir / "work"
     work.mkdir()
     shutil.copytree(EXAMPLES, work / "examples")
-    os.chmod(tmp_path, 0o755)
     subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
     result = subprocess.run(
         [

@@ -223,7 +223,19 @@ class Debian(Distro):
         )
 
     def finish(self, ctx: Context) -> None:
-        sandbox.run_in_tree(ctx.tree, ["rm", "-f", "/usr/sbin/policy-rc.d"], events=ctx.events)
+        # The build's policy-rc.d goes; so does the host's resolver configuration that
+        # mmdebstrap copied in (a symlink, e.g. to systemd-resolved, is the image's own).
+        sandbox.run_in_tree(
+            ctx.tree,
+            [
+                "sh",
+                "-c",
+                "rm -f /usr/sbin/policy-rc.d; [ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf",
+            ],
+            events=ctx.events,
+            network=False,
+            resolver=False,
+        )
 
     def installed_packages(self, tree: Path) -> list[Package]:
         text = runner.output(
