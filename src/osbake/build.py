@@ -22,12 +22,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 import osbake
+from osbake import package_pool, sandbox
 from osbake import run as runner
-from osbake import sandbox
+from osbake.disk import bootloader
+from osbake.disk.assemble import AssembledDisk, assemble
 from osbake.distros import Distro
 from osbake.elements import Phase
 from osbake.elements.options import OptionValues
@@ -66,6 +69,8 @@ class Context:
     artifacts: list[ArtifactEntry] = field(default_factory=list)
     partials: dict[Path, Path] = field(default_factory=dict)  # partial -> final
     manifest: Manifest | None = None
+    boot: bootloader.BootSetup | None = None
+    disk: AssembledDisk | None = None
     started: float = field(default_factory=time.time)
 
     @property
@@ -83,6 +88,11 @@ class Context:
     @property
     def tree(self) -> Path:
         return self.workdir / "tree"
+
+    @property
+    def packages(self) -> Path:
+        """This build's package folder (shared with the host's pool, see package_pool)."""
+        return self.workdir / "packages"
 
     @property
     def stage(self) -> Path:
@@ -181,8 +191,17 @@ def phase(ctx: Context, step: Step) -> None:
     if step.phase == Phase.INSTALL:
         copy_static_files(ctx)
     run_phase(ctx, step.phase)
+    if step.phase == Phase.BLOCK_DEVICE and ctx.plan.disk is not None:
+        ctx.boot = bootloader.prepare(ctx, ctx.plan.disk, list(ctx.recipe.boot), ctx.plan.cmdline)
     if step.phase == Phase.FINALISE:
         ctx.distro.finish(ctx)
+
+
+def make_disk(ctx: Context, step: Step) -> None:
+    assert ctx.plan.disk is not None and ctx.manifest is not None
+    setup = ctx.boot or bootloader.BootSetup()
+    ctx.disk = assemble(ctx, ctx.plan.disk, setup)
+    ctx.manifest = ctx.manifest.model_copy(update={"disk": ctx.disk.describe(ctx.plan.disk)})
 
 
 def write_manifest(ctx: Context, step: Step) -> None:
@@ -211,6 +230,9 @@ def write_manifest(ctx: Context, step: Step) -> None:
         sources=plan.distro.describe_sources(),
         mirror=mirror,
         steps=[StepEntry(name=s.name, key=s.key) for s in plan.steps],
+        boot=[str(f) for f in plan.recipe.boot],
+        cmdline=plan.cmdline,
+        disk=_planned_disk(plan),
     )
     staged = ctx.stage / "osbake"
     staged.mkdir(parents=True, exist_ok=True)
@@ -244,11 +266,36 @@ def make_output(ctx: Context, step: Step) -> None:
     )
 
 
+def _planned_disk(plan: Plan) -> dict[str, Any] | None:
+    """The layout as known before assembly: identifiers, not yet sizes and offsets."""
+    if plan.disk is None:
+        return None
+    return {
+        "table": str(plan.disk.table),
+        "disk_uuid": plan.disk.disk_uuid,
+        "partitions": [
+            {
+                "number": p.number,
+                "name": p.name,
+                "type": str(p.type),
+                "size": p.size,
+                "fs": str(p.fs) if p.fs else None,
+                "mount": p.mount,
+                "label": p.label,
+                "part_uuid": p.part_uuid,
+                "fs_uuid": p.fs_uuid,
+            }
+            for p in plan.disk.partitions
+        ],
+    }
+
+
 ACTIONS: dict[StepKind, Callable[[Context, Step], None]] = {
     StepKind.BOOTSTRAP: bootstrap,
     StepKind.PHASE: phase,
     StepKind.PACKAGES: install_packages,
     StepKind.MANIFEST: write_manifest,
+    StepKind.DISK: make_disk,
     StepKind.OUTPUT: make_output,
 }
 
@@ -321,11 +368,15 @@ def execute(plan: Plan, *, outdir: Path, settings: Settings, events: Events) -> 
         ctx = Context(plan, settings, events, workdir, outdir)
         try:
             stage_inputs(ctx)
+            pool = settings.package_cache(plan.distro.name)
+            package_pool.check_out(pool, ctx.packages)
             for step in plan.steps:
                 current = step.name
                 started = time.monotonic()
                 events.step(step.name)
                 ACTIONS[step.kind](ctx, step)
+                if step.kind in (StepKind.BOOTSTRAP, StepKind.PACKAGES, StepKind.PHASE):
+                    package_pool.check_in(pool, ctx.packages)
                 seconds = time.monotonic() - started
                 ctx.steps.append(StepEntry(name=step.name, key=step.key, seconds=round(seconds, 3)))
                 events.result(step.name, seconds)

@@ -84,6 +84,10 @@ class Manifest(Entry):
     mirror: list[MirrorEntry] = Field(default_factory=list)
     steps: list[StepEntry] = Field(default_factory=list)
     artifacts: list[ArtifactEntry] = Field(default_factory=list)
+    boot: list[str] = Field(default_factory=list, description="firmwares the image boots with")
+    cmdline: str = ""
+    disk: dict[str, Any] | None = Field(None, description="partition layout and identifiers")
+    kernel: dict[str, Any] | None = None
     build: BuildInfo = Field(default_factory=BuildInfo)
 
     def package(self, name: str) -> PackageEntry | None:

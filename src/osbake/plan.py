@@ -8,6 +8,7 @@ equal results, which is what the step cache relies on.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import osbake
+from osbake.disk.layout import DISK_OUTPUTS, DiskPlan, plan_disk
 from osbake.distros import Distro, distro_element, get_distro
 from osbake.elements import Catalog, Element, Phase, Request, SearchPath, resolve
 from osbake.elements.model import hash_paths
@@ -30,6 +32,7 @@ class StepKind(StrEnum):
     PHASE = "phase"
     PACKAGES = "packages"
     MANIFEST = "manifest"
+    DISK = "disk"
     OUTPUT = "output"
 
 
@@ -52,6 +55,10 @@ class Step:
             return f"{self.inputs['distro']} {self.inputs['release']} {self.inputs['arch']}"
         if self.kind == StepKind.OUTPUT:
             return str(self.output)
+        if self.kind == StepKind.DISK:
+            disk = self.inputs["disk"]
+            parts = ", ".join(f"{p['name']} {p['size']}" for p in disk["partitions"])
+            return f"{disk['table']}: {parts}"
         return ""
 
 
@@ -65,6 +72,8 @@ class Plan:
     packages: list[str]
     distro: Distro
     environment: dict[str, str]
+    disk: DiskPlan | None = None
+    cmdline: str = ""
     steps: list[Step] = field(default_factory=list)
 
     @property
@@ -119,6 +128,8 @@ def resolve_plan(
     elements = resolve(catalog, _requests(recipe))
     options = resolve_options(recipe, elements)
     distro = get_distro(recipe, chosen_arch, options.get(distro_element(recipe.distro), {}))
+    disk = plan_disk(recipe, str(chosen_arch), elements)
+    _check_boot(recipe, disk)
     packages = _packages(recipe, elements, distro)
     environment = _environment(recipe, chosen_arch, elements, distro)
     plan = Plan(
@@ -130,6 +141,8 @@ def resolve_plan(
         packages,
         distro,
         environment,
+        disk=disk,
+        cmdline=_cmdline(recipe, elements),
     )
     plan.steps = _steps(plan)
     return plan
@@ -148,6 +161,7 @@ def check_recipe(
         for arch in recipe.arch:
             distro = get_distro(recipe, arch, options.get(distro_element(recipe.distro), {}))
             distro.kernel_packages()
+            _check_boot(recipe, plan_disk(recipe, str(arch), elements))
             targets.append((variant, arch))
     return targets
 
@@ -180,11 +194,38 @@ def _requests(recipe: Recipe) -> list[Request]:
     return requests
 
 
+def _check_boot(recipe: Recipe, disk: DiskPlan | None) -> None:
+    if not recipe.boot:
+        return
+    if recipe.kernel == "none":
+        raise RecipeError(
+            "the image boots (boot: ...) but has no kernel (kernel: none)",
+            location=locate(recipe, ("kernel",)),
+            hint="set kernel: cloud (for VMs) or kernel: generic",
+        )
+    if disk is None:
+        raise RecipeError(
+            "the image boots (boot: ...) but has no disk layout",
+            location=locate(recipe, ("boot",)),
+            hint="add the 'vm' element, or a 'disk:' layout",
+        )
+
+
+def _cmdline(recipe: Recipe, elements: list[Element]) -> str:
+    words: list[str] = []
+    for element in elements:
+        words += [w for w in element.spec.cmdline if w not in words]
+    if recipe.cmdline:
+        words += recipe.cmdline.split()
+    return " ".join(words)
+
+
 def _packages(recipe: Recipe, elements: list[Element], distro: Distro) -> list[str]:
     packages: list[str] = []
     for element in elements:
         packages += element.spec.packages
     packages += distro.kernel_packages()
+    packages += distro.bootloader_packages(list(recipe.boot))
     packages += recipe.packages
     seen: list[str] = []
     for package in packages:
@@ -291,12 +332,32 @@ def _steps(plan: Plan) -> list[Step]:
         StepKind.PACKAGES,
         {"packages": plan.packages, "options": plan.options.get("packages", {})},
     )
-    for phase in (Phase.INSTALL, Phase.POST_INSTALL, Phase.FINALISE, Phase.CLEANUP):
+    for phase in (
+        Phase.INSTALL,
+        Phase.POST_INSTALL,
+        Phase.BLOCK_DEVICE,
+        Phase.FINALISE,
+        Phase.CLEANUP,
+    ):
         inputs, scripts = _phase_inputs(plan, phase)
+        if phase == Phase.BLOCK_DEVICE:
+            # This step also writes fstab and the bootloader files into the tree.
+            inputs["disk"] = _disk_inputs(plan.disk)
+            inputs["boot"] = [str(f) for f in recipe.boot]
+            inputs["cmdline"] = plan.cmdline
         add(str(phase), StepKind.PHASE, inputs, phase=phase, scripts=scripts)
     add("manifest", StepKind.MANIFEST, {"recipe": recipe.normalised()})
     tree_key = parent
+    disk_key = None
+    if plan.disk is not None:
+        add("disk", StepKind.DISK, {"disk": _disk_inputs(plan.disk)})
+        disk_key = parent
     for fmt in recipe.outputs:
-        key = _key(f"output:{fmt}", tree_key, {"format": str(fmt)})
+        needs_disk = str(fmt) in DISK_OUTPUTS
+        key = _key(f"output:{fmt}", disk_key if needs_disk else tree_key, {"format": str(fmt)})
         steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, {"format": str(fmt)}, output=fmt))
     return steps
+
+
+def _disk_inputs(disk: DiskPlan | None) -> dict[str, Any] | None:
+    return dataclasses.asdict(disk) if disk is not None else None

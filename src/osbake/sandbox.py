@@ -18,6 +18,7 @@ Two things live here:
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -25,7 +26,7 @@ import pwd
 import select
 import signal
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -256,6 +257,8 @@ def run_in_tree(
         "/sys",
         "--tmpfs",
         "/run",
+        "--perms",
+        "1777",
         "--tmpfs",
         "/tmp",
         "--dir",
@@ -332,3 +335,27 @@ def remove_tree(path: Path) -> None:
     for mount_point in mounts_below(path):
         runner.run(["umount", "--lazy", mount_point], check=False)
     runner.run(["rm", "-rf", "--one-file-system", "--", str(path)])
+
+
+@contextlib.contextmanager
+def hidden(tree: Path, paths: Sequence[str]) -> Iterator[None]:
+    """Show the folders `paths` of the tree as empty while the block runs.
+
+    Used to make one partition's file system from the tree without the contents of
+    the others (an empty read-only tmpfs over each, in the build's own mount
+    namespace).
+    """
+    mounted: list[str] = []
+    try:
+        for path in paths:
+            target = tree / path.lstrip("/")
+            if not target.is_dir():
+                continue
+            runner.run(
+                ["mount", "-t", "tmpfs", "-o", "ro,mode=0755,size=4k", "osbake-hidden", str(target)]
+            )
+            mounted.append(str(target))
+        yield
+    finally:
+        for mount_point in reversed(mounted):
+            runner.run(["umount", mount_point], check=False)

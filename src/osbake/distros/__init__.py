@@ -53,6 +53,10 @@ class Distro:
     def kernel_packages(self) -> list[str]:
         raise NotImplementedError
 
+    def bootloader_packages(self, firmware: list[Any]) -> list[str]:
+        """Packages the image needs to boot with these firmwares (osbake installs them)."""
+        raise NotImplementedError
+
     # Steps.
     def bootstrap(self, ctx: Context) -> None:
         raise NotImplementedError

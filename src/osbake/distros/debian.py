@@ -134,6 +134,23 @@ class Debian(Distro):
             return [package]
         return [kernel]
 
+    def bootloader_packages(self, firmware: list[Any]) -> list[str]:
+        arch = str(self.arch)
+        efi = {"amd64": "amd64", "arm64": "arm64", "i386": "ia32", "riscv64": "riscv64"}
+        packages: list[str] = []
+        names = {str(f) for f in firmware}
+        if "bios" in names:
+            packages.append("grub-pc-bin")
+        if names & {"uefi", "uefi-secureboot"}:
+            if arch not in efi:
+                raise DistroError(
+                    f"Debian has no UEFI GRUB for {arch}", location=locate(self.recipe, ("boot",))
+                )
+            packages.append(f"grub-efi-{efi[arch]}-bin")
+        if "uefi-secureboot" in names:
+            packages += ["shim-signed", f"grub-efi-{efi[arch]}-signed"]
+        return packages
+
     def script_environment(self) -> dict[str, str]:
         return {
             "OSBAKE_DEBIAN_SUITES": " ".join(
@@ -144,7 +161,7 @@ class Debian(Distro):
     # -- steps ---------------------------------------------------------------------------
 
     def bootstrap(self, ctx: Context) -> None:
-        cache = ctx.settings.package_cache(self.name)
+        cache = ctx.packages
         cache.mkdir(parents=True, exist_ok=True)
         keyrings = _repository_keyrings(ctx)
         argv: list[str] = [
@@ -207,9 +224,9 @@ class Debian(Distro):
             "-o",
             "Dpkg::Use-Pty=0",
         ]
-        cache = ctx.settings.package_cache(self.name)
+        cache = ctx.packages
         script = (
-            f"{' '.join(apt)} update && "
+            f"{' '.join(apt)} update --error-on=any && "
             f"{' '.join(apt)} install {' '.join(_sh_quote(p) for p in packages)}"
         )
         sandbox.run_in_tree(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from osbake.errors import ElementError, Location
 from osbake.recipe import yamlpos
+from osbake.recipe.model import Disk
 
 SCRIPT_NAME = re.compile(r"^(\d{2,3})-[A-Za-z0-9][A-Za-z0-9._-]*$")
 ELEMENT_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
@@ -59,6 +60,7 @@ class ElementSpec(BaseModel):
     packages: list[str] = Field(default_factory=list)
     options: dict[str, OptionSpec] = Field(default_factory=dict)
     environment: dict[str, str] = Field(default_factory=dict)
+    disk: Disk | None = Field(None, description="a default disk layout (see the recipe's disk)")
     cmdline: list[str] = Field(
         default_factory=list, description="kernel command-line arguments to add"
     )

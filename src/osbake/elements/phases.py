@@ -54,7 +54,7 @@ def run_phase(ctx: Context, phase: Phase) -> None:
             target = f"{IMAGE_ELEMENTS_DIR}/{element.name}/{phase}/{script.path.name}"
             # The shared package cache is there while packages may be installed; not in
             # finalise, whose clean-up (apt-get clean) must only clean the image.
-            cache = None if phase == Phase.FINALISE else ctx.settings.package_cache(ctx.distro.name)
+            cache = None if phase == Phase.FINALISE else ctx.packages
             sandbox.run_in_tree(
                 ctx.tree,
                 [target],

@@ -1,0 +1,302 @@
+"""GRUB for BIOS and UEFI (and shim for Secure Boot), installed into the image file.
+
+Everything GRUB runs comes from the image's own packages: core images are made
+with the image's grub-mkimage inside the tree, the signed shim and GRUB are the
+image's files. GRUB's own device probing is not used (it falls back to loop
+device names on a build host); osbake writes root=UUID=, the search by UUID and
+fstab itself.
+
+BIOS: the core image (with every module it needs built in) goes into the
+bios-grub partition on GPT, or the gap before the first partition on MBR, and the
+image's boot.img goes into the MBR, pointed at it, the way grub-bios-setup does.
+UEFI: EFI/BOOT/BOOT<ARCH>.EFI on the ESP (the removable path, so no NVRAM entry is
+needed): a GRUB image, or with Secure Boot Debian's signed shim, which loads the
+signed GRUB next to it.
+"""
+
+from __future__ import annotations
+
+import math
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from osbake import sandbox
+from osbake.disk.filesystems import vfat_fstab_id
+from osbake.disk.layout import DiskPlan, PartitionPlan
+from osbake.disk.partition_table import Placed
+from osbake.errors import OsbakeError
+from osbake.recipe import Firmware
+from osbake.recipe.model import FsType, PartitionTable, PartitionType
+
+if TYPE_CHECKING:
+    from osbake.build import Context
+
+# boot.img fields (grub-core/boot/i386/pc/boot.S, include/grub/i386/pc/boot.h).
+KERNEL_SECTOR = 0x5C
+DRIVE_CHECK = 0x66
+NT_MAGIC = 0x1B8
+PART_END = 0x1FE
+# The first blocklist sits at the end of the core image's first sector (diskboot.S).
+BLOCKLIST = 512 - 12
+KERNEL_SEGMENT = 0x800 + (512 >> 4)
+
+EFI_ARCH = {
+    "amd64": ("x86_64-efi", "X64", "x64"),
+    "arm64": ("arm64-efi", "AA64", "aa64"),
+    "i386": ("i386-efi", "IA32", "ia32"),
+    "riscv64": ("riscv64-efi", "RISCV64", "riscv64"),
+}
+MODULES = [
+    "part_gpt",
+    "part_msdos",
+    "ext2",
+    "btrfs",
+    "fat",
+    "search",
+    "search_fs_uuid",
+    "search_label",
+    "normal",
+    "configfile",
+    "linux",
+    "echo",
+    "test",
+    "serial",
+    "terminal",
+    "gzio",
+    "xzio",
+    "zstd",
+    "sleep",
+    "ls",
+    "cat",
+    "reboot",
+    "halt",
+    "all_video",
+    "loadenv",
+    "minicmd",
+    "true",
+]
+BIOS_MODULES = ["biosdisk"]
+EFI_MODULES = ["efi_gop"]
+
+
+class BootloaderError(OsbakeError):
+    """The bootloader could not be installed."""
+
+
+@dataclass
+class BootSetup:
+    """What the block-device step prepared, for the disk step to finish."""
+
+    core_img: Path | None = None
+    boot_img: Path | None = None
+    firmware: list[str] = field(default_factory=list)
+    cmdline: str = ""
+    efi_files: list[str] = field(default_factory=list)
+
+
+def fstab(disk: DiskPlan) -> str:
+    lines = ["# /etc/fstab: written by osbake from the image's disk layout (by UUID)."]
+    for part in disk.by_mount():
+        assert part.fs is not None and part.mount is not None
+        if part.fs == FsType.VFAT:
+            ident = f"UUID={vfat_fstab_id(part.fs_uuid)}"
+            options = part.options or "umask=0077"
+            passno = 2
+        else:
+            ident = f"UUID={part.fs_uuid}"
+            options = part.options or (
+                "errors=remount-ro" if part.fs == FsType.EXT4 else "defaults"
+            )
+            passno = 1 if part.mount == "/" else 2
+            if part.fs == FsType.BTRFS:
+                passno = 0
+        lines.append(f"{ident}\t{part.mount}\t{part.fs}\t{options}\t0\t{passno}")
+    for part in disk.partitions:
+        if part.fs == FsType.SWAP:
+            lines.append(f"UUID={part.fs_uuid}\tnone\tswap\tsw\t0\t0")
+    return "\n".join(lines) + "\n"
+
+
+def boot_partition(disk: DiskPlan) -> PartitionPlan:
+    """The partition whose file system holds /boot."""
+    for part in disk.partitions:
+        if part.mount == "/boot":
+            return part
+    return disk.root
+
+
+def grub_cfg(disk: DiskPlan, kernel: str, initrd: str | None, cmdline: str, serial: bool) -> str:
+    boot = boot_partition(disk)
+    root = disk.root
+    lines = [
+        "# Written by osbake. Kernel upgrades keep working: /vmlinuz and /initrd.img",
+        "# are symlinks the kernel packages update.",
+        "set default=0",
+        "set timeout=1",
+    ]
+    if serial:
+        lines += [
+            "serial --unit=0 --speed=115200",
+            "terminal_input console serial",
+            "terminal_output console serial",
+        ]
+    lines += [
+        "menuentry 'Debian GNU/Linux' --id osbake {",
+        f"\tsearch --no-floppy --fs-uuid --set=root {boot.fs_uuid}",
+        "\techo 'Loading Linux ...'",
+        f"\tlinux {kernel} root=UUID={root.fs_uuid} ro {cmdline}".rstrip(),
+    ]
+    if initrd:
+        lines.append(f"\tinitrd {initrd}")
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def early_cfg(disk: DiskPlan) -> str:
+    """Built into GRUB images: find the /boot file system by UUID, read its grub.cfg."""
+    boot = boot_partition(disk)
+    prefix = "/grub" if boot.mount == "/boot" else "/boot/grub"
+    return (
+        f"search --no-floppy --fs-uuid --set=root {boot.fs_uuid}\n"
+        f"set prefix=($root){prefix}\n"
+        "configfile $prefix/grub.cfg\n"
+    )
+
+
+def kernel_paths(ctx: Context, disk: DiskPlan) -> tuple[str, str | None]:
+    """Paths of the kernel and initrd as GRUB sees them on the /boot file system."""
+    tree = ctx.tree
+    separate_boot = boot_partition(disk).mount == "/boot"
+    if not separate_boot and (tree / "vmlinuz").is_symlink():
+        initrd = "/initrd.img" if (tree / "initrd.img").is_symlink() else None
+        return "/vmlinuz", initrd
+    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
+    if not kernels:
+        raise BootloaderError(
+            "the image has no kernel in /boot, so it cannot boot",
+            hint="set 'kernel:' in the recipe (cloud, generic, or a package name)",
+        )
+    version = kernels[-1].name.removeprefix("vmlinuz-")
+    prefix = "" if separate_boot else "/boot"
+    initrd_path = tree / "boot" / f"initrd.img-{version}"
+    return (
+        f"{prefix}/vmlinuz-{version}",
+        f"{prefix}/initrd.img-{version}" if initrd_path.exists() else None,
+    )
+
+
+def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str) -> BootSetup:
+    """Write fstab and GRUB's configuration, and make the boot files, in the tree."""
+    stage = ctx.workdir / "boot"
+    stage.mkdir(parents=True, exist_ok=True)
+    setup = BootSetup(firmware=[str(f) for f in firmware], cmdline=cmdline)
+    (stage / "fstab").write_text(fstab(disk))
+    commands = ["install -m 0644 /run/osbake/boot/fstab /etc/fstab"]
+    if firmware:
+        kernel, initrd = kernel_paths(ctx, disk)
+        serial = "console=ttyS0" in cmdline or "console=ttyAMA0" in cmdline
+        (stage / "grub.cfg").write_text(grub_cfg(disk, kernel, initrd, cmdline, serial))
+        (stage / "early.cfg").write_text(early_cfg(disk))
+        commands += [
+            "mkdir -p /boot/grub",
+            "install -m 0644 /run/osbake/boot/grub.cfg /boot/grub/grub.cfg",
+        ]
+    arch = str(ctx.plan.arch)
+    if Firmware.BIOS in firmware:
+        modules = _available(ctx, "i386-pc", MODULES + BIOS_MODULES)
+        commands.append(
+            "grub-mkimage -O i386-pc -o /run/osbake/boot/core.img -p /boot/grub "
+            f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"
+        )
+        commands.append("cp /usr/lib/grub/i386-pc/boot.img /run/osbake/boot/boot.img")
+        setup.core_img = stage / "core.img"
+        setup.boot_img = stage / "boot.img"
+    uefi = [f for f in firmware if f in (Firmware.UEFI, Firmware.UEFI_SECUREBOOT)]
+    if uefi:
+        if arch not in EFI_ARCH:
+            raise BootloaderError(f"osbake cannot install GRUB for UEFI on {arch}")
+        platform, upper, lower = EFI_ARCH[arch]
+        efi = "/boot/efi/EFI"
+        commands += [f"mkdir -p {efi}/BOOT {efi}/debian"]
+        if Firmware.UEFI_SECUREBOOT in uefi:
+            # Debian's signed shim loads the signed GRUB beside it; that GRUB reads
+            # its configuration from /EFI/debian (its built-in prefix).
+            for source, name in (
+                (f"/usr/lib/shim/shim{lower}.efi.signed", f"BOOT{upper}.EFI"),
+                (f"/usr/lib/grub/{platform}-signed/grub{lower}.efi.signed", f"grub{lower}.efi"),
+                (f"/usr/lib/shim/mm{lower}.efi.signed", f"mm{lower}.efi"),
+            ):
+                _require(ctx, source, "shim-signed and grub-efi-*-signed")
+                commands.append(f"install -m 0644 {source} {efi}/BOOT/{name}")
+                setup.efi_files.append(f"EFI/BOOT/{name}")
+            for folder in ("BOOT", "debian"):
+                commands.append(
+                    f"install -m 0644 /run/osbake/boot/early.cfg {efi}/{folder}/grub.cfg"
+                )
+        else:
+            modules = _available(ctx, platform, MODULES + EFI_MODULES)
+            commands.append(
+                f"grub-mkimage -O {platform} -o {efi}/BOOT/BOOT{upper}.EFI -p /EFI/BOOT "
+                f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"
+            )
+            setup.efi_files.append(f"EFI/BOOT/BOOT{upper}.EFI")
+    sandbox.run_in_tree(
+        ctx.tree,
+        ["sh", "-ec", "; ".join(commands)],
+        events=ctx.events,
+        binds=[sandbox.Bind(stage, "/run/osbake/boot", writable=True)],
+        network=False,
+        hint="the image's GRUB tools failed; run with -v for their output",
+    )
+    return setup
+
+
+def _available(ctx: Context, platform: str, wanted: list[str]) -> list[str]:
+    folder = ctx.tree / "usr" / "lib" / "grub" / platform
+    if not folder.is_dir():
+        package = "grub-pc-bin" if platform == "i386-pc" else f"grub-efi-{platform}-bin"
+        raise BootloaderError(
+            f"the image has no GRUB for {platform} (/usr/lib/grub/{platform})",
+            hint=f"install {package} in the image (the vm element does)",
+        )
+    return [m for m in wanted if (folder / f"{m}.mod").exists()]
+
+
+def _require(ctx: Context, path: str, packages: str) -> None:
+    if not (ctx.tree / path.lstrip("/")).exists():
+        raise BootloaderError(
+            f"the image has no {path}", hint=f"Secure Boot needs Debian's {packages} in the image"
+        )
+
+
+def install_bios(image: Path, disk: DiskPlan, placed: list[Placed], setup: BootSetup) -> None:
+    """Write GRUB's boot sector and core image into the image file (as grub-bios-setup)."""
+    assert setup.core_img is not None and setup.boot_img is not None
+    core = bytearray(setup.core_img.read_bytes())
+    boot = bytearray(setup.boot_img.read_bytes())
+    if len(boot) != 512:
+        raise BootloaderError(f"{setup.boot_img} is not a 512-byte boot sector")
+    sectors = math.ceil(len(core) / 512)
+    core += bytes(sectors * 512 - len(core))
+    if disk.table == PartitionTable.GPT:
+        target = next(p for p in placed if p.plan.type == PartitionType.BIOS_GRUB)
+        start, room, where = target.start // 512, target.size, f"partition '{target.plan.name}'"
+    else:
+        start, room, where = 1, placed[0].start - 512, "the gap before the first partition"
+    if len(core) > room:
+        raise BootloaderError(
+            f"GRUB's core image ({len(core)} bytes) does not fit in {where} ({room} bytes)",
+            hint="make it larger (1MiB is usual)",
+        )
+    struct.pack_into("<QHH", core, BLOCKLIST, start + 1, sectors - 1, KERNEL_SEGMENT)
+    with image.open("r+b") as handle:
+        mbr = handle.read(512)
+        struct.pack_into("<Q", boot, KERNEL_SECTOR, start)
+        boot[DRIVE_CHECK : DRIVE_CHECK + 2] = b"\x90\x90"  # a hard disk: trust the BIOS drive
+        boot[NT_MAGIC:PART_END] = mbr[NT_MAGIC:PART_END]  # keep the partition table
+        handle.seek(start * 512)
+        handle.write(core)
+        handle.seek(0)
+        handle.write(boot)

@@ -1,0 +1,347 @@
+"""File systems made offline from a folder, straight into the disk image file.
+
+ext4 is made with `mkfs.ext4 -d` at the partition's offset (-E offset), vfat with
+mkfs.vfat --offset and mtools, btrfs with `mkfs.btrfs --rootdir` in its own file
+(it has no offset option) copied into place, swap with mkswap likewise.
+
+Sizes are computed from the folder: every file's blocks, directories, inodes, and
+the file system's own metadata (bitmaps, inode tables, group descriptors, journal)
+as mkfs lays them out, plus the free space asked for. No percentage guess.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from osbake import run as runner
+from osbake.disk.sizes import MiB, align_up, format_size
+from osbake.errors import OsbakeError
+from osbake.events import Events
+
+BLOCK = 4096
+INODE_SIZE = 256
+BLOCKS_PER_GROUP = 32768
+EXT4_FEATURES = "has_journal,extent,huge_file,flex_bg,metadata_csum,64bit,dir_nlink,extra_isize"
+# Our own mke2fs.conf, so the host's defaults (which change between releases) do not
+# decide what the image's GRUB and e2fsck must read.
+MKE2FS_CONF = f"""\
+[defaults]
+	base_features = sparse_super,large_file,filetype,resize_inode,dir_index,ext_attr
+	default_mntopts = acl,user_xattr
+	enable_periodic_fsck = 0
+	blocksize = {BLOCK}
+	inode_size = {INODE_SIZE}
+	inode_ratio = 16384
+
+[fs_types]
+	ext4 = {{
+		features = {EXT4_FEATURES}
+	}}
+"""
+
+
+class FilesystemError(OsbakeError):
+    """A file system could not be made."""
+
+
+@dataclass
+class TreeUsage:
+    """What a folder needs on disk, counted the way ext4 stores it."""
+
+    data_blocks: int = 0
+    inodes: int = 0
+    apparent_bytes: int = 0
+
+
+def measure(root: Path, exclude: list[Path] | None = None) -> TreeUsage:
+    """Count blocks and inodes under `root`, skipping the folders in `exclude`."""
+    skip = {p.resolve() for p in exclude or []}
+    usage = TreeUsage()
+    seen: set[tuple[int, int]] = set()
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        dirnames[:] = [d for d in dirnames if (here / d) not in skip]
+        names = dirnames + filenames
+        usage.inodes += 1
+        # Directory blocks: each entry takes 8 bytes + its name, rounded to 4.
+        entry_bytes = 24 + sum(8 + align_up(len(n.encode()), 4) for n in names)
+        usage.data_blocks += max(1, math.ceil(entry_bytes * 1.15 / BLOCK))
+        for name in filenames:
+            info = os.lstat(here / name)
+            key = (info.st_dev, info.st_ino)
+            if key in seen:
+                continue
+            seen.add(key)
+            usage.inodes += 1
+            if stat.S_ISREG(info.st_mode):
+                usage.apparent_bytes += info.st_size
+                blocks = math.ceil(info.st_size / BLOCK)
+                # Files beyond 4 extents (128 MiB each) need an extent block.
+                usage.data_blocks += blocks + (1 if blocks > 4 * 32768 else 0)
+            elif stat.S_ISLNK(info.st_mode) and info.st_size >= 60:
+                usage.data_blocks += 1
+    return usage
+
+
+def ext4_journal_blocks(blocks: int) -> int:
+    """mke2fs's default journal size for a file system of `blocks` 4 KiB blocks."""
+    if blocks < 2048:
+        return 0
+    if blocks < 32768:
+        return 1024
+    if blocks < 256 * 1024:
+        return 4096
+    if blocks < 512 * 1024:
+        return 8192
+    if blocks < 4096 * 1024:
+        return 16384
+    if blocks < 8192 * 1024:
+        return 32768
+    if blocks < 16384 * 1024:
+        return 65536
+    if blocks < 32768 * 1024:
+        return 131072
+    return 262144
+
+
+def _backup_groups(groups: int) -> int:
+    found = {0, 1} if groups > 1 else {0}
+    for base in (3, 5, 7):
+        power = base
+        while power < groups:
+            found.add(power)
+            power *= base
+    return len(found)
+
+
+def ext4_overhead_blocks(blocks: int, inodes: int) -> int:
+    """Blocks mke2fs uses for itself in a file system of `blocks` blocks."""
+    groups = math.ceil(blocks / BLOCKS_PER_GROUP)
+    inodes_per_block = BLOCK // INODE_SIZE
+    per_group = align_up(math.ceil(inodes / groups), inodes_per_block)
+    inode_tables = groups * per_group // inodes_per_block
+    bitmaps = 2 * groups
+    desc_blocks = math.ceil(groups * 64 / BLOCK)
+    # Reserved descriptor blocks let the file system grow 1024-fold (growroot).
+    max_groups = math.ceil(min(2**32 - 1, blocks * 1024) / BLOCKS_PER_GROUP)
+    reserved = min(1024, max(0, math.ceil(max_groups / (BLOCK // 64)) - desc_blocks))
+    backups = _backup_groups(groups) * (1 + desc_blocks + reserved)
+    root_and_lost_found = 6
+    return inode_tables + bitmaps + backups + ext4_journal_blocks(blocks) + root_and_lost_found
+
+
+def ext4_inodes(usage: TreeUsage) -> int:
+    """Inodes for the contents plus room for what the system creates later."""
+    return max(16384, align_up(int(usage.inodes * 1.2) + 4096, 16))
+
+
+def ext4_size(usage: TreeUsage, free_bytes: int, alignment: int) -> int:
+    """The smallest aligned size (bytes) that holds the contents and `free_bytes` free."""
+    inodes = ext4_inodes(usage)
+    wanted = usage.data_blocks + math.ceil(free_bytes / BLOCK)
+    blocks = wanted
+    for _ in range(50):
+        total = wanted + ext4_overhead_blocks(blocks, inodes)
+        if total <= blocks:
+            break
+        blocks = total
+    return align_up(blocks * BLOCK, alignment)
+
+
+def ext4_minimum(usage: TreeUsage) -> int:
+    """Bytes the contents need with no free space at all."""
+    return ext4_size(usage, 0, BLOCK)
+
+
+def make_ext4(
+    image: Path,
+    offset: int,
+    size: int,
+    source: Path,
+    *,
+    label: str | None,
+    uuid: str,
+    usage: TreeUsage,
+    workdir: Path,
+    events: Events,
+) -> None:
+    conf = workdir / "mke2fs.conf"
+    conf.write_text(MKE2FS_CONF)
+    argv = [
+        "mkfs.ext4",
+        "-q",
+        "-F",
+        "-t",
+        "ext4",
+        "-b",
+        str(BLOCK),
+        "-I",
+        str(INODE_SIZE),
+        "-N",
+        str(ext4_inodes(usage)),
+        "-U",
+        uuid,
+        "-E",
+        f"offset={offset},hash_seed={uuid},lazy_itable_init=1",
+        "-d",
+        str(source),
+    ]
+    if label:
+        argv += ["-L", label]
+    argv += [str(image), str(size // BLOCK)]
+    env = {"MKE2FS_CONFIG": str(conf)}
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch:
+        env["E2FSPROGS_FAKE_TIME"] = epoch
+    try:
+        runner.run(argv, env=env, events=events)
+    except OsbakeError as exc:
+        if "Could not allocate" in exc.message or "No space left" in exc.message:
+            raise FilesystemError(
+                f"the ext4 file system ({format_size(size)}) is too small for "
+                f"{source} ({format_size(usage.data_blocks * BLOCK)} of files)",
+                hint="give the partition more space (its size, or disk.free)",
+            ) from None
+        raise
+
+
+def ext4_free_bytes(image: Path, offset: int, events: Events) -> int:
+    """Free space of an ext4 file system inside an image file (read with dumpe2fs)."""
+    text = runner.output(["dumpe2fs", "-h", f"{image}?offset={offset}"], events=events)
+    values = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        values[key.strip()] = value.strip()
+    return int(values["Free blocks"]) * int(values["Block size"])
+
+
+def vfat_volume_id(uuid: str) -> str:
+    """The 8-hex-digit FAT volume id derived from a UUID (fstab writes it XXXX-XXXX)."""
+    return uuid.replace("-", "")[:8].upper()
+
+
+def vfat_fstab_id(uuid: str) -> str:
+    volume = vfat_volume_id(uuid)
+    return f"{volume[:4]}-{volume[4:]}"
+
+
+def make_vfat(
+    image: Path,
+    offset: int,
+    size: int,
+    source: Path,
+    *,
+    label: str | None,
+    uuid: str,
+    sector_size: int,
+    events: Events,
+) -> None:
+    """A FAT file system at `offset`, filled from `source` with mtools (no mounting)."""
+    sectors = size // sector_size
+    argv = [
+        "mkfs.vfat",
+        "--offset",
+        str(offset // sector_size),
+        "-S",
+        str(sector_size),
+        "-i",
+        vfat_volume_id(uuid),
+    ]
+    # Say which FAT: mkfs.vfat would otherwise judge by the whole image file.
+    argv += ["-F", "12" if size < 16 * MiB else "16" if size < 512 * MiB else "32"]
+    if label:
+        argv += ["-n", label[:11].upper()]
+    # mkfs.vfat takes the size in 1 KiB blocks after the device name.
+    argv += [str(image), str(sectors * sector_size // 1024)]
+    runner.run(argv, events=events)
+    entries = sorted(source.iterdir()) if source.is_dir() else []
+    if not entries:
+        return
+    target = f"{image}@@{offset}"
+    env = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
+    try:
+        runner.run(
+            ["mcopy", "-s", "-p", "-Q", "-m", "-i", target, *[str(e) for e in entries], "::"],
+            env=env,
+            events=events,
+        )
+    except OsbakeError as exc:
+        if "Disk full" in exc.message or "No space" in exc.message:
+            needed = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
+            raise FilesystemError(
+                f"the FAT file system ({format_size(size)}) is too small for the "
+                f"{format_size(needed)} of files in {source}",
+                hint="make the partition larger",
+            ) from None
+        raise
+
+
+def make_in_file(
+    kind: str,
+    path: Path,
+    size: int,
+    source: Path | None,
+    *,
+    label: str | None,
+    uuid: str,
+    events: Events,
+) -> None:
+    """btrfs and swap have no offset option: they are made in a file and copied in."""
+    with path.open("wb") as handle:
+        handle.truncate(size)
+    if kind == "btrfs":
+        argv = ["mkfs.btrfs", "-q", "-f", "-U", uuid]
+        if label:
+            argv += ["-L", label]
+        if source is not None:
+            argv += ["--rootdir", str(source)]
+        runner.run([*argv, str(path)], events=events)
+    elif kind == "swap":
+        argv = ["mkswap", "-U", uuid]
+        if label:
+            argv += ["-L", label]
+        runner.run([*argv, str(path)], events=events)
+    else:
+        raise FilesystemError(f"osbake cannot make {kind} file systems")
+
+
+def btrfs_minimum(source: Path, workdir: Path, events: Events) -> int:
+    """The smallest btrfs holding `source`: made with --shrink, then measured."""
+    probe = workdir / "btrfs-probe.img"
+    with probe.open("wb") as handle:
+        handle.truncate(64 * 1024**3)
+    try:
+        runner.run(
+            ["mkfs.btrfs", "-q", "-f", "--rootdir", str(source), "--shrink", str(probe)],
+            events=events,
+        )
+        return probe.stat().st_size
+    finally:
+        probe.unlink(missing_ok=True)
+
+
+def copy_into(image: Path, offset: int, source: Path) -> None:
+    """Copy the data of `source` into `image` at `offset`, leaving holes as holes."""
+    with source.open("rb") as src, image.open("r+b") as dst:
+        size = os.fstat(src.fileno()).st_size
+        position = 0
+        while position < size:
+            try:
+                data = os.lseek(src.fileno(), position, os.SEEK_DATA)
+            except OSError:
+                break  # only a hole remains
+            hole = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+            remaining = hole - data
+            src_off, dst_off = data, offset + data
+            while remaining > 0:
+                copied = os.copy_file_range(src.fileno(), dst.fileno(), remaining, src_off, dst_off)
+                if copied == 0:
+                    break
+                remaining -= copied
+                src_off += copied
+                dst_off += copied
+            position = hole

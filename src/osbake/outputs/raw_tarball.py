@@ -1,0 +1,52 @@
+"""The raw disk as disk.raw in a tarball, as cloud image drops ship it (GCE, Debian)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from osbake import run as runner
+from osbake.errors import OutputError
+from osbake.outputs.disk_image import DiskOutput
+from osbake.recipe import OutputFormat
+
+if TYPE_CHECKING:
+    from osbake.build import Context
+
+
+class RawTarXz(DiskOutput):
+    format = OutputFormat.RAW_TAR_XZ
+    suffix = ".raw.tar.xz"
+    qemu_format = "raw"
+    compressor: ClassVar[str] = "xz -T0 -3"
+
+    def write(self, ctx: Context) -> Path:
+        assert ctx.disk is not None
+        dest = ctx.output_path(self.suffix)
+        # GNU sparse format: the holes of the disk are not stored (nor read back as data).
+        runner.run(
+            [
+                "tar",
+                "--create",
+                f"--file={dest}",
+                "--sparse",
+                "--format=gnu",
+                f"--use-compress-program={self.compressor}",
+                f"--directory={ctx.disk.path.parent}",
+                "--owner=0",
+                "--group=0",
+                "--numeric-owner",
+                ctx.disk.path.name,
+            ],
+            events=ctx.events,
+        )
+        listing = runner.output(["tar", "--list", f"--file={dest}"])
+        if listing.split() != [ctx.disk.path.name]:
+            raise OutputError(f"unexpected members in {dest.name}: {listing}")
+        return dest
+
+
+class RawTarGz(RawTarXz):
+    format = OutputFormat.RAW_TAR_GZ
+    suffix = ".raw.tar.gz"
+    compressor = "pigz -n"
