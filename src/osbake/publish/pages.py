@@ -31,7 +31,7 @@ def sha256sums(items: dict[str, Any], directory: str) -> str:
 
 
 def _sorted(items: dict[str, Any]) -> list[dict[str, Any]]:
-    return sorted(items.values(), key=lambda item: _file_name(item))
+    return sorted(items.values(), key=_file_name)
 
 
 def _title(m: Manifest) -> str:
@@ -84,29 +84,29 @@ def version_readme(m: Manifest, directory: str, items: dict[str, Any]) -> str:
 def version_html(m: Manifest, directory: str, items: dict[str, Any]) -> str:
     serial = directory.rsplit("/", 1)[-1]
     rows = "".join(
-        f"<tr><td><a href=\"{html.escape(_file_name(i))}\">{html.escape(_file_name(i))}</a></td>"
+        f'<tr><td><a href="{html.escape(_file_name(i))}">{html.escape(_file_name(i))}</a></td>'
         f"<td>{html.escape(str(i['ftype']))}</td><td>{i['size']:,}</td>"
         f"<td><code>{html.escape(str(i['sha256']))}</code></td></tr>"
         for i in _sorted(items)
     )
     title = html.escape(f"{_title(m)}, serial {serial}")
     return (
-        f"<!doctype html><html><head><meta charset=\"utf-8\"><title>{title}</title>"
+        f'<!doctype html><html><head><meta charset="utf-8"><title>{title}</title>'
         f"<style>{_STYLE}</style></head><body><h1>{title}</h1>"
         f"<p>Recipe sha256 <code>{html.escape(m.recipe_sha256)}</code>; "
         f"{len(m.packages)} packages; osbake {html.escape(m.osbake_version)}.</p>"
         f"<table><tr><th>file</th><th>type</th><th>bytes</th><th>sha256</th></tr>{rows}</table>"
-        "<p><a href=\"README\">README</a> (how to verify) · "
-        "<a href=\"SHA256SUMS\">SHA256SUMS</a></p></body></html>\n"
+        '<p><a href="README">README</a> (how to verify) · '
+        '<a href="SHA256SUMS">SHA256SUMS</a></p></body></html>\n'
     )
 
 
 def write_root_page(repo: Path, products: dict[str, Tree]) -> None:
     """index.html at the root: every stream, product and version, newest first."""
     parts = [
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Images</title>"
+        '<!doctype html><html><head><meta charset="utf-8"><title>Images</title>'
         f"<style>{_STYLE}</style></head><body><h1>Images</h1>"
-        f"<p>Machine-readable: <a href=\"streams/v1/index.json\">streams/v1/index.json</a>"
+        f'<p>Machine-readable: <a href="streams/v1/index.json">streams/v1/index.json</a>'
         f" (signed: <code>{INDEX_SJSON}</code> when present).</p>"
     ]
     for cid in sorted(products):
@@ -116,16 +116,14 @@ def write_root_page(repo: Path, products: dict[str, Tree]) -> None:
             for serial in sorted(product.get("versions", {}), key=version_key, reverse=True):
                 version = product["versions"][serial]
                 files = " ".join(
-                    f"<a href=\"{html.escape(item['path'])}\">{html.escape(name)}</a>"
+                    f'<a href="{html.escape(item["path"])}">{html.escape(name)}</a>'
                     for name, item in sorted(version.get("items", {}).items())
                 )
                 some = next(iter(version.get("items", {}).values()), None)
-                folder = (
-                    html.escape(str(some["path"]).rsplit("/", 1)[0]) + "/" if some else ""
-                )
+                folder = html.escape(str(some["path"]).rsplit("/", 1)[0]) + "/" if some else ""
                 parts.append(
                     f"<tr><td>{html.escape(pid)}</td>"
-                    f"<td><a href=\"{folder}\">{html.escape(serial)}</a></td>"
+                    f'<td><a href="{folder}">{html.escape(serial)}</a></td>'
                     f"<td>{html.escape(str(version.get('label', '')))}</td><td>{files}</td></tr>"
                 )
         parts.append("</table>")

@@ -85,9 +85,15 @@ def verify(content: bytes, keyring: Path, what: str, events: Events | None = Non
             log_output=False,
         )
     if result.returncode != 0:
-        detail = "; ".join(line for line in result.tail if line.strip()) or "bad signature"
+        lines = [line.removeprefix("gpgv: ").strip() for line in result.tail if line.strip()]
+        telling = [
+            line
+            for line in lines
+            if any(w in line for w in ("BAD signature", "public key", "Can't check", "no valid"))
+        ]
+        detail = "; ".join(telling or lines[-1:]) or "bad signature"
         raise VerifyError(
-            f"the signature of {what} does not verify with {keyring}: {detail}",
+            f"{what}: signature check failed, refused ({detail}; keyring {keyring})",
             hint="the file was changed after it was signed, or it was signed by a key that "
             "is not in the keyring; do not use this stream",
         )

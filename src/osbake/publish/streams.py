@@ -110,7 +110,7 @@ def dump(data: Mapping[str, Any]) -> bytes:
 
 def signed_index(index: Tree) -> Tree:
     """The index as index.sjson carries it: each products path points to its .sjson."""
-    copy = json.loads(json.dumps(index))
+    copy: Tree = json.loads(json.dumps(index))
     for entry in copy.get("index", {}).values():
         path = entry.get("path")
         if isinstance(path, str) and path.endswith(".json"):

@@ -25,7 +25,7 @@ from typing import Any
 
 from osbake.errors import ArtifactError, PublishError, UsageError
 from osbake.events import Events, null_events
-from osbake.manifest import Manifest, load_manifest
+from osbake.manifest import Manifest
 from osbake.publish import pages, signing
 from osbake.publish.streams import (
     DATATYPE,
@@ -139,13 +139,11 @@ def publish_streams(
     """
     releases = [Release(Path(p), Label.DAILY) for p in daily]
     for entry in released:
-        path, milestone = (entry if isinstance(entry, tuple) else (entry, Label.RELEASE))
+        path, milestone = entry if isinstance(entry, tuple) else (entry, Label.RELEASE)
         if milestone is Label.DAILY:
             raise UsageError("a released build needs a milestone label, not 'daily'")
         releases.append(Release(Path(path), milestone))
-    return _update(
-        repo, releases, content_prefix, sign, keep, events or null_events(), set(Stream)
-    )
+    return _update(repo, releases, content_prefix, sign, keep, events or null_events(), set(Stream))
 
 
 def resolve_sources(
@@ -254,8 +252,8 @@ def _update(
         )
     result = PublishResult(repo.resolve(), signed=bool(sign))
     with _lock(repo):
-        state = _State(repo, _read_products(repo), events)
-        before = _referenced(state.products)
+        state = _State(repo, read_streams(repo), events)
+        before = referenced(state.products)
         try:
             for build in builds:
                 result.versions.append(_add_version(state, build, prefix))
@@ -263,14 +261,14 @@ def _update(
                 _drop_unlisted(state, prefix, exact, builds)
             if keep is not None:
                 _prune(state, keep)
-            _write_streams(state, sign)
+            write_streams(repo, state.products, changed=state.changed, sign=sign, events=events)
         except BaseException:
             for path in reversed(state.written):
                 with contextlib.suppress(OSError):
                     path.unlink()
             _remove_empty_dirs(repo, [p.parent for p in state.written])
             raise
-        result.removed = _delete_unreferenced(repo, before, _referenced(state.products))
+        result.removed = delete_unreferenced(repo, before, referenced(state.products))
         pages.write_root_page(repo, state.products)
     return result
 
@@ -297,7 +295,7 @@ def _load_build(release: Release) -> _Build:
     return _Build(release, manifest, raw, hashlib.sha256(raw).hexdigest())
 
 
-def _read_products(repo: Path) -> dict[str, Tree]:
+def read_streams(repo: Path) -> dict[str, Tree]:
     index_path = repo / INDEX_JSON
     if not index_path.exists():
         return {}
@@ -477,8 +475,11 @@ def _place_items(state: _State, build: _Build, directory: str, items: Tree) -> l
 
 
 def _digests() -> dict[str, Any]:
-    return {"md5": hashlib.md5(usedforsecurity=False), "sha256": hashlib.sha256(),
-            "sha512": hashlib.sha512()}
+    return {
+        "md5": hashlib.md5(usedforsecurity=False),
+        "sha256": hashlib.sha256(),
+        "sha512": hashlib.sha512(),
+    }
 
 
 def _copy_in(state: _State, source: Path, path: str, expected: int) -> dict[str, Any]:
@@ -503,14 +504,17 @@ def _copy_in(state: _State, source: Path, path: str, expected: int) -> dict[str,
     target.parent.mkdir(parents=True, exist_ok=True)
     hashes = _digests()
     done = 0
-    with _partial(state, target) as partial:
-        with source.open("rb") as src, partial.open("wb") as dst:
-            for chunk in iter(lambda: src.read(CHUNK), b""):
-                dst.write(chunk)
-                for h in hashes.values():
-                    h.update(chunk)
-                done += len(chunk)
-                state.events.progress(f"copy {source.name}", done, size)
+    with (
+        _partial(state, target) as partial,
+        source.open("rb") as src,
+        partial.open("wb") as dst,
+    ):
+        for chunk in iter(lambda: src.read(CHUNK), b""):
+            dst.write(chunk)
+            for h in hashes.values():
+                h.update(chunk)
+            done += len(chunk)
+            state.events.progress(f"copy {source.name}", done, size)
     return {"size": size, **{k: h.hexdigest() for k, h in hashes.items()}}
 
 
@@ -555,12 +559,8 @@ def _write_pages(state: _State, build: _Build, directory: str, items: Tree) -> N
             partial.write_text(text, encoding="utf-8")
 
 
-def _drop_unlisted(
-    state: _State, prefix: str, streams: set[Stream], builds: list[_Build]
-) -> None:
-    wanted = {
-        (content_id(prefix, stream_for(b.release.label)), b.manifest_sha256) for b in builds
-    }
+def _drop_unlisted(state: _State, prefix: str, streams: set[Stream], builds: list[_Build]) -> None:
+    wanted = {(content_id(prefix, stream_for(b.release.label)), b.manifest_sha256) for b in builds}
     for stream in streams:
         cid = content_id(prefix, stream)
         tree = state.products.get(cid)
@@ -584,24 +584,34 @@ def _prune(state: _State, keep: int) -> None:
                 state.changed.add(cid)
 
 
-def _write_streams(state: _State, sign: str | None) -> None:
-    """Stage every stream file (and its signed copy), then rename them in: index last.
+def write_streams(
+    repo: Path,
+    products: dict[str, Tree],
+    *,
+    changed: set[str],
+    sign: str | None = None,
+    events: Events | None = None,
+) -> None:
+    """Write the products files (those `changed` or missing) and the index.
 
-    Signing happens while staging, so a failure leaves the tree as it was.
+    Every file (and its signed copy) is staged first and then renamed in, index
+    last; signing happens while staging, so a failure leaves the tree as it was.
     """
+    events = events or null_events()
     now = timestamp()
     index: Tree = {"format": INDEX_FORMAT, "updated": now, "index": {}}
     staged: list[tuple[Path, Path]] = []
-    with tempfile.TemporaryDirectory(dir=state.repo, prefix=".stage-") as tmp:
+    repo.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=repo, prefix=".stage-") as tmp:
         stage = Path(tmp)
-        for cid in sorted(state.products):
-            tree = state.products[cid]
+        for cid in sorted(products):
+            tree = products[cid]
             path = products_path(cid)
-            if cid in state.changed or not (state.repo / path).exists():
+            if cid in changed or not (repo / path).exists():
                 tree["updated"] = now
-                staged += _stage(stage, state, path, tree, sign)
-            elif sign and not (state.repo / signed_path(path)).exists():
-                staged += _stage(stage, state, path, tree, sign)
+                staged += _stage(stage, repo, path, tree, sign, events)
+            elif sign and not (repo / signed_path(path)).exists():
+                staged += _stage(stage, repo, path, tree, sign, events)
             index["index"][cid] = {
                 "datatype": tree.get("datatype", DATATYPE),
                 "format": PRODUCTS_FORMAT,
@@ -609,18 +619,21 @@ def _write_streams(state: _State, sign: str | None) -> None:
                 "products": sorted(tree.get("products", {})),
                 "updated": tree.get("updated", now),
             }
-        staged += _stage(stage, state, INDEX_JSON, index, sign, signed_copy=signed_index(index))
-        (state.repo / STREAMS_DIR).mkdir(parents=True, exist_ok=True)
+        staged += _stage(
+            stage, repo, INDEX_JSON, index, sign, events, signed_copy=signed_index(index)
+        )
+        (repo / STREAMS_DIR).mkdir(parents=True, exist_ok=True)
         for source, target in staged:
             os.replace(source, target)
 
 
 def _stage(
     stage: Path,
-    state: _State,
+    repo: Path,
     path: str,
     data: Tree,
     sign: str | None,
+    events: Events,
     *,
     signed_copy: Tree | None = None,
 ) -> list[tuple[Path, Path]]:
@@ -636,14 +649,14 @@ def _stage(
             to_sign = stage / f"{plain.stem}.to-sign"
             to_sign.write_bytes(dump(signed_copy))
         signed = stage / f"{plain.stem}.sjson"
-        signing.clearsign(to_sign, signed, sign, state.events)
+        signing.clearsign(to_sign, signed, sign, events)
         signed.chmod(0o644)
-        pairs.append((signed, state.repo / signed_path(path)))
-    pairs.append((plain, state.repo / path))
+        pairs.append((signed, repo / signed_path(path)))
+    pairs.append((plain, repo / path))
     return pairs
 
 
-def _referenced(products: dict[str, Tree]) -> set[str]:
+def referenced(products: dict[str, Tree]) -> set[str]:
     return {
         item["path"]
         for tree in products.values()
@@ -654,7 +667,7 @@ def _referenced(products: dict[str, Tree]) -> set[str]:
     }
 
 
-def _delete_unreferenced(repo: Path, before: set[str], after: set[str]) -> list[str]:
+def delete_unreferenced(repo: Path, before: set[str], after: set[str]) -> list[str]:
     """Delete files that versions referenced before this update and none does now."""
     removed: list[str] = []
     gone = sorted(before - after)
@@ -699,9 +712,13 @@ __all__ = [
     "PublishResult",
     "PublishedVersion",
     "Release",
+    "delete_unreferenced",
     "product_fields",
     "product_id",
     "publish",
     "publish_streams",
+    "read_streams",
+    "referenced",
     "resolve_sources",
+    "write_streams",
 ]
