@@ -420,6 +420,9 @@ def _add_version(state: _State, build: _Build, prefix: str) -> PublishedVersion:
     )
     if m.build.finished:
         version["build_finished"] = m.build.finished
+    boot = m.recipe.get("boot")
+    if isinstance(boot, list) and boot:
+        version["boot"] = ",".join(str(b) for b in boot)
     directory = _version_dir(build, serial)
     old_version = product["versions"].get(serial)
     new_items = _place_items(state, build, directory, version["items"])
