@@ -16,9 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from publish_helpers import http_server, make_build
 
 from osbake.publish import publish
+from publish_helpers import http_server, make_build
 
 pytestmark = pytest.mark.integration
 
