@@ -55,7 +55,8 @@ def moto_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 urllib.request.urlopen(url + "/moto-api/", timeout=2).read()
                 break
             except OSError:
-                assert proc.poll() is None and time.monotonic() < deadline, "moto did not start"
+                assert proc.poll() is None, "moto_server exited"
+                assert time.monotonic() < deadline, "moto_server did not answer in 60s"
                 time.sleep(0.3)
         yield url
     finally:

@@ -86,7 +86,7 @@ class Ec2Target(Target):
         if not regions:
             raise UsageError("ec2: name a region", hint="for example ec2:eu-west-1,us-east-1")
         if session is None:
-            import boto3
+            import boto3  # type: ignore[import-untyped]
 
             session = boto3.Session()
         self.session = session
@@ -271,7 +271,11 @@ class Ec2Target(Target):
         return image_id
 
     def _call(self, region: str, what: str, call: Any) -> Any:
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+        from botocore.exceptions import (  # type: ignore[import-untyped]
+            BotoCoreError,
+            ClientError,
+            NoCredentialsError,
+        )
 
         try:
             return call()
