@@ -85,8 +85,21 @@ class GpgKey:
         return {**os.environ, "GNUPGHOME": str(self.home)}
 
 
+@contextmanager
+def gpg_key(directory: Path) -> Iterator[GpgKey]:
+    """A throwaway signing key; its gpg-agent is stopped afterwards (nothing outlives a test)."""
+    key = make_gpg_key(directory)
+    try:
+        yield key
+    finally:
+        stop_gpg_agent(key)
+
+
 def make_gpg_key(directory: Path) -> GpgKey:
-    """A signing key with no passphrase in a throwaway GNUPGHOME, and its public keyring."""
+    """A signing key with no passphrase in a throwaway GNUPGHOME, and its public keyring.
+
+    gpg starts an agent for it: stop it with stop_gpg_agent (or use `gpg_key`).
+    """
     home = directory / "gnupg"
     home.mkdir(mode=0o700, parents=True)
     env = {**os.environ, "GNUPGHOME": str(home)}
