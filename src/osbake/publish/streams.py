@@ -70,7 +70,7 @@ FTYPES: dict[str, str] = {
     "vmdk": "disk.vmdk",
     "vhd": "disk.vhd",
     "vhdx": "disk.vhdx",
-    "tar": "root.tar",
+    "tar": "root.tar.zst",  # osbake's `tar` output is the tarball in zstd
     "tar.zst": "root.tar.zst",
     "tar.xz": "root.tar.xz",
     "tar.gz": "root.tar.gz",
