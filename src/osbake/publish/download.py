@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from osbake.errors import PublishError, VerifyError
@@ -63,7 +64,12 @@ def fetch(source: Source, item: Item, dest: Path, events: Events) -> int:
         have = 0
     transferred = 0
     name = item.path.rsplit("/", 1)[-1]
-    with stream, partial.open("r+b" if have else "wb") as out:
+    # Writing and hashing a chunk overlap (both release the GIL): one thread writes.
+    with (
+        stream,
+        partial.open("r+b" if have else "wb") as out,
+        ThreadPoolExecutor(max_workers=1) as writer,
+    ):
         out.seek(have)
         out.truncate()
         done = have
@@ -73,8 +79,9 @@ def fetch(source: Source, item: Item, dest: Path, events: Events) -> int:
                 chunk = stream.read(CHUNK)
                 if not chunk:
                     break
-                out.write(chunk)
+                written = writer.submit(out.write, chunk)
                 hasher.update(chunk)
+                written.result()
                 done += len(chunk)
                 transferred += len(chunk)
                 if done > expected:

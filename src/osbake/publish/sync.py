@@ -8,6 +8,7 @@ the target, and let the target record what it now holds.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -58,6 +59,26 @@ def select(
     return [i for i in chosen if i.version in newest[(i.content_id, i.product)]]
 
 
+def _item_key(item: Item) -> str:
+    """A stable name for an item's staging file (a cut-off download resumes from it)."""
+    key = "\0".join((item.content_id, item.product, item.version, item.name))
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+def _unique(todo: list[Item], target: Target) -> list[Item]:
+    """One download per destination: streams may list the same file (daily and released)."""
+    seen: set[Path] = set()
+    unique = []
+    for item in todo:
+        dest = target.destination(item)
+        if dest is not None:
+            if dest in seen:
+                continue
+            seen.add(dest)
+        unique.append(item)
+    return unique
+
+
 def sync(
     source: str | Source,
     target: str | Target,
@@ -85,7 +106,7 @@ def sync(
     events.step("read streams")
     trees = src.streams()
     result.selected = select(trees, parsed, max_versions, tgt)
-    todo = [item for item in result.selected if not tgt.has(item)]
+    todo = _unique([item for item in result.selected if not tgt.has(item)], tgt)
     events.log(
         f"{len(result.selected)} items selected, {len(result.selected) - len(todo)} already "
         f"in {tgt.describe()}, {len(todo)} to transfer"
@@ -100,10 +121,8 @@ def sync(
         dest = tgt.destination(item)
         staged = dest is None
         if dest is None:
-            checksum = item.checksum()
-            assert checksum is not None
             assert item.path is not None
-            dest = stage / f"{checksum[1]}-{item.path.rsplit('/', 1)[-1]}"
+            dest = stage / f"{_item_key(item)}-{item.path.rsplit('/', 1)[-1]}"
         count = fetch(src, item, dest, events)
         try:
             tgt.put(item, dest, events)

@@ -255,12 +255,14 @@ def _update(
         state = _State(repo, read_streams(repo), events)
         before = referenced(state.products)
         try:
+            events.step("copy files")
             for build in builds:
                 result.versions.append(_add_version(state, build, prefix))
             if exact is not None:
                 _drop_unlisted(state, prefix, exact, builds)
             if keep is not None:
                 _prune(state, keep)
+            events.step("write streams" + (" (signed)" if sign else ""))
             write_streams(repo, state.products, changed=state.changed, sign=sign, events=events)
         except BaseException:
             for path in reversed(state.written):
@@ -268,7 +270,9 @@ def _update(
                     path.unlink()
             _remove_empty_dirs(repo, [p.parent for p in state.written])
             raise
-        result.removed = delete_unreferenced(repo, before, referenced(state.products))
+        # Files this run wrote for versions that were pruned at once count as well.
+        written = {path for version in result.versions for path in version.paths}
+        result.removed = delete_unreferenced(repo, before | written, referenced(state.products))
         pages.write_root_page(repo, state.products)
     return result
 

@@ -180,3 +180,12 @@ def test_pages_describe_the_version_for_people(tmp_path: Path) -> None:
     assert '<a href="demo.qcow2">demo.qcow2</a>' in page
     root_page = (tmp_path / "repo/index.html").read_text()
     assert "org.osbake:demo-ec2:bookworm:amd64" in root_page
+
+
+def test_versions_pruned_in_the_run_that_added_them_leave_no_files(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    a = make_build(tmp_path / "a", finished="2026-11-18T00:00:00+00:00")
+    b = make_build(tmp_path / "b", finished="2026-11-19T00:00:00+00:00")
+    publish([a, b], repo, keep=1)
+    assert list(versions(repo, DAILY)) == ["20261119"]
+    assert not (repo / "demo/bookworm/amd64/20261118").exists()

@@ -11,7 +11,7 @@ import pytest
 
 from osbake.errors import PublishError, VerifyError
 from osbake.events import Events
-from osbake.publish import publish
+from osbake.publish import publish, publish_streams
 from osbake.publish.source import Source, strip_clearsign
 from osbake.publish.streams import Item
 from osbake.publish.sync import sync
@@ -138,3 +138,16 @@ def test_data_blocks_skip_holes(tmp_path: Path) -> None:
     # and most of the disk must be skipped.
     assert {5, 39, 40} <= set(blocks)
     assert len(blocks) < 32
+
+
+def test_a_file_listed_by_two_streams_is_downloaded_once(tmp_path: Path) -> None:
+    manifest = make_build(tmp_path / "out", files={"demo.qcow2": ("qcow2", os.urandom(1 << 20))})
+    publish_streams(tmp_path / "repo", daily=[manifest], released=[manifest])
+    result = sync(str(tmp_path / "repo"), str(tmp_path / "mirror"), filters=["ftype=disk1.img"])
+    assert result.bytes == 1 << 20
+    mirrored = json.loads((tmp_path / "mirror/streams/v1/index.json").read_text())
+    assert sorted(mirrored["index"]) == [
+        "org.osbake:daily:download",
+        "org.osbake:released:download",
+    ]
+    assert sync(str(tmp_path / "repo"), str(tmp_path / "mirror")).transferred[0].name == "manifest"

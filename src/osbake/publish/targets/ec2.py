@@ -35,6 +35,7 @@ ARCHITECTURES = {
     "i386": "i386",
 }
 ROOT_DEVICE = "/dev/xvda"
+QEMU_FORMATS = {"vhd": "vpc"}  # Glance's disk format names -> qemu-img's
 
 
 def ami_name(item: Item) -> str:
@@ -154,8 +155,9 @@ class Ec2Target(Target):
         if DISK_FTYPES[item.ftype] == "raw":
             return path
         raw = tmp / "disk.raw"
+        fmt = QEMU_FORMATS.get(DISK_FTYPES[item.ftype], DISK_FTYPES[item.ftype])
         runner.run(
-            ["qemu-img", "convert", "-O", "raw", "-f", DISK_FTYPES[item.ftype], path, raw],
+            ["qemu-img", "convert", "-O", "raw", "-f", fmt, path, raw],
             events=events,
             hint="the image file is not a disk image qemu-img can read",
         )
