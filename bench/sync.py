@@ -25,10 +25,11 @@ import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent))
+
+from tests.publish_helpers import GpgKey, gpg_key, make_build  # noqa: E402
 
 from osbake.publish import Label, publish  # noqa: E402
-from publish_helpers import GpgKey, gpg_key, make_build  # noqa: E402
 
 BIN = Path(sys.executable).parent
 CHUNK = 8 << 20

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from publish_helpers import gpg_key, http_server
+from tests.publish_helpers import gpg_key, http_server
 
 pytestmark = pytest.mark.e2e
 

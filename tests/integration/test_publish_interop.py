@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from publish_helpers import GpgKey, RangeHandler, gpg_key, http_server, make_build
+from tests.publish_helpers import GpgKey, RangeHandler, gpg_key, http_server, make_build
 
 pytestmark = pytest.mark.integration
 

@@ -23,7 +23,7 @@ import pytest
 from osbake.publish import publish
 from osbake.publish.sync import sync
 from osbake.publish.targets.ec2 import BLOCK, Ec2Target
-from publish_helpers import http_server, make_build
+from tests.publish_helpers import http_server, make_build
 
 pytestmark = pytest.mark.integration
 

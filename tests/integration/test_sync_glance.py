@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from osbake.publish import publish
-from publish_helpers import http_server, make_build
+from tests.publish_helpers import http_server, make_build
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from osbake.errors import ArtifactError, UsageError
 from osbake.publish import Label, publish, publish_streams
 from osbake.publish.streams import items
 from osbake.publish.tree import read_streams
-from publish_helpers import make_build
+from tests.publish_helpers import make_build
 
 DAILY = "org.osbake:daily:download"
 RELEASED = "org.osbake:released:download"

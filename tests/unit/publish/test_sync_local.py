@@ -19,7 +19,7 @@ from osbake.publish.targets import open_target
 from osbake.publish.targets.directory import DirectoryTarget
 from osbake.publish.targets.ec2 import BLOCK, ami_name, boot_mode, data_blocks
 from osbake.publish.targets.glance import image_name, image_properties
-from publish_helpers import make_build
+from tests.publish_helpers import make_build
 
 
 @pytest.fixture
