@@ -365,4 +365,4 @@ def test_publish_with_an_unknown_key_is_refused(published: Published, tmp_path: 
     )
     assert result.returncode == 2
     assert "gpg has no secret key 'nobody@example.org'" in result.stderr
-    assert not (tmp_path / "repo/streams").exists()
+    assert not (tmp_path / "repo").exists()

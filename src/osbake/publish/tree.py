@@ -241,7 +241,6 @@ def _update(
             hint="for example org.example.images",
         )
     builds = [_load_build(r) for r in releases]
-    repo.mkdir(parents=True, exist_ok=True)
     if sign:
         signing.check_key(sign, events)
     elif (repo / INDEX_SJSON).exists():
@@ -250,6 +249,7 @@ def _update(
             "index out of date",
             hint="pass --sign KEYID with the key that signs this tree",
         )
+    repo.mkdir(parents=True, exist_ok=True)
     result = PublishResult(repo.resolve(), signed=bool(sign))
     with _lock(repo):
         state = _State(repo, read_streams(repo), events)
