@@ -32,6 +32,7 @@ class TransferProgress:
         self.verbose = verbose
         self.progress: Progress | None = None
         self.tasks: dict[str, TaskID] = {}
+        self.done: dict[str, int] = {}
         if console.is_terminal:
             self.progress = Progress(
                 TextColumn("{task.description}", table_column=None),
@@ -62,14 +63,15 @@ class TransferProgress:
             self.progress.start()
         task = self.tasks.get(name)
         if task is None:
-            task = self.progress.add_task(name, total=total)
-            self.tasks[name] = task
+            task = self.tasks[name] = self.progress.add_task(name, total=total)
         self.progress.update(task, completed=done, total=total)
-        if name != "total" and total is not None and done >= total:
-            self.progress.remove_task(task)
-            del self.tasks[name]
-            if "total" in self.tasks:
-                self.progress.advance(self.tasks["total"], total)
+        if name == "total":
+            return
+        self.done[name] = done
+        if "total" in self.tasks:
+            self.progress.update(self.tasks["total"], completed=sum(self.done.values()))
+        if total is not None and done >= total:
+            self.progress.update(task, visible=False)
 
     def close(self) -> None:
         if self.progress is not None:
