@@ -645,17 +645,17 @@ def _stage(
     signed_copy: Tree | None = None,
 ) -> list[tuple[Path, Path]]:
     """Write one stream file (and its .sjson) into `stage`; return (staged, final) pairs."""
-    plain = stage / f"{len(list(stage.iterdir()))}.json"
+    name = path.replace("/", "_")
+    plain = stage / name
     plain.write_bytes(dump(data))
     plain.chmod(0o644)
     pairs: list[tuple[Path, Path]] = []
     if sign:
-        # The signed copy is renamed in first: its .json is never older than the .sjson.
         to_sign = plain
-        if signed_copy is not None:
-            to_sign = stage / f"{plain.stem}.to-sign"
+        if signed_copy is not None:  # the index: its signed copy names the .sjson files
+            to_sign = stage / f"{name}.to-sign"
             to_sign.write_bytes(dump(signed_copy))
-        signed = stage / f"{plain.stem}.sjson"
+        signed = stage / f"{name}.signed"
         signing.clearsign(to_sign, signed, sign, events)
         signed.chmod(0o644)
         pairs.append((signed, repo / signed_path(path)))
