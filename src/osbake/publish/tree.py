@@ -25,6 +25,7 @@ from typing import Any
 
 from osbake.errors import ArtifactError, PublishError, UsageError
 from osbake.events import Events, null_events
+from osbake.inspect import _manifest_beside as manifest_beside
 from osbake.manifest import Manifest
 from osbake.publish import pages, signing
 from osbake.publish.streams import (
@@ -184,18 +185,14 @@ def resolve_sources(
 
 
 def _manifest_of(artifact: Path) -> Path:
-    for candidate in sorted(artifact.parent.glob("*.manifest.json")):
-        try:
-            data = json.loads(candidate.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            continue
-        if any(a.get("file") == artifact.name for a in data.get("artifacts", [])):
-            return candidate
-    raise ArtifactError(
-        f"{artifact}: no manifest beside it lists this file",
-        hint="publish artifacts from an osbake output directory (with <image>.manifest.json), "
-        "or give the manifest itself",
-    )
+    found = manifest_beside(artifact)
+    if found is None:
+        raise ArtifactError(
+            f"{artifact}: no manifest beside it lists this file",
+            hint="publish artifacts from an osbake output directory (with <image>.manifest.json), "
+            "or give the manifest itself",
+        )
+    return found
 
 
 # -- the update ------------------------------------------------------------------------------
