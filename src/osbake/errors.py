@@ -145,3 +145,13 @@ class Interrupted(OsbakeError):
     """The build was interrupted; nothing was left behind."""
 
     exit_code = 130
+
+
+class PublishError(OsbakeError):
+    """Publishing or syncing images failed."""
+
+
+class VerifyError(OsbakeError):
+    """A signature or checksum did not verify; the file was refused."""
+
+    exit_code = 4
