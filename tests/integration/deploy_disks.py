@@ -18,9 +18,7 @@ MIB = 1 << 20
 
 
 def sh(*argv: str | Path, input: bytes | None = None) -> str:
-    result = subprocess.run(
-        [str(a) for a in argv], input=input, capture_output=True, check=False
-    )
+    result = subprocess.run([str(a) for a in argv], input=input, capture_output=True, check=False)
     if result.returncode != 0:
         raise AssertionError(f"{argv} failed: {result.stderr.decode()[-2000:]}")
     return result.stdout.decode()
@@ -35,7 +33,7 @@ def sha256(path: Path) -> str:
 
 
 @dataclass
-class TestDisk:
+class SampleDisk:
     raw: Path
     qcow2: Path
     tar_xz: Path
@@ -47,7 +45,7 @@ class TestDisk:
 
 def make_disk(
     folder: Path, *, size_mib: int = 48, table: str = "gpt", name: str = "disk"
-) -> TestDisk:
+) -> SampleDisk:
     """A bootable-looking disk: ESP (8 MiB, vfat) then root (ext4, the rest)."""
     folder.mkdir(parents=True, exist_ok=True)
     raw = folder / f"{name}.raw"
@@ -62,7 +60,7 @@ def make_disk(
         script = "label: dos\nstart=2048, size=16384, type=ef\nstart=18432, type=83\n"
     sh("sfdisk", "--quiet", raw, input=script.encode())
     layout = sh("sfdisk", "--dump", raw)
-    root_line = [line for line in layout.splitlines() if line.startswith(f"{raw}2")][0]
+    root_line = next(line for line in layout.splitlines() if line.startswith(f"{raw}2"))
     root_sectors = int(root_line.split("size=")[1].split(",")[0])
 
     tree = folder / f"{name}-tree"
@@ -70,29 +68,48 @@ def make_disk(
     (tree / "etc" / "hostname").write_text("test-disk\n")
     (tree / "usr" / "share").mkdir(parents=True, exist_ok=True)
     # Incompressible data, so that the images hold real non-zero runs.
-    (tree / "usr" / "share" / "blob").write_bytes(
-        hashlib.sha256(b"seed").digest() * (3 * MIB // 32)
-    )
     (tree / "usr" / "share" / "blob").write_bytes(_noise(3 * MIB))
     root_img = folder / f"{name}-root.img"
     sh("truncate", "-s", str(root_sectors * 512), root_img)
     sh("mkfs.ext4", "-q", "-F", "-d", tree, "-L", "root", root_img)
     esp_img = folder / f"{name}-esp.img"
     sh("mkfs.vfat", "-C", "-n", "ESP", esp_img, str(16384 // 2))
-    sh("dd", f"if={esp_img}", f"of={raw}", "bs=1M", f"seek={2048 * 512 // MIB}",
-       "conv=notrunc,sparse", "status=none")
-    sh("dd", f"if={root_img}", f"of={raw}", "bs=1M", f"seek={18432 * 512 // MIB}",
-       "conv=notrunc,sparse", "status=none")
+    sh(
+        "dd",
+        f"if={esp_img}",
+        f"of={raw}",
+        "bs=1M",
+        f"seek={2048 * 512 // MIB}",
+        "conv=notrunc,sparse",
+        "status=none",
+    )
+    sh(
+        "dd",
+        f"if={root_img}",
+        f"of={raw}",
+        "bs=1M",
+        f"seek={18432 * 512 // MIB}",
+        "conv=notrunc,sparse",
+        "status=none",
+    )
     esp_img.unlink()
     root_img.unlink()
 
     qcow2 = folder / f"{name}.qcow2"
     sh("qemu-img", "convert", "-f", "raw", "-O", "qcow2", "-c", raw, qcow2)
     tar_xz = folder / f"{name}.raw.tar.xz"
-    sh("tar", "-C", folder, "--format=gnu", "-cSJf", tar_xz,
-       f"--transform=s|{raw.name}|disk.raw|", raw.name)
+    sh(
+        "tar",
+        "-C",
+        folder,
+        "--format=gnu",
+        "-cSJf",
+        tar_xz,
+        f"--transform=s|{raw.name}|disk.raw|",
+        raw.name,
+    )
     manifest = write_manifest(folder, name, [raw, qcow2, tar_xz])
-    return TestDisk(raw, qcow2, tar_xz, size_mib * MIB, 2, 18432 * 512, manifest)
+    return SampleDisk(raw, qcow2, tar_xz, size_mib * MIB, 2, 18432 * 512, manifest)
 
 
 def _noise(length: int) -> bytes:

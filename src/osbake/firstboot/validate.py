@@ -288,7 +288,23 @@ def parse_ssh_key_line(line: str, item: Input, where: Location | None = None) ->
             hint="the line may have been edited or cut; copy it again from the .pub file",
             location=location,
         )
+    if not key_type.endswith(CERT_SUFFIX) and not _whole_fields(raw):
+        raise UsageError(
+            f"{item.name}: the {key_type} key is incomplete (cut short or padded)",
+            hint="copy the whole key as one line from the .pub file",
+            location=location,
+        )
     return text
+
+
+def _whole_fields(raw: bytes) -> bool:
+    """A public key blob is length-prefixed fields that use up every byte."""
+    position = 0
+    while position < len(raw):
+        if position + 4 > len(raw):
+            return False
+        position += 4 + int.from_bytes(raw[position : position + 4], "big")
+    return position == len(raw)
 
 
 def parse_ssh_keys(item: Input) -> list[str]:
