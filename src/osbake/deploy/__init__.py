@@ -129,6 +129,14 @@ class _Context:
     fd: int | None = None
     report: DeployReport | None = None
 
+    @property
+    def disk(self) -> Path:
+        """The path being written: a new target file is written under a temporary name
+        and renamed when everything succeeded."""
+        if self.target is not None and self.target.created:
+            return self.target_path.with_name(f".{self.target_path.name}.osbake-partial")
+        return self.target_path
+
 
 def deploy(
     image: Path,
@@ -211,6 +219,8 @@ def deploy(
                 os.close(ctx.fd)
             if ctx.image is not None:
                 ctx.image.close()
+            if ctx.target is not None and ctx.target.created and ctx.disk.exists():
+                ctx.disk.unlink()  # a new target file only appears complete
         assert ctx.report is not None
         ctx.report.seconds = round(time.monotonic() - started, 3)
         events.finish(True, artifacts=[str(target)])
@@ -421,7 +431,7 @@ def write_image(ctx: _Context) -> None:
     assert ctx.image is not None
     assert ctx.target is not None
     assert ctx.report is not None
-    ctx.fd = target_mod.open_target(ctx.target, force=ctx.force)
+    ctx.fd = target_mod.open_target(ctx.target, ctx.disk, force=ctx.force)
     if not ctx.target.block_device:
         # A fresh, all-zero file of the target's size: zeros need not be written.
         os.ftruncate(ctx.fd, 0)
@@ -446,8 +456,9 @@ def verify_written(ctx: _Context) -> None:
     assert ctx.image is not None
     assert ctx.report is not None
     size = ctx.image.size
+    os.fsync(ctx.fd)
     found = read_back_digest(
-        ctx.fd, size, progress=lambda done: ctx.events.progress("verify", done, size)
+        ctx.disk, size, progress=lambda done: ctx.events.progress("verify", done, size)
     )
     if found != ctx.report.content_digest:
         raise DeployError(
@@ -477,7 +488,7 @@ def fix_table(ctx: _Context) -> None:
     _release(ctx)
     if ctx.layout.table != "gpt" or ctx.target.size == ctx.image.size:
         return
-    partitions.relocate_gpt_backup(ctx.target_path, ctx.target.block_device, ctx.events)
+    partitions.relocate_gpt_backup(ctx.disk, ctx.target.block_device, ctx.events)
     ctx.report.gpt_relocated = True
 
 
@@ -485,19 +496,20 @@ def write_seed_partition(ctx: _Context) -> None:
     assert ctx.target is not None
     assert ctx.seed is not None
     assert ctx.report is not None
-    current = partitions.read_target_layout(ctx.target_path)
+    current = partitions.read_target_layout(ctx.disk)
     first, last = layout_mod.seed_partition_start(current.table, ctx.target.size, ctx.seed.size)
     if first <= current.used_end:
         raise DeployError(f"no room for the seed partition after sector {current.used_end}")
     name = "config-2" if SEED_LABELS[ctx.seed.label] == "configdrive" else "cidata"
     added = partitions.add_partition(
-        ctx.target_path, ctx.target.block_device, current, first, last, name, ctx.events
+        ctx.disk, ctx.target.block_device, current, first, last, name, ctx.events
     )
-    fd = os.open(ctx.target_path, os.O_RDWR | os.O_CLOEXEC)
+    fd = os.open(ctx.disk, os.O_RDWR | os.O_CLOEXEC)
     try:
         start = added.start * SECTOR
-        # Zero the partition first: no old signature may linger after the volume.
-        target_mod.zero_range(fd, start, added.sectors * SECTOR)
+        if ctx.target.block_device:
+            # Zero the partition first: no old signature may linger after the volume.
+            target_mod.zero_range(fd, start, added.sectors * SECTOR)
         with ctx.seed.path.open("rb") as source:
             offset = start
             while chunk := source.read(4 << 20):
@@ -508,7 +520,7 @@ def write_seed_partition(ctx: _Context) -> None:
         os.close(fd)
     from osbake.firstboot.volume import probe_volume
 
-    if probe_volume(ctx.target_path, added.start * SECTOR) != (ctx.seed.filesystem, ctx.seed.label):
+    if probe_volume(ctx.disk, added.start * SECTOR) != (ctx.seed.filesystem, ctx.seed.label):
         raise DeployError("the seed partition does not read back as the seed volume")
     ctx.report.seed = SeedPartition(
         added.number,
@@ -522,11 +534,11 @@ def write_seed_partition(ctx: _Context) -> None:
 def grow_root(ctx: _Context) -> None:
     assert ctx.target is not None
     assert ctx.report is not None
-    current = partitions.read_target_layout(ctx.target_path)
+    current = partitions.read_target_layout(ctx.disk)
     seed_number = ctx.report.seed.number if ctx.report.seed else None
     candidates = [p for p in current.partitions if p.number != seed_number]
     root = max(candidates, key=lambda p: p.end)
-    fs = partitions.probe_filesystem(ctx.target_path, root.start * SECTOR)
+    fs = partitions.probe_filesystem(ctx.disk, root.start * SECTOR)
     if fs in (None, "vfat", "swap"):
         raise DeployError(
             f"the last partition ({root.number}{', ' + root.name if root.name else ''}) holds "
@@ -534,10 +546,8 @@ def grow_root(ctx: _Context) -> None:
             hint="osbake grows the last partition of the disk, where its images keep the "
             "root; deploy without --grow",
         )
-    grown = partitions.grow_partition(
-        ctx.target_path, ctx.target.block_device, root.number, ctx.events
-    )
-    result = partitions.grow_filesystem(ctx.target_path, grown, ctx.target.block_device, ctx.events)
+    grown = partitions.grow_partition(ctx.disk, ctx.target.block_device, root.number, ctx.events)
+    result = partitions.grow_filesystem(ctx.disk, grown, ctx.target.block_device, ctx.events)
     if result.note:
         ctx.report.notes.append(result.note)
     ctx.report.grown = GrowReport(
@@ -553,9 +563,11 @@ def finish(ctx: _Context) -> None:
     assert ctx.target is not None
     assert ctx.report is not None
     _release(ctx)
+    if ctx.target.created:
+        os.replace(ctx.disk, ctx.target_path)
     if not ctx.target.block_device:
         return
-    fd = os.open(ctx.target_path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = os.open(ctx.disk, os.O_RDONLY | os.O_CLOEXEC)
     try:
         ctx.report.partitions_reread = target_mod.reread_partitions(fd)
     finally:

@@ -379,16 +379,18 @@ def _size(value: int) -> str:
     return f"{value} bytes"
 
 
-def open_target(target: Target, *, force: bool = False) -> int:
-    """Open the target for writing; a block device exclusively, so the kernel vouches that
-    nothing has it mounted (unless forced)."""
+def open_target(target: Target, path: Path | None = None, *, force: bool = False) -> int:
+    """Open the target (or `path`, where a new target file is written) for writing; a
+    block device exclusively, so the kernel vouches that nothing has it mounted (unless
+    forced)."""
+    path = path or target.path
     flags = os.O_RDWR | os.O_CLOEXEC
     if target.block_device and not force:
         flags |= os.O_EXCL
     if target.created:
-        flags |= os.O_CREAT | os.O_EXCL
+        flags |= os.O_CREAT | os.O_TRUNC
     try:
-        return os.open(target.path, flags, 0o644)
+        return os.open(path, flags, 0o644)
     except OSError as exc:
         raise _access_error(target.path, exc) from None
 

@@ -181,3 +181,17 @@ def test_foreign_formats_are_named(tmp_path: Path, host: Host) -> None:
     with pytest.raises(ArtifactError, match="is a vmdk image") as caught:
         deploy(image, tmp_path / "t", size=MIB, host=host)
     assert "qemu-img convert" in (caught.value.hint or "")
+
+
+def test_a_new_target_file_appears_only_when_complete(tmp_path: Path, host: Host) -> None:
+    image = tmp_path / "disk.raw.tar.gz"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("disk.raw")
+        info.size = 6 * MIB
+        archive.addfile(info, io.BytesIO(disk_bytes()))
+    image.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # cut in half
+    target = tmp_path / "new.img"
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        deploy(image, target, size=8 * MIB, checksum=False, host=host)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw.tar.gz", "host"]
