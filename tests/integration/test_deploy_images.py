@@ -11,10 +11,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from deploy_disks import MIB, SampleDisk, make_disk, sh
 
 from osbake.deploy import deploy
 from osbake.firstboot import make_seed
+from tests.integration.deploy_disks import MIB, SampleDisk, make_disk, sh
 
 pytestmark = pytest.mark.integration
 

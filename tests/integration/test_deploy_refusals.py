@@ -10,10 +10,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from deploy_disks import MIB, SampleDisk, make_disk, sh
 
 from osbake.deploy.target import Host, check_target, describe_target
 from osbake.errors import UsageError
+from tests.integration.deploy_disks import MIB, SampleDisk, make_disk, sh
 
 pytestmark = pytest.mark.integration
 
