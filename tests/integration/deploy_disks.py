@@ -59,6 +59,9 @@ def make_disk(
     else:
         script = "label: dos\nstart=2048, size=16384, type=ef\nstart=18432, type=83\n"
     sh("sfdisk", "--quiet", raw, input=script.encode())
+    # Boot code in the first 440 bytes, where GRUB's boot.img lives: it must survive.
+    with raw.open("r+b") as handle:
+        handle.write(_noise(440))
     layout = sh("sfdisk", "--dump", raw)
     root_line = next(line for line in layout.splitlines() if line.startswith(f"{raw}2"))
     root_sectors = int(root_line.split("size=")[1].split(",")[0])

@@ -117,6 +117,7 @@ def test_qcow2_variants_read_like_qemu_does(
 
 def check_grown_disk(target: Path | str, disk: SampleDisk, seed: Path, label: str, fs: str) -> dict:
     """The layout osbake promises after --seed/--configdrive and --grow."""
+    assert read_range(target, 0, 440) == read_range(disk.raw, 0, 440)  # boot code kept
     verify = sh("sfdisk", "--verify", target)
     assert "No errors detected" in verify
     layout = table(target)
