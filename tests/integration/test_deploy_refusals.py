@@ -152,3 +152,19 @@ def test_the_disk_this_system_runs_from_is_refused(disk: SampleDisk) -> None:
     target = describe_target(Path(f"/dev/{name}"))
     with pytest.raises(UsageError, match="the disk this system runs from"):
         check_target(target, image=disk.raw, needed=1, host=host)
+
+
+@pytest.mark.needs_root
+def test_full_filesystem_leaves_no_half_written_file(tmp_path: Path, disk: SampleDisk) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to mount a small tmpfs (CI runs as root)")
+    small = tmp_path / "small"
+    small.mkdir()
+    sh("mount", "-t", "tmpfs", "-o", "size=2M", "tmpfs", small)
+    try:
+        result = osbake("deploy", disk.qcow2, small / "disk.img", "--size", "100M")
+        assert result.returncode == 1
+        assert "no space left on the filesystem that holds the target" in result.stderr
+        assert list(small.iterdir()) == []
+    finally:
+        sh("umount", small)

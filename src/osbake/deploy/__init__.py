@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import gzip
 import json
 import os
@@ -211,9 +212,12 @@ def deploy(
             events.finish(False, error=exc.message, step=current)
             raise
         except OSError as exc:
-            error = DeployError(f"{current}: {exc.strerror or exc} ({exc.filename or ''})")
+            error = _os_error(current, exc)
             events.finish(False, error=error.message, step=current)
             raise error from exc
+        except BaseException:
+            events.finish(False, error="interrupted", step=current)
+            raise
         finally:
             if ctx.fd is not None:
                 os.close(ctx.fd)
@@ -225,6 +229,22 @@ def deploy(
         ctx.report.seconds = round(time.monotonic() - started, 3)
         events.finish(True, artifacts=[str(target)])
         return ctx.report
+
+
+def _os_error(step: str, exc: OSError) -> DeployError:
+    where = f" ({exc.filename})" if exc.filename else ""
+    if exc.errno == errno.ENOSPC:
+        return DeployError(
+            f"{step}: no space left on the filesystem that holds the target{where}",
+            hint="free some space there, or write to another place (a file target stays "
+            "sparse, but its data and the --grow copy need room)",
+        )
+    if exc.errno == errno.EIO:
+        return DeployError(
+            f"{step}: the disk reported an I/O error{where}",
+            hint="the disk may be failing; check dmesg and try another disk",
+        )
+    return DeployError(f"{step}: {exc.strerror or exc}{where}")
 
 
 # -- 1. check ----------------------------------------------------------------------------------
