@@ -141,6 +141,10 @@ class ArtifactError(OsbakeError):
     exit_code = 2
 
 
+class DeployError(OsbakeError):
+    """The image could not be written to the target."""
+
+
 class Interrupted(OsbakeError):
     """The build was interrupted; nothing was left behind."""
 
