@@ -27,7 +27,7 @@ CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
 # Each area adds its commands from its own module: `register(command, subparsers)`
 # where `command(name, handler, help)` returns the new subcommand's parser. Handlers
 # return an exit code and raise osbake.errors for failures; main() renders those.
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["osbake.service.commands"]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
