@@ -155,7 +155,7 @@ def save_configuration(
         description=body.description,
     )
     session.commit()
-    return {"configuration": body.name, "created": created, **views.version_json(version)}
+    return {"configuration": body.name, **views.version_json(version), "new_version": created}
 
 
 @router.post("/configurations/import", tags=["configurations"], status_code=201)
@@ -197,7 +197,7 @@ async def import_configuration(
         source=source,
     )
     session.commit()
-    return {"configuration": name, "created": created, **views.version_json(version)}
+    return {"configuration": name, **views.version_json(version), "new_version": created}
 
 
 @router.get("/configurations/{name}", tags=["configurations"])

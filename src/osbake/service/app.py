@@ -161,8 +161,8 @@ def status_for(exc: OsbakeError) -> int:
         return 404
     if isinstance(exc, Conflict):
         return 409
-    if isinstance(exc, RecipeError | UsageError):
-        return 422
+    if isinstance(exc, RecipeError | UsageError) or exc.exit_code == 2:
+        return 422  # bad input: recipe, elements, request
     return 400
 
 
