@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from osbake.service import auth
-from osbake.service.app import Console, create_app
-from osbake.service.config import ServiceSettings
+from osbake.service.app import Console
 from osbake.service.models import Role
 from osbake.service.queue import ListQueue
 

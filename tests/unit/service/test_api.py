@@ -5,10 +5,10 @@ from __future__ import annotations
 import hashlib
 import time
 
+from service_harness import RECIPE, Harness
+
 from osbake.service import builds, retention, schedules
 from osbake.service.models import Build
-
-from service_harness import RECIPE, Harness
 
 
 def test_starting_a_build_needs_a_builder_token(harness: Harness) -> None:
@@ -52,7 +52,8 @@ def test_a_broken_recipe_is_refused_with_its_location(harness: Harness) -> None:
 
 def test_every_edit_is_a_version_and_versions_diff(harness: Harness) -> None:
     first = harness.configuration()
-    assert first["number"] == 1 and first["new_version"]
+    assert first["number"] == 1
+    assert first["new_version"]
     assert [(t["variant"], t["arch"]) for t in first["targets"]] == [
         (None, "amd64"),
         (None, "arm64"),
@@ -60,11 +61,13 @@ def test_every_edit_is_a_version_and_versions_diff(harness: Harness) -> None:
         ("slim", "arm64"),
     ]
     again = harness.configuration()
-    assert again["number"] == 1 and not again["new_version"]  # same files: no new version
+    assert again["number"] == 1
+    assert not again["new_version"]
     second = harness.configuration(recipe=RECIPE.replace("curl", "wget"))
     assert second["number"] == 2
     diff = harness.call("GET", "/api/configurations/demo/diff?a=1&b=2", "viewer").text
-    assert "-packages: [curl]" in diff and "+packages: [wget]" in diff
+    assert "-packages: [curl]" in diff
+    assert "+packages: [wget]" in diff
     versions = harness.call("GET", "/api/configurations/demo", "viewer").json()["versions"]
     assert [v["number"] for v in versions] == [1, 2]
 
@@ -114,7 +117,8 @@ def test_matrix_builds_and_the_queue_position(harness: Harness) -> None:
     wrong = harness.call(
         "POST", "/api/builds", "builder", json={"configuration": "demo", "variant": "fat"}
     )
-    assert wrong.status_code == 422 and "slim" in wrong.json()["hint"]
+    assert wrong.status_code == 422
+    assert "slim" in wrong.json()["hint"]
 
 
 def test_a_build_runs_succeeds_and_its_artifact_downloads_in_ranges(harness: Harness) -> None:
@@ -137,7 +141,8 @@ def test_a_build_runs_succeeds_and_its_artifact_downloads_in_ranges(harness: Har
         artifact["sha256"]
     )
     log = harness.call("GET", f"/api/builds/{build['id']}/log", "viewer").text
-    assert "==> packages" in log and "packages output" in log
+    assert "==> packages" in log
+    assert "packages output" in log
 
 
 def test_a_failed_build_names_the_failing_step_and_shows_its_log_first(harness: Harness) -> None:
@@ -189,7 +194,8 @@ def test_retry_queues_the_same_version_variant_and_arch(harness: Harness) -> Non
         "arm64",
         "rc",
     )
-    assert fresh["retry_of"] == build["id"] and fresh["state"] == "queued"
+    assert fresh["retry_of"] == build["id"]
+    assert fresh["state"] == "queued"
 
 
 def test_a_silent_worker_fails_its_build_with_that_reason(harness: Harness) -> None:
@@ -229,7 +235,8 @@ def test_bless_needs_a_passed_boot_test(harness: Harness) -> None:
     harness.run_fake(good["id"], disk=True)
     assert harness.call("POST", f"/api/builds/{good['id']}/bless", "builder").status_code == 403
     blessed = harness.call("POST", f"/api/builds/{good['id']}/bless").json()
-    assert blessed["blessed"] and blessed["blessed_by"] == "token:admin"
+    assert blessed["blessed"]
+    assert blessed["blessed_by"] == "token:admin"
 
 
 def test_search_and_lookup(harness: Harness) -> None:
@@ -272,7 +279,8 @@ def test_retention_keeps_the_last_n_and_the_blessed(harness: Harness) -> None:
         folder = builds.artifact_dir(settings, build_id)
         assert folder.exists() == (build_id not in ids[1:3])
     gone = harness.call("GET", f"/api/builds/{ids[1]}/artifacts/demo.tar", "viewer")
-    assert gone.status_code == 404 and "retention" in gone.json()["error"]
+    assert gone.status_code == 404
+    assert "retention" in gone.json()["error"]
     disk = harness.call("GET", "/api/disk", "viewer").json()
     assert disk["artifacts_bytes"] == sum(
         retention.directory_size(builds.artifact_dir(settings, i)) for i in ids
@@ -308,7 +316,8 @@ def test_schedules_fire_once_per_due_time(harness: Harness) -> None:
     bad = harness.call(
         "POST", "/api/configurations/demo/schedules", "builder", json={"cron": "every night"}
     )
-    assert bad.status_code == 422 and "five fields" in bad.json()["hint"]
+    assert bad.status_code == 422
+    assert "five fields" in bad.json()["hint"]
     with harness.console.db.session() as session:
         later = time.time() + 2 * 86400
         fired = schedules.fire_due(session, harness.queue, at=later)

@@ -37,7 +37,8 @@ def test_the_builds_json_lines_become_events_and_other_lines_stay_log_lines() ->
 def test_a_crash_without_a_finish_event_reports_the_exit_status_and_tail() -> None:
     reporter = Reporter(FakeClient(), 1)  # type: ignore[arg-type]
     outcome = _outcome(139, ["Segmentation fault"], reporter)
-    assert not outcome["ok"] and "status 139" in outcome["error"]
+    assert not outcome["ok"]
+    assert "status 139" in outcome["error"]
     assert "Segmentation fault" in outcome["error"]
 
 
