@@ -288,8 +288,7 @@ def delete_schedule(schedule_id: int, session: SessionDep, who: Builder) -> Resp
     schedule = session.get(Schedule, schedule_id)
     if schedule is None:
         raise builds.NotFound(f"there is no schedule {schedule_id}")
-    session.delete(schedule)
-    session.commit()
+    schedules.delete(session, schedule)
     return Response(status_code=204)
 
 

@@ -88,3 +88,12 @@ def fire_due(session: Session, queue: BuildQueue, at: float | None = None) -> li
             schedule_id=schedule.id,
         )
     return started
+
+
+def delete(session: Session, schedule: Schedule) -> None:
+    """Remove a schedule; the builds it queued stay (without the link)."""
+    for build in session.scalars(select(Build).where(Build.schedule_id == schedule.id)):
+        build.schedule_id = None
+    session.flush()
+    session.delete(schedule)
+    session.commit()

@@ -324,8 +324,7 @@ async def delete_schedule(schedule_id: int, session: SessionDep, who: Builder) -
     if schedule is None:
         raise builds.NotFound(f"there is no schedule {schedule_id}")
     name = schedule.configuration.name
-    session.delete(schedule)
-    session.commit()
+    schedules.delete(session, schedule)
     return back(f"/configurations/{name}")
 
 
