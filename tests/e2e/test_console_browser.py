@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-from service_support import ADMIN_PASSWORD, RunningConsole  # noqa: E402
+from service_support import ADMIN_PASSWORD, RunningConsole
 
 pytestmark = pytest.mark.e2e
 
