@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import subprocess
-import sys
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,8 +17,7 @@ from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-from service_support import RunningConsole, backend, start_worker, stop_group
+from tests.integration.service_support import RunningConsole, backend, start_worker, stop_group
 
 pytestmark = pytest.mark.e2e
 

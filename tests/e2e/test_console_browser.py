@@ -7,14 +7,12 @@ directory (SQLite, embedded worker) that runs a real `osbake build`.
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "integration"))
-from service_support import ADMIN_PASSWORD, RunningConsole
+from tests.integration.service_support import ADMIN_PASSWORD, RunningConsole
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from service_support import (
+
+from tests.integration.service_support import (
     RunningConsole,
     backend,
     fake_commands,

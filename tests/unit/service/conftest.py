@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from service_harness import Harness
 
 from osbake.service.app import create_app
 from osbake.service.config import ServiceSettings
 from osbake.service.queue import ListQueue
+from tests.unit.service.service_harness import Harness
 
 
 @pytest.fixture

@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import time
 
-from service_harness import RECIPE, Harness
-
 from osbake.service import builds, retention, schedules
 from osbake.service.models import Build
+from tests.unit.service.service_harness import RECIPE, Harness
 
 
 def test_starting_a_build_needs_a_builder_token(harness: Harness) -> None:

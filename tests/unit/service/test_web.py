@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from service_harness import RECIPE, Harness
+from tests.unit.service.service_harness import RECIPE, Harness
 
 
 def csrf(html: str) -> str:
