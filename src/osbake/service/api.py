@@ -176,6 +176,10 @@ async def import_configuration(
         files = configs.from_archive(await archive.read())
         source = f"archive {archive.filename}"
     elif git_url:
+        if configs.is_local_git(git_url) and not who.allows(Role.ADMIN):
+            raise HTTPException(
+                403, "only an admin can import a repository from the console's disk"
+            )
         files = await run_in_threadpool(configs.from_git, git_url, git_ref, subdir)
         source = (
             f"git {git_url}" + (f"@{git_ref}" if git_ref else "") + (f" {subdir}" if subdir else "")

@@ -119,10 +119,17 @@ def _common_prefix(names: list[str]) -> str:
     return ""
 
 
+def is_local_git(url: str) -> bool:
+    """A path or file:// URL: a repository on the console's own disk."""
+    return url.startswith(("/", ".", "~", "file:")) or ("://" not in url and ":" not in url)
+
+
 def from_git(url: str, ref: str | None = None, subdir: str = "") -> FileSet:
     """Clone a git repository (shallow) and take the files of `subdir`."""
     if url.startswith("-") or not re.match(r"^[A-Za-z0-9+.@:/_~-]+$", url):
         raise UsageError(f"'{url}' does not look like a git URL or path")
+    if ref is not None and (ref.startswith("-") or not re.match(r"^[A-Za-z0-9._/+-]+$", ref)):
+        raise UsageError(f"'{ref}' does not look like a branch or tag")
     with tempfile.TemporaryDirectory(prefix="osbake-git-") as tmp:
         argv = ["git", "clone", "--quiet", "--depth", "1"]
         if ref:

@@ -125,6 +125,11 @@ async def create_configuration(request: Request, session: SessionDep, who: Build
             source = f"archive {upload.filename}"
         elif str(form.get("git_url", "")).strip():
             url = str(form["git_url"]).strip()
+            if configs.is_local_git(url) and not who.allows(Role.ADMIN):
+                raise UsageError(
+                    "only an admin can import a repository from the console's disk",
+                    hint="give an https:// or ssh:// URL",
+                )
             files = await run_in_threadpool(
                 configs.from_git,
                 url,

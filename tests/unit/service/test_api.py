@@ -350,3 +350,13 @@ def test_tokens_roles_and_the_openapi_document(harness: Harness) -> None:
         "/api/disk",
     ):
         assert path in schema["paths"], path
+
+
+def test_only_admins_import_from_the_consoles_own_disk(harness: Harness) -> None:
+    for form in (
+        {"name": "x", "directory": "/etc"},
+        {"name": "x", "git_url": "/srv/repo.git"},
+        {"name": "x", "git_url": "file:///srv/repo.git"},
+    ):
+        reply = harness.call("POST", "/api/configurations/import", "builder", data=form)
+        assert reply.status_code == 403, form
