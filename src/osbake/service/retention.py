@@ -134,6 +134,8 @@ def collect(session: Session, settings: ServiceSettings, in_use: InUse) -> Colle
                 continue
         elif build.blessed:
             continue
+        elif not artifact_dir(settings, build.id).exists():
+            continue  # a failed or cancelled build that left no files: nothing to free
         _purge(settings, build, result)
     if settings.disk_budget is not None:
         total = sum(b.disk_bytes for b in builds if not b.purged)
