@@ -299,7 +299,8 @@ def finish(
             index_manifest(session, build, manifest)
         _end(build, BuildState.SUCCEEDED, "")
     else:
-        build.failed_step = step or build.failed_step or build.current_step
+        # before the first step (the recipe did not load, the host lacks a tool): 'setup'
+        build.failed_step = step or build.failed_step or build.current_step or "setup"
         reason = error or build.reason or "the build failed"
         if build.failed_step and build.failed_step not in reason:
             reason = f"step '{build.failed_step}' failed: {reason}"

@@ -114,7 +114,14 @@ def cmd_serve(args: argparse.Namespace) -> int:
         supervisor = EmbeddedWorker(base_url, worker_secret, args.workers, settings.data_dir)
         supervisor.start()
     try:
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        uvicorn.run(
+            app,
+            host=args.host,
+            port=args.port,
+            log_level="warning",
+            access_log=False,
+            timeout_graceful_shutdown=5,  # live-log streams would otherwise hold it open
+        )
     finally:
         if supervisor is not None:
             supervisor.stop()
