@@ -30,6 +30,7 @@ CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
 COMMAND_MODULES: list[str] = [
     "osbake.publish.commands",
     "osbake.firstboot.commands",
+    "osbake.service.commands",
 ]
 
 

@@ -16,7 +16,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import IO
 
@@ -128,13 +128,15 @@ def run(
     check: bool = True,
     hint: str | None = None,
     log_output: bool = True,
+    started: Callable[[int], None] | None = None,
 ) -> Completed:
     """Run a command to completion.
 
     Output (stdout and stderr merged) goes to `events` as log lines, unless
     `capture` keeps stdout as data or `stdout` sends it to a file; stderr is then
     the only thing logged. `env` adds to the environment (or replaces it with
-    `clear_env`).
+    `clear_env`). `started` is told the process id (the leader of the command's
+    own process group), e.g. so that another thread can stop it.
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -160,6 +162,8 @@ def run(
         start_new_session=True,
     )
     try:
+        if started is not None:
+            started(proc.pid)
         if input is not None and proc.stdin is not None:
             proc.stdin.write(input)
             proc.stdin.close()

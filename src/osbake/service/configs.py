@@ -1,0 +1,328 @@
+"""Configurations: recipes with their element folders, stored as immutable versions.
+
+Every edit or import makes a new version; a build names the version it was made
+from, so the exact files can be materialised again for a rebuild.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import hashlib
+import io
+import re
+import stat
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from osbake import run as runner
+from osbake.errors import Location, OsbakeError, RecipeError, UsageError
+from osbake.service.models import ConfigFile, Configuration, ConfigVersion
+
+MAX_FILES = 2000
+MAX_BYTES = 64 << 20
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
+SKIPPED_DIRS = {".git", "__pycache__", ".venv", "out"}
+
+
+@dataclasses.dataclass
+class FileSet:
+    """The files of a configuration: relative POSIX path -> (content, mode)."""
+
+    files: dict[str, tuple[bytes, int]] = dataclasses.field(default_factory=dict)
+
+    def add(self, path: str, data: bytes, mode: int = 0o644) -> None:
+        clean = safe_path(path)
+        if len(self.files) >= MAX_FILES:
+            raise UsageError(f"a configuration may have at most {MAX_FILES} files")
+        self.files[clean] = (data, 0o755 if mode & 0o111 else 0o644)
+        if sum(len(d) for d, _ in self.files.values()) > MAX_BYTES:
+            raise UsageError(
+                f"the configuration is larger than {MAX_BYTES >> 20} MiB",
+                hint="keep large files out of it (packages come from repositories)",
+            )
+
+    def digest(self) -> str:
+        sha = hashlib.sha256()
+        for path in sorted(self.files):
+            data, mode = self.files[path]
+            sha.update(f"{path}\0{mode:o}\0{len(data)}\0".encode())
+            sha.update(data)
+        return sha.hexdigest()
+
+    def write(self, dest: Path) -> None:
+        for path, (data, mode) in sorted(self.files.items()):
+            target = dest / path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
+            target.chmod(mode)
+
+    def recipe_candidates(self) -> list[str]:
+        return sorted(p for p in self.files if "/" not in p and p.endswith((".yaml", ".yml")))
+
+
+def safe_path(path: str) -> str:
+    pure = PurePosixPath(path.replace("\\", "/"))
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+        raise UsageError(
+            f"'{path}' is not a relative path inside the configuration",
+            hint="file names must stay inside the configuration's folder",
+        )
+    return str(pure)
+
+
+def from_directory(path: Path) -> FileSet:
+    if not path.is_dir():
+        raise UsageError(f"{path} is not a directory", hint="give the recipe's folder")
+    files = FileSet()
+    for item in sorted(path.rglob("*")):
+        relative = item.relative_to(path)
+        if any(part in SKIPPED_DIRS for part in relative.parts):
+            continue
+        if item.is_file() and not item.is_symlink():
+            files.add(relative.as_posix(), item.read_bytes(), item.stat().st_mode)
+    return files
+
+
+def from_archive(data: bytes) -> FileSet:
+    """A .tar, .tar.gz or .tar.xz of the configuration's folder."""
+    files = FileSet()
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
+            members = [m for m in archive.getmembers() if m.isfile()]
+            prefix = _common_prefix([m.name for m in members])
+            for member in members:
+                handle = archive.extractfile(member)
+                if handle is None:
+                    continue
+                name = member.name[len(prefix) :] if prefix else member.name
+                if any(part in SKIPPED_DIRS for part in PurePosixPath(name).parts):
+                    continue
+                files.add(name, handle.read(), member.mode)
+    except tarfile.TarError as exc:
+        raise UsageError(
+            f"the upload is not a tar archive: {exc}",
+            hint="upload a .tar, .tar.gz or .tar.xz of the recipe's folder",
+        ) from None
+    return files
+
+
+def _common_prefix(names: list[str]) -> str:
+    """'dir/' when every file of the archive is inside one top folder without a recipe."""
+    tops = {PurePosixPath(n).parts[0] for n in names if PurePosixPath(n).parts}
+    if len(tops) == 1 and all("/" in n for n in names):
+        return tops.pop() + "/"
+    return ""
+
+
+def is_local_git(url: str) -> bool:
+    """A path or file:// URL: a repository on the console's own disk."""
+    return url.startswith(("/", ".", "~", "file:")) or ("://" not in url and ":" not in url)
+
+
+def from_git(url: str, ref: str | None = None, subdir: str = "") -> FileSet:
+    """Clone a git repository (shallow) and take the files of `subdir`."""
+    if url.startswith("-") or not re.match(r"^[A-Za-z0-9+.@:/_~-]+$", url):
+        raise UsageError(f"'{url}' does not look like a git URL or path")
+    if ref is not None and (ref.startswith("-") or not re.match(r"^[A-Za-z0-9._/+-]+$", ref)):
+        raise UsageError(f"'{ref}' does not look like a branch or tag")
+    with tempfile.TemporaryDirectory(prefix="osbake-git-") as tmp:
+        argv = ["git", "clone", "--quiet", "--depth", "1"]
+        if ref:
+            argv += ["--branch", ref]
+        argv += ["--", url, f"{tmp}/repo"]
+        runner.run(
+            argv, hint="check the repository URL and branch", env={"GIT_TERMINAL_PROMPT": "0"}
+        )
+        root = Path(tmp) / "repo"
+        if subdir:
+            root = root / safe_path(subdir)
+        return from_directory(root)
+
+
+def validate(files: FileSet, recipe_file: str) -> list[list[str | None]]:
+    """Load and check the recipe (every variant x arch); errors name the stored file."""
+    from osbake import recipe as recipe_mod
+    from osbake.plan import check_recipe
+
+    if recipe_file not in files.files:
+        candidates = files.recipe_candidates()
+        raise RecipeError(
+            f"the configuration has no file '{recipe_file}'",
+            hint=f"recipes at its top: {', '.join(candidates)}"
+            if candidates
+            else "add the recipe (a .yaml file) at the top of the configuration",
+        )
+    with tempfile.TemporaryDirectory(prefix="osbake-check-") as tmp:
+        root = Path(tmp).resolve()
+        files.write(root)
+        try:
+            recipe = recipe_mod.load(root / recipe_file)
+            targets = check_recipe(recipe)
+        except OsbakeError as exc:
+            raise relocate(exc, root) from None
+    return [[variant, str(arch)] for variant, arch in targets]
+
+
+def relocate(exc: OsbakeError, root: Path) -> OsbakeError:
+    """The same error with paths shown relative to the configuration."""
+    prefix = str(root) + "/"
+
+    def clean(text: str | None) -> str | None:
+        return text.replace(prefix, "") if text is not None else None
+
+    location = exc.location
+    if location is not None and location.file is not None:
+        try:
+            relative = Path(location.file).resolve().relative_to(root)
+            location = dataclasses.replace(location, file=relative)
+        except ValueError:
+            pass
+    fresh = type(exc).__new__(type(exc))
+    OsbakeError.__init__(fresh, clean(exc.message), hint=clean(exc.hint), location=location)
+    fresh.exit_code = exc.exit_code
+    return fresh
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise UsageError(
+            f"'{name}' is not a configuration name",
+            hint="use lowercase letters, digits, '.', '_' and '-' (at most 128)",
+        )
+    return name
+
+
+def save_version(
+    session: Session,
+    name: str,
+    files: FileSet,
+    *,
+    recipe_file: str | None = None,
+    message: str = "",
+    author: str = "",
+    source: str = "",
+    description: str = "",
+) -> tuple[ConfigVersion, bool]:
+    """Validate and store the files as the next version; (version, created).
+
+    Storing the same files again makes no new version.
+    """
+    check_name(name)
+    configuration = session.scalar(select(Configuration).where(Configuration.name == name))
+    latest = latest_version(session, configuration) if configuration else None
+    if recipe_file is None:
+        recipe_file = latest.recipe_file if latest else _guess_recipe(files)
+    targets = validate(files, recipe_file)
+    digest = files.digest()
+    if latest is not None and latest.digest == digest and latest.recipe_file == recipe_file:
+        return latest, False
+    if configuration is None:
+        configuration = Configuration(name=name, description=description)
+        session.add(configuration)
+        session.flush()
+    elif description:
+        configuration.description = description
+    number = (
+        session.scalar(
+            select(func.max(ConfigVersion.number)).where(
+                ConfigVersion.configuration_id == configuration.id
+            )
+        )
+        or 0
+    ) + 1
+    version = ConfigVersion(
+        configuration_id=configuration.id,
+        number=number,
+        recipe_file=recipe_file,
+        message=message,
+        author=author,
+        source=source,
+        digest=digest,
+        targets=targets,
+    )
+    version.files = [
+        ConfigFile(path=path, mode=mode, data=data) for path, (data, mode) in files.files.items()
+    ]
+    session.add(version)
+    session.flush()
+    return version, True
+
+
+def _guess_recipe(files: FileSet) -> str:
+    candidates = files.recipe_candidates()
+    if "recipe.yaml" in candidates:
+        return "recipe.yaml"
+    if len(candidates) == 1:
+        return candidates[0]
+    raise UsageError(
+        "cannot tell which file is the recipe",
+        location=Location(key="recipe_file"),
+        hint=f"name it with recipe_file (one of: {', '.join(candidates) or 'no .yaml at the top'})",
+    )
+
+
+def latest_version(session: Session, configuration: Configuration) -> ConfigVersion | None:
+    return session.scalar(
+        select(ConfigVersion)
+        .where(ConfigVersion.configuration_id == configuration.id)
+        .order_by(ConfigVersion.number.desc())
+        .limit(1)
+    )
+
+
+def fileset(version: ConfigVersion) -> FileSet:
+    return FileSet({f.path: (f.data, f.mode) for f in version.files})
+
+
+def archive(version: ConfigVersion) -> bytes:
+    """The version's files as a .tar.gz (what workers download)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for item in version.files:
+            info = tarfile.TarInfo(item.path)
+            info.size = len(item.data)
+            info.mode = item.mode
+            info.type = tarfile.REGTYPE
+            tar.addfile(info, io.BytesIO(item.data))
+    return buffer.getvalue()
+
+
+def extract(data: bytes, dest: Path) -> None:
+    """Materialise an archive made by `archive` (paths checked again)."""
+    files = FileSet()
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+        for member in tar.getmembers():
+            handle = tar.extractfile(member) if member.isfile() else None
+            if handle is not None:
+                files.add(member.name, handle.read(), member.mode & stat.S_IRWXU)
+    files.write(dest)
+
+
+def diff(old: ConfigVersion, new: ConfigVersion) -> str:
+    """A unified diff of every file between two versions."""
+    before, after = fileset(old).files, fileset(new).files
+    out: list[str] = []
+    for path in sorted(set(before) | set(after)):
+        a = before.get(path, (b"", 0))
+        b = after.get(path, (b"", 0))
+        if a == b:
+            continue
+        if b"\0" in a[0] or b"\0" in b[0]:
+            out.append(f"Binary files a/{path} and b/{path} differ\n")
+            continue
+        out.extend(
+            difflib.unified_diff(
+                a[0].decode(errors="replace").splitlines(keepends=True),
+                b[0].decode(errors="replace").splitlines(keepends=True),
+                fromfile=f"a/{path}" if path in before else "/dev/null",
+                tofile=f"b/{path}" if path in after else "/dev/null",
+            )
+        )
+        if a[1] and b[1] and a[1] != b[1]:
+            out.append(f"mode of {path}: {a[1]:o} -> {b[1]:o}\n")
+    return "".join(line if line.endswith("\n") else line + "\n" for line in out)

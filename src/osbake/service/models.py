@@ -1,0 +1,193 @@
+"""The console's database tables (SQLAlchemy 2.0). API schemas live in schemas.py."""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def now() -> float:
+    return time.time()
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Role(StrEnum):
+    VIEWER = "viewer"
+    BUILDER = "builder"
+    ADMIN = "admin"
+    WORKER = "worker"  # tokens for `osbake worker`: may run builds, nothing else
+
+
+class BuildState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def finished(self) -> bool:
+        return self in (BuildState.SUCCEEDED, BuildState.FAILED, BuildState.CANCELLED)
+
+
+class BootState(StrEnum):
+    PENDING = "pending"
+    PASSED = "passed"
+    FAILED = "failed"
+    NONE = "none"  # nothing to boot (no disk image)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[str] = mapped_column(String(16))
+    created: Mapped[float] = mapped_column(Float, default=now)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128))
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 of the token
+    role: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    last_used: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class Configuration(Base):
+    __tablename__ = "configurations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    description: Mapped[str] = mapped_column(Text, default="")
+    created: Mapped[float] = mapped_column(Float, default=now)
+    versions: Mapped[list[ConfigVersion]] = relationship(
+        back_populates="configuration", order_by="ConfigVersion.number"
+    )
+
+
+class ConfigVersion(Base):
+    """One immutable state of a configuration: its recipe and element folders."""
+
+    __tablename__ = "config_versions"
+    __table_args__ = (Index("ix_config_version", "configuration_id", "number", unique=True),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id"))
+    number: Mapped[int] = mapped_column(Integer)
+    recipe_file: Mapped[str] = mapped_column(String(512))
+    message: Mapped[str] = mapped_column(Text, default="")
+    author: Mapped[str] = mapped_column(String(64), default="")
+    source: Mapped[str] = mapped_column(Text, default="")  # where it was imported from
+    digest: Mapped[str] = mapped_column(String(64))  # sha256 over the files
+    targets: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [[variant, arch], ...]
+    created: Mapped[float] = mapped_column(Float, default=now)
+    configuration: Mapped[Configuration] = relationship(back_populates="versions")
+    files: Mapped[list[ConfigFile]] = relationship(
+        back_populates="version", order_by="ConfigFile.path", cascade="all, delete-orphan"
+    )
+
+
+class ConfigFile(Base):
+    __tablename__ = "config_files"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("config_versions.id"), index=True)
+    path: Mapped[str] = mapped_column(String(1024))
+    mode: Mapped[int] = mapped_column(Integer, default=0o644)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    version: Mapped[ConfigVersion] = relationship(back_populates="files")
+
+
+class Schedule(Base):
+    __tablename__ = "schedules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id"), index=True)
+    cron: Mapped[str] = mapped_column(String(128))
+    milestone: Mapped[str] = mapped_column(String(64), default="daily")
+    variant: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    arch: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    matrix: Mapped[bool] = mapped_column(default=True)  # every variant x arch
+    enabled: Mapped[bool] = mapped_column(default=True)
+    next_run: Mapped[float] = mapped_column(Float)
+    last_run: Mapped[float | None] = mapped_column(Float, nullable=True)
+    configuration: Mapped[Configuration] = relationship()
+
+
+class Build(Base):
+    __tablename__ = "builds"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id"), index=True)
+    version_id: Mapped[int] = mapped_column(ForeignKey("config_versions.id"))
+    variant: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    arch: Mapped[str] = mapped_column(String(32))
+    milestone: Mapped[str] = mapped_column(String(64), default="daily", index=True)
+    state: Mapped[str] = mapped_column(String(16), default=BuildState.QUEUED, index=True)
+    reason: Mapped[str] = mapped_column(Text, default="")
+    failed_step: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    current_step: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    steps: Mapped[list[Any]] = mapped_column(JSON, default=list)  # [{name, state, seconds}]
+    requested_by: Mapped[str] = mapped_column(String(64), default="")
+    schedule_id: Mapped[int | None] = mapped_column(ForeignKey("schedules.id"), nullable=True)
+    retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+    heartbeat: Mapped[float | None] = mapped_column(Float, nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    image: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    recipe_sha256: Mapped[str | None] = mapped_column(String(64), nullable=True, index=True)
+    manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    boot_state: Mapped[str] = mapped_column(String(16), default=BootState.PENDING)
+    boot_detail: Mapped[str] = mapped_column(Text, default="")
+    blessed: Mapped[bool] = mapped_column(default=False)
+    blessed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    blessed_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    disk_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
+    purged: Mapped[bool] = mapped_column(default=False)  # artifacts removed by retention
+    configuration: Mapped[Configuration] = relationship()
+    version: Mapped[ConfigVersion] = relationship()
+    artifacts: Mapped[list[Artifact]] = relationship(
+        back_populates="build", order_by="Artifact.file", cascade="all, delete-orphan"
+    )
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"), index=True)
+    file: Mapped[str] = mapped_column(String(512))
+    format: Mapped[str] = mapped_column(String(32))
+    size: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    build: Mapped[Build] = relationship(back_populates="artifacts")
+
+
+class Package(Base):
+    """A package installed in a build's image (from its manifest), for search."""
+
+    __tablename__ = "packages"
+    __table_args__ = (Index("ix_package_name_version", "name", "version"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    version: Mapped[str] = mapped_column(String(256))
+    arch: Mapped[str] = mapped_column(String(32))

@@ -1,0 +1,11 @@
+"""A stand-in for `osbake boot IMAGE --firmware F --expect TEXT`: passes unless the
+image's name contains 'noboot'."""
+
+import sys
+
+image = sys.argv[1]
+print(f"booting {image} with {sys.argv[sys.argv.index('--firmware') + 1]}")
+if "noboot" in image:
+    print("no login prompt within 60 s")
+    sys.exit(1)
+print("login: prompt seen")

@@ -1,0 +1,295 @@
+"""Running consoles for the tests: `osbake serve`, `osbake worker`, PostgreSQL and Redis.
+
+Every server is private to the test run: temporary directories, free ports on
+127.0.0.1, stopped afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+FAKE_BUILD = HERE / "service_fake_build.py"
+FAKE_BOOT = HERE / "service_fake_boot.py"
+ADMIN_PASSWORD = "admin-password-for-tests"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def fake_commands() -> dict[str, str]:
+    return {
+        "OSBAKE_BUILD_COMMAND": f"{sys.executable} {FAKE_BUILD}",
+        "OSBAKE_BOOT_COMMAND": f"{sys.executable} {FAKE_BOOT}",
+    }
+
+
+def stop_group(proc: subprocess.Popen[Any], sig: int = signal.SIGTERM) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+class RunningConsole:
+    """`osbake serve` in a subprocess, with an admin API token."""
+
+    def __init__(
+        self, data: Path, *, args: list[str] = (), env: dict[str, str] | None = None
+    ) -> None:  # type: ignore[assignment]
+        self.data = data
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = data.parent / f"{data.name}-serve.log"
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "osbake",
+                "serve",
+                "--data",
+                str(data),
+                "--port",
+                str(self.port),
+                "--admin-password",
+                ADMIN_PASSWORD,
+                "--tick",
+                "0.5",
+                *args,
+            ],
+            stdout=self.log.open("w"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env={**os.environ, **(env or {})},
+        )
+        try:
+            wait_for(self._up, 60, f"the console on {self.url} (log {self.log})")
+            self.token = self.make_token("admin", "tests")
+        except BaseException:
+            self.stop()
+            raise
+
+    def _up(self) -> bool:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"osbake serve exited:\n{self.log.read_text()[-3000:]}")
+        try:
+            return httpx.get(self.url + "/login", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def browser_login(self) -> httpx.Client:
+        """A client logged in through the web form (cookie session + CSRF)."""
+        client = httpx.Client(base_url=self.url, timeout=30)
+        page = client.get("/login").text
+        token = re.search(r'name="csrf_token" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        reply = client.post(
+            "/login",
+            data={"csrf_token": token, "name": "admin", "password": ADMIN_PASSWORD, "next": "/"},
+        )
+        assert reply.status_code in (200, 303), reply.text
+        client.headers["X-CSRF-Token"] = re.search(  # type: ignore[union-attr]
+            r'name="csrf_token" value="([^"]+)"', client.get("/").text
+        ).group(1)
+        return client
+
+    def make_token(self, role: str, name: str) -> str:
+        client = self.browser_login()
+        try:
+            reply = client.post("/api/tokens", json={"name": name, "role": role})
+            assert reply.status_code == 201, reply.text
+            return str(reply.json()["token"])
+        finally:
+            client.close()
+
+    def api(self, token: str | None = None) -> httpx.Client:
+        headers = {"Authorization": f"Bearer {token or self.token}"} if token != "" else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60)
+
+    def wait_state(self, build_id: int, states: set[str], timeout: float) -> dict[str, Any]:
+        with self.api() as client:
+
+            def check() -> dict[str, Any] | None:
+                build = client.get(f"/api/builds/{build_id}").json()
+                return build if build["state"] in states else None
+
+            return wait_for(check, timeout, f"build {build_id} to be {states}", every=0.3)  # type: ignore[no-any-return]
+
+    def stop(self) -> None:
+        stop_group(self.proc)
+
+
+def start_worker(
+    console: RunningConsole, env: dict[str, str] | None = None
+) -> subprocess.Popen[Any]:
+    token = console.make_token("worker", "farm worker")
+    log = console.data.parent / f"{console.data.name}-worker-{time.monotonic_ns()}.log"
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "osbake",
+            "worker",
+            "--server",
+            console.url,
+            "--token",
+            token,
+            "--work-dir",
+            str(console.data.parent / "farm-work"),
+        ],
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+# -- PostgreSQL and Redis ----------------------------------------------------------------------
+
+
+def _postgres_bin(name: str) -> str:
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    if found:
+        return found[-1]
+    path = shutil.which(name)
+    if path is None:
+        raise AssertionError(
+            f"{name} is missing: apt-get install postgresql (requirements/apt/service.txt)"
+        )
+    return path
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A private PostgreSQL server; yields its URL. Runs as 'nobody' when we are root."""
+    folder = Path(tempfile.mkdtemp(prefix="osbake-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chown(folder, nobody.pw_uid, nobody.pw_gid)
+        as_user = ["runuser", "-u", "nobody", "--"]
+    port = free_port()
+    data = folder / "data"
+    subprocess.run(
+        [
+            *as_user,
+            _postgres_bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "osbake",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            _postgres_bin("pg_ctl"),
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "log"),
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off",
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql://osbake@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run(
+            [*as_user, _postgres_bin("pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
+            check=False,
+            capture_output=True,
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def redis() -> Iterator[str]:
+    """A private Redis server without persistence; yields its URL."""
+    server = shutil.which("redis-server")
+    if server is None:
+        raise AssertionError("redis-server is missing: apt-get install redis-server")
+    folder = Path(tempfile.mkdtemp(prefix="osbake-redis-"))
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=(folder / "log").open("w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+
+        def up() -> bool:
+            with socket.socket() as sock:
+                return sock.connect_ex(("127.0.0.1", port)) == 0
+
+        wait_for(up, 20, "redis")
+        yield f"redis://127.0.0.1:{port}/0"
+    finally:
+        stop_group(proc)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def backend(kind: str) -> Iterator[list[str]]:
+    """`osbake serve` arguments for a backend: 'sqlite' (embedded) or 'postgres+redis' (farm)."""
+    if kind == "sqlite":
+        yield []
+        return
+    with postgres() as db, redis() as queue:
+        yield ["--db", db, "--queue", queue]
