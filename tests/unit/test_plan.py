@@ -42,7 +42,7 @@ def summary(plan: Any) -> dict[str, Any]:
     }
 
 
-@pytest.mark.parametrize("recipe", ["debian-minimal.yaml"])
+@pytest.mark.parametrize("recipe", ["debian-minimal.yaml", "debian-cloud.yaml"])
 def test_plan_matches_golden(recipe: str) -> None:
     plan = resolve_plan(load(EXAMPLES / recipe))
     got = summary(plan)
