@@ -11,9 +11,9 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import shlex
 import signal
-import socket
 import sys
 import threading
 import time
@@ -221,7 +221,7 @@ def write_manifest(ctx: Context, step: Step) -> None:
         release=plan.recipe.release,
         recipe=normalised,
         recipe_sha256=recipe_digest(normalised),
-        recipe_file=str(plan.recipe.source) if plan.recipe.source else None,
+        recipe_file=str(plan.recipe.source.resolve()) if plan.recipe.source else None,
         elements=[
             ElementEntry(name=e.name, sha256=e.content_hash(), origin=e.origin)
             for e in plan.elements
@@ -331,7 +331,7 @@ def stage_inputs(ctx: Context) -> None:
             runner.run(["cp", "-a", "--", str(src), str(link)])
         else:
             runner.run(["cp", "--", str(src), str(link)])
-        lines.append(f"{index}\t{spec.mode}\t{spec.owner}\t{spec.group}\t{spec.dest}")
+        lines.append(f"{index}\t{spec.mode or '-'}\t{spec.owner}\t{spec.group}\t{spec.dest}")
     (stage / "files" / "list").write_text("".join(f"{line}\n" for line in lines))
     script = "#!/bin/sh\nset -ex\n" + "".join(f"{command}\n" for command in recipe.run)
     (stage / "run.sh").write_text(script)
@@ -459,7 +459,8 @@ def workspace(settings: Settings, image: str) -> Iterator[Path]:
     root.mkdir(parents=True, exist_ok=True)
     _reap_stale(root)
     stamp = time.strftime("%Y%m%dT%H%M%S")
-    workdir = root / f"{image}-{stamp}-{os.getpid()}-{socket.gethostname()}"
+    # The PID is 1 inside the build's PID namespace: a random token keeps names apart.
+    workdir = root / f"{image}-{stamp}-{secrets.token_hex(4)}"
     lock_path = workdir.with_name(workdir.name + ".lock")
     with lock_path.open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

@@ -235,8 +235,10 @@ def cmd_elements_show(args: argparse.Namespace) -> int:
         out.print("options:")
         for key, option in spec.options.items():
             default = json.dumps(option.default)
+            choices = f", one of {', '.join(option.choices)}" if option.choices else ""
+            fields = f", fields {', '.join(option.fields)}" if option.fields else ""
             out.print(
-                f"  {key} ({option.type}, default {default}): "
+                f"  {key} ({option.type}{choices}{fields}, default {default}): "
                 + " ".join(option.description.split()),
                 soft_wrap=True,
             )

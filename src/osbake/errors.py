@@ -108,11 +108,12 @@ class CommandError(OsbakeError):
         tail: list[str],
         *,
         hint: str | None = None,
+        what: str | None = None,
     ) -> None:
         self.argv = argv
         self.returncode = returncode
         self.tail = tail
-        name = Path(argv[0]).name if argv else "command"
+        name = what or (Path(argv[0]).name if argv else "command")
         message = f"{name} exited with status {returncode}"
         if tail:
             message += ":\n" + "\n".join(f"    {line}" for line in tail)

@@ -42,7 +42,14 @@ def inspect_artifact(path: Path) -> Inspection:
     digest = file_sha256(path)
     beside = _manifest_beside(path)
     if beside is not None:
-        manifest = load_manifest(beside)
+        try:
+            manifest = load_manifest(beside)
+        except (OSError, ValueError) as exc:
+            raise ArtifactError(
+                f"the manifest beside it, {beside}, cannot be read: {str(exc).splitlines()[0]}",
+                hint="restore it from the build's output, or move it away to read the "
+                "manifest stored inside the image",
+            ) from None
         entry = next((a for a in manifest.artifacts if a.file == path.name), None)
         return Inspection(path, manifest, str(beside), digest, entry)
     manifest = _manifest_inside(path)

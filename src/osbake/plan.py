@@ -19,7 +19,7 @@ from typing import Any
 
 import osbake
 from osbake.disk.layout import DISK_OUTPUTS, DiskPlan, plan_disk
-from osbake.distros import Distro, distro_element, get_distro
+from osbake.distros import Distro, check_distro, distro_element, get_distro
 from osbake.elements import Catalog, Element, Phase, Request, SearchPath, resolve
 from osbake.elements.model import hash_paths
 from osbake.elements.options import OptionValues, resolve_options
@@ -123,8 +123,9 @@ def resolve_plan(
 ) -> Plan:
     """Resolve (recipe, variant, arch) into a plan of steps with content keys."""
     recipe = select_variant(base, variant)
+    check_distro(recipe)
     chosen_arch = _pick_arch(recipe, arch)
-    catalog = Catalog(search or SearchPath.for_recipe(recipe.base_dir))
+    catalog = Catalog(search or SearchPath.for_recipe(recipe.source_dirs))
     elements = resolve(catalog, _requests(recipe))
     options = resolve_options(recipe, elements)
     distro = get_distro(recipe, chosen_arch, options.get(distro_element(recipe.distro), {}))
@@ -155,7 +156,8 @@ def check_recipe(
     targets: list[tuple[str | None, Arch]] = []
     for variant in [None, *base.variants]:
         recipe = select_variant(base, variant)
-        catalog = Catalog(search or SearchPath.for_recipe(recipe.base_dir))
+        check_distro(recipe)
+        catalog = Catalog(search or SearchPath.for_recipe(recipe.source_dirs))
         elements = resolve(catalog, _requests(recipe))
         options = resolve_options(recipe, elements)
         for arch in recipe.arch:
@@ -293,7 +295,7 @@ def _phase_inputs(plan: Plan, phase: Phase) -> tuple[dict[str, Any], tuple[str, 
     return inputs, tuple(s.name for s in scripts)
 
 
-def _files_digest(recipe: Recipe) -> list[dict[str, str]]:
+def _files_digest(recipe: Recipe) -> list[dict[str, str | None]]:
     entries = []
     for index, spec in enumerate(recipe.files):
         src = resolve_path(recipe, ("files", index, "src"), spec.src)

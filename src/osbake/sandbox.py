@@ -89,6 +89,21 @@ def subid_range(user: str, path: Path) -> IdRange | None:
     return None
 
 
+def free_range(count: int = 65536) -> str:
+    """A range of subordinate ids that no one in /etc/subuid or /etc/subgid has yet."""
+    end = 100000
+    for path in (Path("/etc/subuid"), Path("/etc/subgid")):
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split(":")
+            if len(parts) == 3 and parts[1].isdigit() and parts[2].isdigit():
+                end = max(end, int(parts[1]) + int(parts[2]))
+    return f"{end}-{end + count - 1}"
+
+
 def in_user_namespace() -> bool:
     """Whether this process runs in a user namespace where it was mapped to root."""
     try:
@@ -109,7 +124,8 @@ def become_root() -> None:
         raise HostError(
             f"rootless builds need at least 65536 subordinate user and group ids for "
             f"'{user}' in /etc/subuid and /etc/subgid",
-            hint=f"as root: usermod --add-subuids 100000-165535 --add-subgids 100000-165535 {user}",
+            hint=f"as root: usermod --add-subuids {free_range()} --add-subgids {free_range()} "
+            f"{user}",
         )
     for tool in ("newuidmap", "newgidmap"):
         runner.require_tool(tool)

@@ -68,7 +68,11 @@ def test_recipe_took_effect(minimal: Path) -> None:
     tarball = minimal / "debian-minimal.tar.zst"
     assert tar_read(tarball, "./etc/motd").startswith("Welcome to a Debian image built by")
     assert tar_read(tarball, "./etc/osbake-release") == "built by osbake\n"
-    assert "debian:x:1000" in tar_read(tarball, "./etc/passwd")
+    assert "debian:x:1000:1000::/home/debian:/bin/bash" in tar_read(tarball, "./etc/passwd")
+    groups = tar_read(tarball, "./etc/group")
+    assert any(line.startswith("adm:") and "debian" in line for line in groups.splitlines())
+    sudoers = tar_read(tarball, "./etc/sudoers.d/90-osbake-debian")
+    assert sudoers == "debian ALL=(ALL) NOPASSWD:ALL\n"
     assert tar_read(tarball, "./etc/timezone") == "Etc/UTC\n"
     assert tar_read(tarball, "./etc/hostname") == "localhost\n"
     members = tar_members(tarball)

@@ -74,6 +74,20 @@ class Distro:
         return {}
 
 
+def check_distro(recipe: Recipe) -> None:
+    """A recipe naming a distro osbake has no plugin for fails here, before anything else."""
+    from osbake.distros import debian  # noqa: F401  (registers the plugin)
+
+    if recipe.distro not in Distro.registry:
+        from osbake.recipe import locate
+
+        raise RecipeError(
+            f"osbake has no distro plugin '{recipe.distro}'",
+            location=locate(recipe, ("distro",)),
+            hint=f"use one of: {', '.join(sorted(Distro.registry))}",
+        )
+
+
 def get_distro(recipe: Recipe, arch: Arch, options: dict[str, Any]) -> Distro:
     from osbake.distros import debian  # noqa: F401  (registers the plugin)
 

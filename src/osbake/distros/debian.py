@@ -14,7 +14,7 @@ from osbake import run as runner
 from osbake import sandbox
 from osbake.distros import Distro, Package
 from osbake.distros.apt_sources import AptSource, read_host_sources
-from osbake.errors import DistroError
+from osbake.errors import DistroError, RecipeError
 from osbake.recipe import locate
 
 if TYPE_CHECKING:
@@ -126,7 +126,7 @@ class Debian(Distro):
         if flavour in KERNEL_FLAVOURS:
             package = KERNEL_FLAVOURS[flavour].get(str(self.arch))
             if package is None:
-                raise DistroError(
+                raise RecipeError(
                     f"Debian has no '{kernel}' kernel for {self.arch}",
                     location=locate(self.recipe, ("kernel",)),
                     hint="use kernel: generic, or name a kernel package",
@@ -163,7 +163,6 @@ class Debian(Distro):
     def bootstrap(self, ctx: Context) -> None:
         cache = ctx.packages
         cache.mkdir(parents=True, exist_ok=True)
-        keyrings = _repository_keyrings(ctx)
         argv: list[str] = [
             "mmdebstrap",
             "--mode=root",
@@ -177,39 +176,57 @@ class Debian(Distro):
             f'--setup-hook=mkdir -p "$1{sandbox.APT_ARCHIVES}" && '
             f'mount --bind {_sh_quote(str(cache))} "$1{sandbox.APT_ARCHIVES}"',
             f'--customize-hook=umount "$1{sandbox.APT_ARCHIVES}"',
+            self.recipe.release,
+            str(ctx.tree),
+            *[line for source in self.sources for line in source.lines()],
         ]
+        # apt reads the proxy from the environment too; as an --aptopt it would stay in
+        # the image's apt configuration.
         proxy = ctx.host_apt_proxy
-        if proxy:
-            argv.append(f'--aptopt=Acquire::http::Proxy "{proxy}"')
-        for name, keyring in keyrings.items():
-            argv.append(
-                f'--setup-hook=mkdir -p "$1/etc/apt/keyrings" && '
-                f'cp {_sh_quote(str(keyring))} "$1/etc/apt/keyrings/{name}.gpg"'
-            )
-        if self.recipe.repositories:
-            argv.append('--aptopt=Acquire::AllowInsecureRepositories "false"')
-        argv += [self.recipe.release, str(ctx.tree)]
-        argv += self.describe_bootstrap_lines(keyrings)
+        env = {"http_proxy": proxy} if proxy else {}
         ctx.tree.parent.mkdir(parents=True, exist_ok=True)
         runner.run(
             argv,
             events=ctx.events,
+            env=env,
             hint="check the mirror and the release name; run with -v for apt's output",
         )
         # Keep services from starting while packages are installed in later steps.
         sandbox.run_in_tree(ctx.tree, ["sh", "-c", POLICY_RC_D], events=ctx.events)
+        self._add_repositories(ctx)
 
-    def describe_bootstrap_lines(self, keyrings: dict[str, Path]) -> list[str]:
-        lines = [line for source in self.sources for line in source.lines()]
+    def _add_repositories(self, ctx: Context) -> None:
+        """The recipe's extra repositories, as deb822 sources with their own keyrings."""
+        if not self.recipe.repositories:
+            return
+        staged = ctx.workdir / "repositories"
+        staged.mkdir(parents=True, exist_ok=True)
+        keyrings = _repository_keyrings(ctx)
+        commands = ["mkdir -p /etc/apt/keyrings /etc/apt/sources.list.d"]
         for repo in self.recipe.repositories:
-            signed = (
-                f" [signed-by=/etc/apt/keyrings/{repo.name}.gpg]" if repo.name in keyrings else ""
-            )
-            lines += [
-                f"deb{signed} {repo.uri} {suite} {' '.join(repo.components)}"
-                for suite in repo.suites
+            stanza = [
+                "Types: deb",
+                f"URIs: {repo.uri}",
+                f"Suites: {' '.join(repo.suites)}",
+                f"Components: {' '.join(repo.components)}",
             ]
-        return lines
+            if repo.name in keyrings:
+                (staged / f"{repo.name}.gpg").write_bytes(keyrings[repo.name].read_bytes())
+                commands.append(
+                    f"install -m 0644 /run/osbake/repos/{repo.name}.gpg /etc/apt/keyrings/"
+                )
+                stanza.append(f"Signed-By: /etc/apt/keyrings/{repo.name}.gpg")
+            (staged / f"{repo.name}.sources").write_text("\n".join(stanza) + "\n")
+            commands.append(
+                f"install -m 0644 /run/osbake/repos/{repo.name}.sources /etc/apt/sources.list.d/"
+            )
+        sandbox.run_in_tree(
+            ctx.tree,
+            ["sh", "-ec", " && ".join(commands)],
+            binds=[sandbox.Bind(staged, "/run/osbake/repos")],
+            events=ctx.events,
+            network=False,
+        )
 
     def install_packages(self, ctx: Context, packages: list[str]) -> None:
         if not packages:
@@ -240,14 +257,15 @@ class Debian(Distro):
         )
 
     def finish(self, ctx: Context) -> None:
-        # The build's policy-rc.d goes; so does the host's resolver configuration that
+        # The build's policy-rc.d and apt settings go; so does the host's resolver that
         # mmdebstrap copied in (a symlink, e.g. to systemd-resolved, is the image's own).
         sandbox.run_in_tree(
             ctx.tree,
             [
                 "sh",
                 "-c",
-                "rm -f /usr/sbin/policy-rc.d; [ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf",
+                "rm -f /usr/sbin/policy-rc.d /etc/apt/apt.conf.d/99mmdebstrap; "
+                "[ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf",
             ],
             events=ctx.events,
             network=False,

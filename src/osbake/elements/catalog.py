@@ -22,10 +22,14 @@ class SearchPath:
     folders: list[tuple[Path, str]] = field(default_factory=list)  # highest precedence first
 
     @classmethod
-    def for_recipe(cls, recipe_dir: Path | None, env: str | None = None) -> SearchPath:
+    def for_recipe(cls, recipe_dir: Path | list[Path] | None, env: str | None = None) -> SearchPath:
+        """The search path of a recipe: the elements/ folders beside it and beside every
+        recipe it extends (its own first), OSBAKE_ELEMENTS_PATH, the built-in ones."""
         folders: list[tuple[Path, str]] = []
-        if recipe_dir is not None and (recipe_dir / "elements").is_dir():
-            folders.append(((recipe_dir / "elements").resolve(), "recipe"))
+        dirs = recipe_dir if isinstance(recipe_dir, list) else [recipe_dir] if recipe_dir else []
+        for folder in dirs:
+            if (folder / "elements").is_dir():
+                folders.append(((folder / "elements").resolve(), "recipe"))
         value = os.environ.get("OSBAKE_ELEMENTS_PATH", "") if env is None else env
         for entry in value.split(":"):
             if entry:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
 import re
@@ -175,10 +176,30 @@ def load_element(path: Path, origin: str) -> Element:
         err = exc.errors()[0]
         loc = tuple(err["loc"])
         where = positions.get(loc) or positions.get(loc[:1]) or Location(yaml_path)
+        key = yamlpos.format_path(loc)
+        message, hint = f"'{key}': {err['msg']}", "see docs/elements.md for element.yaml"
+        if err["type"] == "extra_forbidden":
+            model = OptionSpec if len(loc) > 2 and loc[0] == "options" else ElementSpec
+            known = list(model.model_fields)
+            close = difflib.get_close_matches(str(loc[-1]), known, n=1)
+            message = f"unknown key '{loc[-1]}'"
+            hint = (
+                f"did you mean '{close[0]}'? " if close else ""
+            ) + f"the keys allowed here are: {', '.join(known)}"
+        elif err["type"] in ("list_type", "string_type", "dict_type", "bool_type"):
+            message = (
+                f"'{key}' must be "
+                + {
+                    "list_type": "a list",
+                    "string_type": "a string",
+                    "dict_type": "a mapping",
+                    "bool_type": "true or false",
+                }[err["type"]]
+            )
         raise ElementError(
-            f"element '{name}': {yamlpos.format_path(loc)}: {err['msg']}",
-            location=Location(where.file, where.line, None, yamlpos.format_path(loc)),
-            hint="see docs/elements.md for the keys of element.yaml",
+            f"element '{name}': {message}",
+            location=Location(where.file, where.line, None, key),
+            hint=hint,
         ) from None
     element = Element(name, path, spec, origin, positions)
     _check_scripts(element)

@@ -3,8 +3,10 @@ and export them to phase scripts as environment variables.
 
 Export rules (docs/elements.md): OSBAKE_OPT_<NAME> with the name upper-cased and
 '-' turned into '_'. Strings and integers as written; booleans as 1 or 0; lists one
-item per line; records one record per line, fields separated by a tab in the
-declared order, list-valued fields joined with ','.
+item per line; records one record per line, fields separated by the ASCII unit
+separator (0x1F, which unlike a tab never merges with its neighbours, so empty
+fields stay in place) in the declared order, list-valued fields joined with the
+ASCII record separator (0x1E).
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from osbake.errors import RecipeError
 from osbake.recipe import Recipe, locate
 
 OptionValues = dict[str, dict[str, Any]]
+US = "\x1f"  # between the fields of a record
+RS = "\x1e"  # between the items of a list-valued field
 
 
 def resolve_options(recipe: Recipe, elements: list[Element]) -> OptionValues:
@@ -127,12 +131,13 @@ def export_value(spec: OptionSpec, value: Any) -> str:
             for name in spec.fields or []:
                 item = record.get(name, "")
                 if isinstance(item, list):
-                    item = ",".join(str(i) for i in item)
+                    item = RS.join(str(i) for i in item)
                 elif isinstance(item, bool):
                     item = "1" if item else "0"
                 elif item is None:
                     item = ""
-                fields.append(str(item).replace("\t", " ").replace("\n", " "))
-            lines.append("\t".join(fields))
+                text = str(item).replace("\n", " ").replace(US, " ")
+                fields.append(text)
+            lines.append(US.join(fields))
         return "\n".join(lines)
     return str(value)

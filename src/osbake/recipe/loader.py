@@ -64,6 +64,14 @@ def select_variant(recipe: Recipe, name: str | None) -> Recipe:
     merged, merged_positions = _merge(
         base_raw, positions, overlay, _sub_positions(recipe.positions, where), ()
     )
+    # Options of elements the variant removes go with them (unless it sets them anew).
+    dropped = {
+        i[1:] for i in overlay.get("elements", []) if isinstance(i, str) and i.startswith("-")
+    }
+    overlay_options = overlay.get("options") or {}
+    if isinstance(merged.get("options"), dict):
+        for element in dropped - set(overlay_options):
+            merged["options"].pop(element, None)
     merged["variants"] = {}
     variant = _validate(merged, merged_positions, recipe.source or Path("recipe"), prefix=where)
     variant._variant = name
@@ -73,7 +81,12 @@ def select_variant(recipe: Recipe, name: str | None) -> Recipe:
 # -- loading and merging ---------------------------------------------------------------------
 
 
-def _load_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], Positions]:
+def _load_tree(
+    path: Path, chain: list[Path], merged_files: set[Path] | None = None
+) -> tuple[dict[str, Any], Positions]:
+    """Load a recipe and, depth first, what it extends; each file is merged once."""
+    merged_files = set() if merged_files is None else merged_files
+    merged_files.add(path)
     if path in chain:
         cycle = " -> ".join(str(p) for p in [*chain, path])
         raise RecipeError(
@@ -91,6 +104,7 @@ def _load_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], Positions
         )
     parents = data.get("extends")
     if parents is None:
+        _apply_removals(data)  # "-name" at the bottom of a chain has nothing to remove
         return data, positions
     if isinstance(parents, str):
         parents = [parents]
@@ -114,7 +128,9 @@ def _load_tree(path: Path, chain: list[Path]) -> tuple[dict[str, Any], Positions
                 ),
                 hint="paths in 'extends' are relative to the recipe file",
             )
-        parent_data, parent_positions = _load_tree(parent_path, [*chain, path])
+        if parent_path in merged_files and parent_path not in chain:
+            continue  # already merged through another parent (a diamond)
+        parent_data, parent_positions = _load_tree(parent_path, [*chain, path], merged_files)
         parent_data.pop("extends", None)
         if not merged:
             merged, merged_positions = parent_data, parent_positions
@@ -147,8 +163,15 @@ def _merge(
         here: KeyPath = (*prefix, key)
         old = result.get(key)
         if key in ADDITIVE_KEYS and isinstance(old, list) and isinstance(value, list):
+            # "-name" in the overlay removes name from what it inherits, nothing else.
+            removed = (
+                {i[1:] for i in value if isinstance(i, str) and i.startswith("-")}
+                if key in REMOVABLE_KEYS
+                else set()
+            )
+            old = [i for i in old if not (isinstance(i, str) and i in removed)]
             offset = len(old)
-            result[key] = old + copy.deepcopy(value)
+            result[key] = old + [copy.deepcopy(i) for i in value if _kept(key, i)]
             for path, loc in overlay_pos.items():
                 if path[:1] == (key,) and len(path) > 1 and isinstance(path[1], int):
                     positions[(*prefix, key, path[1] + offset, *path[2:])] = loc
@@ -173,6 +196,13 @@ def _merge(
         if (key,) in overlay_pos:
             positions[here] = overlay_pos[(key,)]
     return result, positions
+
+
+REMOVABLE_KEYS = ("elements", "packages")
+
+
+def _kept(key: str, item: Any) -> bool:
+    return not (key in REMOVABLE_KEYS and isinstance(item, str) and item.startswith("-"))
 
 
 def _apply_removals(data: dict[str, Any]) -> None:

@@ -89,7 +89,11 @@ class FileSpec(Strict):
 
     src: str = Field(description="path relative to the recipe file")
     dest: str = Field(description="absolute path inside the image")
-    mode: str = Field("0644", description='octal permissions as a quoted string, e.g. "0755"')
+    mode: str | None = Field(
+        None,
+        description='octal permissions as a quoted string, e.g. "0755"; by default 0644 for '
+        "a file, and a folder's own modes are kept",
+    )
     owner: str = Field("root", description="user name or numeric id inside the image")
     group: str = Field("root", description="group name or numeric id inside the image")
 
@@ -105,7 +109,9 @@ class FileSpec(Strict):
     @field_validator("mode", mode="before")
     @classmethod
     def _octal(cls, value: Any) -> Any:
-        if not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value):
+        if value is not None and (
+            not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value)
+        ):
             raise ValueError(
                 'must be an octal mode in quotes, e.g. mode: "0644" '
                 "(unquoted, YAML reads 0644 as a number)"
@@ -182,7 +188,7 @@ PackageName = Annotated[str, Field(pattern=r"^-?[a-z0-9][a-z0-9+.:=~-]*$")]
 # Keys whose lists a variant or an extending recipe adds to (the rest replace).
 ADDITIVE_KEYS = ("elements", "packages", "files", "run", "repositories")
 # Keys whose mappings are merged key by key.
-MERGED_KEYS = ("options",)
+MERGED_KEYS = ("options", "variants")
 # Keys only the top of a recipe may have.
 TOP_ONLY_KEYS = ("name", "variants", "extends")
 
@@ -229,6 +235,20 @@ class Recipe(Strict):
     def _one_or_many(cls, value: Any) -> Any:
         return [value] if isinstance(value, str) else value
 
+    @field_validator("outputs")
+    @classmethod
+    def _distinct_outputs(cls, value: list[OutputFormat]) -> list[OutputFormat]:
+        seen: dict[str, OutputFormat] = {}
+        for fmt in value:
+            file_kind = "tar.zst" if fmt == OutputFormat.TAR else str(fmt)
+            if file_kind in seen:
+                raise ValueError(
+                    f"lists the same output twice ('{seen[file_kind]}' and '{fmt}'; "
+                    "'tar' is the .tar.zst tarball)"
+                )
+            seen[file_kind] = fmt
+        return value
+
     @field_validator("variants")
     @classmethod
     def _variant_names(cls, value: dict[str, Any]) -> dict[str, Any]:
@@ -251,6 +271,15 @@ class Recipe(Strict):
     def variant(self) -> str | None:
         """The variant this recipe was merged for, or None for the base."""
         return self._variant
+
+    @property
+    def source_dirs(self) -> list[Path]:
+        """The folders of this recipe's file and of every file it extends, this one first."""
+        folders = [self._source.resolve().parent] if self._source else []
+        for location in self._positions.values():
+            if location.file is not None and location.file.parent not in folders:
+                folders.append(location.file.parent)
+        return folders
 
     @property
     def base_dir(self) -> Path:

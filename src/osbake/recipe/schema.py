@@ -14,6 +14,15 @@ def recipe_schema() -> dict[str, Any]:
     schema = Recipe.model_json_schema()
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
+    for key in ("arch", "boot", "outputs"):
+        # One value may be written without the list: arch: amd64.
+        listed = schema["properties"][key]
+        item = listed.get("items", {})
+        schema["properties"][key] = {
+            "anyOf": [listed, item],
+            "description": listed.get("description", ""),
+            "default": listed.get("default"),
+        }
     variant: dict[str, Any] = {
         "type": "object",
         "additionalProperties": False,

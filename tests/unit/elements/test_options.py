@@ -53,7 +53,7 @@ def test_values_and_export(tmp_path: Path) -> None:
     )
     values = resolve_options(recipe, elements)  # type: ignore[arg-type]
     env = option_environment(values["acct"], elements[0])  # type: ignore[index]
-    assert env["OSBAKE_OPT_USERS"] == "ana\tadm,sudo\t1\nbo\t\t"
+    assert env["OSBAKE_OPT_USERS"] == "ana\x1fadm\x1esudo\x1f1\nbo\x1f\x1f"
     assert env["OSBAKE_OPT_LOCK"] == "0"
     assert env["OSBAKE_OPT_SHELL"] == "/bin/sh"
     assert env["OSBAKE_OPT_EXTRA"] == "a\nb"

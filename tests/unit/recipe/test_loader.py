@@ -188,3 +188,72 @@ def test_normalised_recipe_is_plain_data(tmp_path: Path) -> None:
     data = recipe.normalised()
     assert data["arch"] == ["amd64"]
     assert "variants" not in data
+
+
+def test_variant_removing_an_element_drops_its_options(tmp_path: Path) -> None:
+    recipe = load(
+        write(
+            tmp_path / "r.yaml",
+            """\
+name: d
+elements: [users, timezone]
+options:
+  timezone: {zone: Europe/Berlin}
+variants:
+  utc:
+    elements: [-timezone]
+""",
+        )
+    )
+    utc = select_variant(recipe, "utc")
+    assert utc.elements == ["users"]
+    assert "timezone" not in utc.options
+
+
+def test_removal_in_a_parent_does_not_remove_the_childs_item(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "name: base\npackages: [curl, -vim]\n")
+    recipe = load(write(tmp_path / "child.yaml", "extends: base.yaml\nname: c\npackages: [vim]\n"))
+    assert recipe.packages == ["curl", "vim"]
+
+
+def test_child_removes_from_parent(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "name: base\npackages: [curl, vim]\n")
+    recipe = load(write(tmp_path / "child.yaml", "extends: base.yaml\nname: c\npackages: [-vim]\n"))
+    assert recipe.packages == ["curl"]
+
+
+def test_diamond_extends_merges_the_shared_parent_once(tmp_path: Path) -> None:
+    write(tmp_path / "root.yaml", "name: root\nrun: [echo once]\n")
+    write(tmp_path / "a.yaml", "extends: root.yaml\nname: a\n")
+    write(tmp_path / "b.yaml", "extends: root.yaml\nname: b\n")
+    recipe = load(write(tmp_path / "c.yaml", "extends: [a.yaml, b.yaml]\nname: c\n"))
+    assert recipe.run == ["echo once"]
+
+
+def test_child_variants_merge_with_the_parents(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "name: base\nvariants:\n  a: {packages: [x]}\n")
+    recipe = load(
+        write(
+            tmp_path / "child.yaml",
+            "extends: base.yaml\nname: c\nvariants:\n  b: {packages: [y]}\n",
+        )
+    )
+    assert set(recipe.variants) == {"a", "b"}
+
+
+def test_run_commands_starting_with_a_dash_are_kept(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "name: base\nrun: ['echo a']\n")
+    recipe = load(write(tmp_path / "child.yaml", "extends: base.yaml\nname: c\nrun: ['-true']\n"))
+    assert recipe.run == ["echo a", "-true"]
+
+
+def test_the_same_output_twice(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path / "r.yaml", "name: d\noutputs: [tar, tar.zst]\n"))
+    assert "same output twice" in err.message
+
+
+def test_recipe_elements_folders_of_every_file(tmp_path: Path) -> None:
+    (tmp_path / "base" / "elements").mkdir(parents=True)
+    write(tmp_path / "base" / "base.yaml", "name: base\n")
+    recipe = load(write(tmp_path / "child.yaml", "extends: base/base.yaml\nname: c\n"))
+    assert recipe.source_dirs == [tmp_path, tmp_path / "base"]
