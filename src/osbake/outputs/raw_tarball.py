@@ -18,7 +18,7 @@ class RawTarXz(DiskOutput):
     format = OutputFormat.RAW_TAR_XZ
     suffix = ".raw.tar.xz"
     qemu_format = "raw"
-    compressor: ClassVar[str] = "xz -T0 -3"
+    compressor: ClassVar[str] = "xz -T0 -1"
 
     def write(self, ctx: Context) -> Path:
         assert ctx.disk is not None
