@@ -110,9 +110,8 @@ def _fat_image(path: Path, label: str, files: dict[str, bytes], size_kib: int = 
         for depth in range(1, len(parts)):
             folder = "/".join(parts[:depth])
             if folder not in made:
-                subprocess.run(
-                    ["mmd", "-i", str(path), f"::/{folder}"], check=True, env=env, capture_output=True
-                )
+                mmd = ["mmd", "-i", str(path), f"::/{folder}"]
+                subprocess.run(mmd, check=True, env=env, capture_output=True)
                 made.add(folder)
         source = path.parent / (path.name + ".part")
         source.write_bytes(data)

@@ -30,9 +30,7 @@ def test_a_pattern_that_never_shows_times_out_with_the_tail(
 ) -> None:
     log = tmp_path / "console.log"
     started = time.monotonic()
-    report = vm.boot(
-        media["waits"], expect=[MARKER, "NEVER-PRINTED"], timeout=6, log_path=log
-    )
+    report = vm.boot(media["waits"], expect=[MARKER, "NEVER-PRINTED"], timeout=6, log_path=log)
     assert time.monotonic() - started < 30
     assert not report.passed
     assert report.outcome == vm.Outcome.TIMEOUT
@@ -81,7 +79,9 @@ def test_events_carry_console_lines_and_progress(media: dict[str, Path]) -> None
     report.check()
     kinds = [e["event"] for e in seen]
     assert kinds[0] != "log"
-    assert "machine" in kinds and "step" in kinds and kinds[-1] == "result"
+    assert "machine" in kinds
+    assert "step" in kinds
+    assert kinds[-1] == "result"
     lines = [e["line"] for e in seen if e["event"] == "log"]
     assert "osbake test media" in lines
     progress = [(e["done"], e["total"]) for e in seen if e["event"] == "progress"]

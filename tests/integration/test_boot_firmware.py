@@ -27,7 +27,8 @@ def test_bios_boots_the_iso(iso: Path, tmp_path: Path) -> None:
     report.check()
     assert report.outcome == vm.Outcome.MATCHED
     first, second = report.patterns
-    assert first.seconds is not None and second.seconds is not None
+    assert first.seconds is not None
+    assert second.seconds is not None
     assert 0 < first.seconds <= second.seconds < 60
     assert MARKER in log.read_text(errors="replace")
     assert report.console_log == log
@@ -66,7 +67,7 @@ def test_secure_boot_refuses_unsigned_grub(iso: Path) -> None:
     assert report.outcome == vm.Outcome.FAILURE_PATTERN
     assert not report.patterns[0].matched
     assert not any(MARKER in line for line in report.tail)
-    with pytest.raises(BootError, match="Access Denied|Security Violation"):
+    with pytest.raises(BootError, match=r"Access Denied|Security Violation"):
         report.check()
 
 

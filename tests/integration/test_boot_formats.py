@@ -54,4 +54,5 @@ def test_a_compressed_raw_image_is_refused_with_a_hint(raw_disk: Path, tmp_path:
     ).stdout)  # fmt: skip
     with pytest.raises(ArtifactError, match="compressed with xz") as caught:
         vm.boot(compressed, expect=[WRITTEN], timeout=10)
-    assert caught.value.hint is not None and "xz -dk" in caught.value.hint
+    assert caught.value.hint is not None
+    assert "xz -dk" in caught.value.hint

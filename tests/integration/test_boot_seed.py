@@ -66,5 +66,5 @@ def test_a_vfat_seed_cannot_be_a_cdrom(iso: Path, tmp_path: Path) -> None:
 
 
 def test_a_missing_seed_is_a_usage_error(iso: Path, tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="--seed: .*does not exist"):
+    with pytest.raises(UsageError, match=r"--seed: .*does not exist"):
         vm.boot(iso, seed=tmp_path / "nope.iso", expect=[MARKER], timeout=10)
