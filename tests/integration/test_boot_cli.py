@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from boot_media import MARKER, grub_iso
 
 from osbake import vm
+from tests.integration.boot_media import MARKER, grub_iso
 
 pytestmark = pytest.mark.integration
 

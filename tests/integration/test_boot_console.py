@@ -6,11 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
-from boot_media import GRUB_BODY, MARKER, grub_iso
 
 from osbake import vm
 from osbake.errors import BootError
 from osbake.events import Events
+from tests.integration.boot_media import GRUB_BODY, MARKER, grub_iso
 
 pytestmark = pytest.mark.integration
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from boot_media import MARKER, convert, grub_iso, sha256, signed_esp
 
 from osbake import vm
 from osbake.errors import BootError
+from tests.integration.boot_media import MARKER, convert, grub_iso, sha256, signed_esp
 
 pytestmark = pytest.mark.integration
 

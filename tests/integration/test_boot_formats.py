@@ -10,10 +10,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from boot_media import WRITTEN, convert, sha256, writer_disk
 
 from osbake import vm
 from osbake.errors import ArtifactError
+from tests.integration.boot_media import WRITTEN, convert, sha256, writer_disk
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from boot_media import MARKER, grub_iso, iso_seed, sha256, vfat_seed
 
 from osbake import vm
 from osbake.errors import UsageError
+from tests.integration.boot_media import MARKER, grub_iso, iso_seed, sha256, vfat_seed
 
 pytestmark = pytest.mark.integration
 
