@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import codecs
 import collections
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -25,7 +27,7 @@ import struct
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -647,32 +649,48 @@ class BootReport:
 # -- boot --------------------------------------------------------------------------------------
 
 WORKDIR_PREFIX = "osbake-boot-"
-OWNER_FILE = "osbake.pid"
+LOCK_FILE = "osbake.lock"
+
+
+@contextlib.contextmanager
+def workspace(parent: Path | None = None) -> Iterator[Path]:
+    """A private temporary directory for one boot, locked while in use.
+
+    The lock (flock, so it also holds across PID namespaces) is taken before the
+    lock file gets its name; a directory whose lock is free belongs to an osbake
+    that was killed, and the next boot removes it.
+    """
+    base = Path(parent or tempfile.gettempdir())
+    sweep_stale_workdirs(base)
+    folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=base))
+    pending = folder / (LOCK_FILE + ".new")
+    lock = pending.open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        pending.rename(folder / LOCK_FILE)
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        lock.close()
 
 
 def sweep_stale_workdirs(parent: Path) -> None:
     """Remove the work directories (overlays) of boots whose osbake was killed."""
     try:
-        candidates = list(parent.glob(WORKDIR_PREFIX + "*"))
+        candidates = sorted(parent.glob(WORKDIR_PREFIX + "*"))
     except OSError:
         return
     for folder in candidates:
         try:
-            pid = int((folder / OWNER_FILE).read_text())
-        except (OSError, ValueError):
-            continue
-        if not _alive(pid):
+            handle = (folder / LOCK_FILE).open("r")
+        except OSError:
+            continue  # being set up, or not a boot's directory
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a running boot holds it
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def parse_memory(text: str) -> int:
@@ -751,10 +769,7 @@ def boot(
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
 
-    sweep_stale_workdirs(Path(workdir or tempfile.gettempdir()))
-    with tempfile.TemporaryDirectory(prefix=WORKDIR_PREFIX, dir=workdir) as tmp_name:
-        tmp = Path(tmp_name)
-        (tmp / OWNER_FILE).write_text(f"{os.getpid()}\n")
+    with workspace(workdir) as tmp:
         media = prepare_image(image, tmp, events)
         if media.kind == MediaKind.DISK:
             media = create_overlay(media, tmp / "overlay.qcow2", events)

@@ -166,18 +166,17 @@ def test_stale_work_directories_are_swept(tmp_path: Path) -> None:
     dead = tmp_path / "osbake-boot-dead"
     dead.mkdir()
     (dead / "overlay.qcow2").write_bytes(b"x")
-    (dead / vm.OWNER_FILE).write_text("999999999\n")
-    alive = tmp_path / "osbake-boot-alive"
-    alive.mkdir()
-    (alive / vm.OWNER_FILE).write_text(f"{os.getpid()}\n")
-    unknown = tmp_path / "osbake-boot-unknown"
-    unknown.mkdir()
+    (dead / vm.LOCK_FILE).write_text("")
+    unlocked = tmp_path / "osbake-boot-setting-up"
+    unlocked.mkdir()
     other = tmp_path / "something-else"
     other.mkdir()
-    (other / vm.OWNER_FILE).write_text("999999999\n")
-    vm.sweep_stale_workdirs(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "osbake-boot-alive",
-        "osbake-boot-unknown",
-        "something-else",
-    ]
+    (other / vm.LOCK_FILE).write_text("")
+    with vm.workspace(tmp_path) as alive:
+        assert (alive / vm.LOCK_FILE).is_file()
+        vm.sweep_stale_workdirs(tmp_path)  # another boot sweeping: this one is locked
+        assert alive.is_dir()
+        assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+            [alive.name, "osbake-boot-setting-up", "something-else"]
+        )
+    assert not alive.exists()
