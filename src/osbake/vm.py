@@ -65,7 +65,7 @@ class Outcome(StrEnum):
     POWERED_OFF = "powered-off"  # nothing was expected and the guest powered off
     TIMEOUT = "timeout"
     FAILURE_PATTERN = "failure-pattern"  # a --fail-on pattern was seen
-    EXITED = "exited"  # QEMU stopped (guest power-off or reboot) before all patterns
+    EXITED = "exited"  # QEMU stopped (the guest powered off) before all patterns
     INTERACTIVE = "interactive"
 
 
@@ -184,10 +184,10 @@ def kvm_works(events: Events | None = None, *, seconds: float = PROBE_SECONDS) -
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     qemu = run.require_tool(QEMU)
-    with tempfile.TemporaryDirectory(prefix="osbake-kvm-probe-") as tmp:
-        disk = Path(tmp) / "probe.img"
+    with workspace() as tmp:
+        disk = tmp / "probe.img"
         disk.write_bytes(PROBE_SECTOR)
-        console = Path(tmp) / "console"
+        console = tmp / "console"
         console.touch()
         argv = [
             qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "32",
@@ -380,7 +380,9 @@ def qemu_argv(machine: Machine, qemu: str = QEMU) -> list[str]:
     if machine.accel == Accel.KVM:
         argv += ["-cpu", "host"]
     argv += ["-smp", str(machine.cpus), "-m", str(machine.memory)]
-    argv += ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"]
+    # No -no-reboot: firmware and guests may reset on their way up (a first boot
+    # that sets up variables, cloud-init's reboot); a power-off ends QEMU.
+    argv += ["-nodefaults", "-no-user-config", "-display", "none"]
     if files is not None:
         if machine.vars_file is None:
             raise ValueError("UEFI needs a private copy of the variable store")
@@ -581,6 +583,7 @@ class BootReport:
     console_log: Path | None
     failure: PatternResult | None = None
     qemu_status: int | None = None
+    qemu_messages: list[str] = field(default_factory=list)  # the end of QEMU's stderr
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -595,6 +598,7 @@ class BootReport:
             "tail": self.tail,
             "console_log": str(self.console_log) if self.console_log else None,
             "qemu_status": self.qemu_status,
+            "qemu_messages": self.qemu_messages,
         }
 
     def describe(self) -> str:
@@ -616,9 +620,9 @@ class BootReport:
                 f"after {self.failure.seconds or 0:.1f}s"
             )
         elif self.outcome == Outcome.EXITED:
-            why = f"QEMU stopped after {self.seconds:.1f}s (the guest powered off or rebooted)" + (
-                f" before {missing} showed" if missing else ""
-            )
+            why = f"QEMU stopped after {self.seconds:.1f}s (the guest powered off)"
+            if missing:
+                why += f" before {missing} showed"
         else:
             why = f"{missing or 'the end'} did not show within {self.seconds:.0f}s"
         done = f"; seen: {seen}" if seen else ""
@@ -635,6 +639,8 @@ class BootReport:
             )
         else:
             text += "\n  the console stayed empty"
+        if self.outcome == Outcome.EXITED and self.qemu_messages:
+            text += "\n  QEMU said:\n" + "\n".join(f"    | {m}" for m in self.qemu_messages)
         if self.console_log is not None:
             hint = f"the whole console is in {self.console_log}"
         else:
@@ -891,12 +897,12 @@ def _watch(
         finally:
             status = qemu.stop()
         seconds = round(time.monotonic() - started, 3)
+    messages = stderr_path.read_text(errors="replace").splitlines()[-run.TAIL_LINES :]
     if self_exit not in (None, 0) and outcome != Outcome.MATCHED:
-        tail = stderr_path.read_text(errors="replace").splitlines()[-run.TAIL_LINES :]
         raise CommandError(
             qemu.argv,
             self_exit,
-            tail or watcher.tail,
+            messages or watcher.tail,
             hint="QEMU could not run the machine; the command line is in the events (-v)",
         )
     return BootReport(
@@ -911,4 +917,5 @@ def _watch(
         console_log=log_path,
         failure=watcher.failure,
         qemu_status=status,
+        qemu_messages=messages,
     )

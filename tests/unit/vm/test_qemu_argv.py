@@ -38,7 +38,7 @@ def test_bios_on_tcg() -> None:
     assert "-cpu" not in argv
     assert pairs(argv, "-m") == ["1024"]
     assert pairs(argv, "-smp") == ["2"]
-    assert "-no-reboot" in argv
+    assert "-no-reboot" not in argv  # a guest may reboot on its way up
     assert "-nodefaults" in argv
     assert not any("pflash" in a for a in argv)
     assert pairs(argv, "-chardev") == ["file,id=console,path=/w/console.log"]

@@ -49,6 +49,7 @@ def test_the_report_as_json() -> None:
         "tail": ["Debian GNU/Linux 12 debian ttyS0", "", "debian login: "],
         "console_log": "/out/debian-cloud.qcow2.console.log",
         "qemu_status": None,
+        "qemu_messages": [],
     }
 
 
@@ -94,12 +95,12 @@ def test_an_early_exit_and_an_empty_console() -> None:
         patterns=[vm.PatternResult("login:")],
         tail=[],
         qemu_status=0,
+        qemu_messages=["qemu-system-x86_64: terminating on signal 15 from pid 42 (kill)"],
     )
     with pytest.raises(BootError) as caught:
         failed.check()
-    assert "QEMU stopped after 2.0s (the guest powered off or rebooted) before 'login:'" in str(
-        caught.value
-    )
+    assert "QEMU stopped after 2.0s (the guest powered off) before 'login:'" in str(caught.value)
+    assert "QEMU said:\n    | qemu-system-x86_64: terminating on signal 15" in str(caught.value)
     assert "the console stayed empty" in str(caught.value)
 
 
