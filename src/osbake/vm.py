@@ -9,8 +9,8 @@ dies with the thread that started it, and the overlay lives in a temporary
 directory that is removed at the end.
 
 KVM is used when a short probe shows that it runs guest code at a useful speed;
-otherwise (no /dev/kvm, or a KVM that hangs, as on nested hosts without proper
-support) QEMU emulates the CPU with TCG. `OSBAKE_ACCEL=kvm|tcg` skips the probe.
+otherwise (no /dev/kvm, or a KVM whose guests crawl or hang, as on some nested
+hosts) QEMU emulates the CPU with TCG. `OSBAKE_ACCEL=kvm|tcg` skips the probe.
 """
 
 from __future__ import annotations
@@ -195,18 +195,22 @@ def kvm_works(events: Events | None = None, *, seconds: float = PROBE_SECONDS) -
             "-chardev", f"file,id=console,path={_opt(console)}", "-serial", "chardev:console",
             "-drive", f"file={_opt(disk)},format=raw,if=virtio,readonly=on",
         ]  # fmt: skip
+        started = time.monotonic()
         proc = run.start(argv, events=events)
+        works = False
         try:
-            deadline = time.monotonic() + seconds
-            while time.monotonic() < deadline:
+            while time.monotonic() - started < seconds:
                 if PROBE_MARK in console.read_bytes():
-                    return True
+                    works = True
+                    break
                 if proc.poll() is not None:
-                    return False
+                    break
                 time.sleep(POLL_SECONDS)
-            return False
         finally:
             proc.stop(grace=1.0)
+        if events is not None:
+            events.emit("kvm-probe", works=works, seconds=round(time.monotonic() - started, 3))
+        return works
 
 
 def _reset_accelerator_cache() -> None:

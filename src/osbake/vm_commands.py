@@ -177,6 +177,9 @@ class BootProgress:
         kind = event["event"]
         if kind == "machine":
             self.what = f"{self.image.name} ({event['firmware']}, {event['accelerator']})"
+        elif kind == "kvm-probe" and self.verbose:
+            verdict = "works" if event["works"] else "does not run guests in time: using TCG"
+            self.console.print(f"KVM probe ({event['seconds']:.1f}s): {verdict}")
         elif kind == "command" and self.verbose:
             self.console.print(Text(f"$ {event['line']}", style="bold"), soft_wrap=True)
         elif kind == "step":
