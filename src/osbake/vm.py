@@ -407,17 +407,28 @@ def qemu_argv(machine: Machine, qemu: str = QEMU) -> list[str]:
     else:
         argv += ["-chardev", f"file,id=console,path={log}"]
     argv += ["-serial", "chardev:console"]
-    cdroms = 0
+    sata_cdroms = 0
+    scsi = False
     # Every drive gets a boot index (the boot drive first): OVMF connects only the
     # devices in QEMU's boot order, and a seed should be visible to UEFI programs too.
     order = sorted(range(len(machine.drives)), key=lambda i: not machine.drives[i].boot)
     for index, drive in enumerate(machine.drives):
         spec = f"if=none,id=drive{index},file={_opt(drive.media.path)},format={drive.media.format}"
         boot = f",bootindex={order.index(index)}"
-        if drive.media.kind == MediaKind.CDROM:
+        if drive.media.kind == MediaKind.CDROM and drive.boot:
+            # A bootable ISO gets a SATA drive: every installer and live system has
+            # the AHCI driver.
             argv += ["-drive", f"{spec},media=cdrom,readonly=on"]
-            argv += ["-device", f"ide-cd,drive=drive{index},bus=ide.{cdroms}{boot}"]
-            cdroms += 1
+            argv += ["-device", f"ide-cd,drive=drive{index},bus=ide.{sata_cdroms}{boot}"]
+            sata_cdroms += 1
+        elif drive.media.kind == MediaKind.CDROM:
+            # A seed CD-ROM sits on virtio-scsi: cloud kernels (Debian's cloud-amd64)
+            # lack AHCI but have virtio-scsi and sr_mod.
+            if not scsi:
+                argv += ["-device", "virtio-scsi-pci,id=scsi0"]
+                scsi = True
+            argv += ["-drive", f"{spec},media=cdrom,readonly=on"]
+            argv += ["-device", f"scsi-cd,drive=drive{index},bus=scsi0.0{boot}"]
         else:
             argv += ["-drive", spec + (",readonly=on" if drive.readonly else "")]
             argv += ["-device", f"virtio-blk-pci,drive=drive{index}{boot}"]

@@ -110,9 +110,10 @@ def test_cdroms_seeds_and_commas() -> None:
         "if=none,id=drive0,file=/s/seed.iso,format=raw,media=cdrom,readonly=on",
         "if=none,id=drive1,file=/img/live,,1.iso,format=raw,media=cdrom,readonly=on",
     ]
-    assert pairs(argv, "-device")[:2] == [
-        "ide-cd,drive=drive0,bus=ide.0,bootindex=1",
-        "ide-cd,drive=drive1,bus=ide.1,bootindex=0",
+    assert pairs(argv, "-device")[:3] == [
+        "virtio-scsi-pci,id=scsi0",
+        "scsi-cd,drive=drive0,bus=scsi0.0,bootindex=1",
+        "ide-cd,drive=drive1,bus=ide.0,bootindex=0",
     ]
     argv = vm.qemu_argv(machine(drives=[vm.Drive(DISK, boot=True), vm.Drive(vfat, readonly=True)]))
     assert pairs(argv, "-drive")[1] == "if=none,id=drive1,file=/s/seed.img,format=raw,readonly=on"
