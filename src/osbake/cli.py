@@ -31,6 +31,7 @@ COMMAND_MODULES: list[str] = [
     "osbake.publish.commands",
     "osbake.firstboot.commands",
     "osbake.service.commands",
+    "osbake.vm_commands",
 ]
 
 

@@ -160,3 +160,7 @@ class VerifyError(OsbakeError):
     """A signature or checksum did not verify; the file was refused."""
 
     exit_code = 4
+
+
+class BootError(OsbakeError):
+    """The image did not show what was expected on its console."""

@@ -46,6 +46,7 @@ TOOL_PACKAGES = {
     "mkfs.xfs": "xfsprogs",
     "xorriso": "xorriso",
     "gpg": "gnupg",
+    "setpriv": "util-linux",
 }
 
 Argv = Sequence[str | os.PathLike[str]]
@@ -244,3 +245,89 @@ def output(
 
 def exists(name: str) -> bool:
     return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is not None
+
+
+class Background:
+    """A command started by `start()` that runs while the caller does other work.
+
+    Use it as a context manager (or call `stop()`): its whole process group is
+    stopped when the block ends, however it ends.
+    """
+
+    def __init__(self, argv: list[str], proc: subprocess.Popen[bytes]) -> None:
+        self.argv = argv
+        self._proc = proc
+
+    @property
+    def pid(self) -> int:
+        return self._proc.pid
+
+    def poll(self) -> int | None:
+        """The exit status, or None while it runs."""
+        return self._proc.poll()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Wait for it to exit; the exit status, or None if `timeout` passed first."""
+        try:
+            return self._proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def stop(self, grace: float = 5.0) -> int:
+        """SIGTERM to the process group, SIGKILL after `grace` seconds; the exit status."""
+        if self._proc.poll() is None:
+            for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
+                try:
+                    os.killpg(self._proc.pid, sig)
+                except ProcessLookupError:
+                    break
+                if self.wait(wait) is not None:
+                    break
+        _kill_leftovers(self._proc)
+        return self._proc.wait()
+
+    def __enter__(self) -> Background:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def start(
+    argv: Argv,
+    *,
+    events: Events | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: str | os.PathLike[str] | None = None,
+    stdout: IO[bytes] | None = None,
+    stderr: IO[bytes] | None = None,
+    terminal: bool = False,
+) -> Background:
+    """Start a long-running command and return at once (`run()` waits for the end).
+
+    The command runs in its own process group and gets SIGKILL when the thread that
+    started it dies (PR_SET_PDEATHSIG, armed by setpriv(1) before the exec), so it
+    cannot outlive osbake. Its stdout and stderr go to the given files (default:
+    discarded) and stdin is /dev/null, unless `terminal` gives it this process's
+    stdin, stdout and stderr (for interactive programs).
+    """
+    args = [os.fspath(a) for a in argv]
+    if not args:
+        raise ValueError("empty command")
+    exe = args[0] if "/" in args[0] else require_tool(args[0])
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    if events is not None:
+        events.command(command_line(args, env))
+    wrapper = [require_tool("setpriv"), "--pdeathsig", "KILL", "--"]
+    inherit = None if terminal else subprocess.DEVNULL
+    proc = subprocess.Popen(
+        [*wrapper, exe, *args[1:]],
+        stdin=inherit,
+        stdout=inherit if stdout is None else stdout,
+        stderr=inherit if stderr is None else stderr,
+        env=full_env,
+        cwd=cwd,
+        start_new_session=True,
+    )
+    return Background(args, proc)

@@ -1,0 +1,219 @@
+"""`osbake boot`: boot an image under QEMU and check what its console shows."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.spinner import Spinner
+from rich.text import Text
+
+from osbake import vm
+from osbake.errors import UsageError
+from osbake.events import Event, Events, JsonLinesSink
+
+if TYPE_CHECKING:
+    from osbake.cli import CommandFactory
+
+
+def register(command: CommandFactory, sub: Any) -> None:
+    p = command("boot", cmd_boot, "boot an image under QEMU and watch its serial console")
+    p.add_argument("image", help="disk image (qcow2, raw, vmdk, vhd, vhdx), .iso or .raw.tar.xz")
+    p.add_argument(
+        "--firmware",
+        choices=[str(f) for f in vm.Firmware],
+        default=str(vm.Firmware.BIOS),
+        help="bios (SeaBIOS), uefi (OVMF) or uefi-secureboot (OVMF, keys enrolled; default bios)",
+    )
+    p.add_argument("--seed", help="attach this NoCloud/ConfigDrive seed (.iso or vfat image)")
+    p.add_argument(
+        "--seed-bus",
+        choices=[str(b) for b in vm.SeedBus],
+        default=str(vm.SeedBus.DISK),
+        help="attach the seed as a read-only virtio disk (default) or as a CD-ROM (ISO only)",
+    )
+    p.add_argument(
+        "--expect",
+        action="append",
+        metavar="REGEX",
+        help="a pattern the console must show; repeat for several, matched in order "
+        f"(default: {' '.join(vm.DEFAULT_EXPECT)})",
+    )
+    p.add_argument(
+        "--fail-on",
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="stop and fail as soon as the console shows this (e.g. 'Kernel panic')",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=vm.DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"give up after S seconds (default {vm.DEFAULT_TIMEOUT:.0f})",
+    )
+    p.add_argument(
+        "--mem",
+        default=str(vm.DEFAULT_MEMORY),
+        metavar="M",
+        help=f"guest memory: MiB or 512M, 2G (default {vm.DEFAULT_MEMORY})",
+    )
+    p.add_argument("--cpus", type=int, help="virtual CPUs (default: 2, or 1 on a 1-CPU host)")
+    p.add_argument(
+        "--accel",
+        choices=[str(a) for a in vm.Accel],
+        help="kvm or tcg (default: probe KVM, fall back to TCG; or OSBAKE_ACCEL)",
+    )
+    p.add_argument(
+        "--console-log",
+        metavar="FILE",
+        help="keep the raw console here (default: IMAGE.console.log beside the image; "
+        "'' keeps none)",
+    )
+    p.add_argument(
+        "--interactive",
+        action="store_true",
+        help="put the console on this terminal (Ctrl-A X quits); no --expect",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="print every console line")
+    p.add_argument("--json", action="store_true", help="print events and the report as JSON lines")
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    if args.interactive and (args.expect or args.fail_on):
+        raise UsageError(
+            "--interactive gives the console to you, so --expect/--fail-on do not apply",
+            hint="drop --interactive to check patterns, or drop --expect/--fail-on",
+        )
+    if args.cpus is not None and args.cpus < 1:
+        raise UsageError(f"--cpus {args.cpus} must be at least 1")
+    image = Path(args.image)
+    if args.console_log is None:
+        log_path = _default_log(image)
+    else:
+        log_path = Path(args.console_log) if args.console_log else None
+    events = Events()
+    progress: BootProgress | None = None
+    if args.json:
+        events.add(JsonLinesSink(sys.stdout))
+    elif not args.interactive:
+        progress = BootProgress(Console(stderr=True, highlight=False), image, verbose=args.verbose)
+        events.add(progress)
+    main_thread = threading.current_thread() is threading.main_thread()
+    old_handler = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
+    try:
+        report = vm.boot(
+            image,
+            firmware=vm.Firmware(args.firmware),
+            seed=Path(args.seed) if args.seed else None,
+            seed_bus=vm.SeedBus(args.seed_bus),
+            expect=args.expect or list(vm.DEFAULT_EXPECT),
+            fail_on=args.fail_on,
+            timeout=args.timeout,
+            memory=vm.parse_memory(args.mem),
+            cpus=args.cpus,
+            accel=vm.Accel(args.accel) if args.accel else None,
+            events=events,
+            log_path=log_path,
+            interactive=args.interactive,
+        )
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, old_handler)
+        if progress is not None:
+            progress.stop()
+    if args.json:
+        print(json.dumps({"event": "report", **report.to_json()}, sort_keys=True), flush=True)
+    if args.interactive:
+        return 0 if report.qemu_status == 0 else 1
+    report.check()
+    if not args.json:
+        out = Console(highlight=False)
+        out.print(f"[green]passed:[/] {report.describe()}", soft_wrap=True)
+        if report.console_log is not None:
+            out.print(f"console log: {report.console_log}", soft_wrap=True)
+    return 0
+
+
+def _terminated(signum: int, frame: FrameType | None) -> None:
+    # Unwind like Ctrl-C does: QEMU is stopped and the overlay removed on the way out.
+    raise KeyboardInterrupt
+
+
+def _default_log(image: Path) -> Path | None:
+    """IMAGE.console.log beside the image, if that directory is writable."""
+    folder = image.resolve().parent
+    if folder.is_dir() and os.access(folder, os.W_OK):
+        return folder / f"{image.name}.console.log"
+    return None
+
+
+class BootProgress:
+    """Renders boot events: a status line on a terminal, the console lines with -v."""
+
+    def __init__(self, console: Console, image: Path, *, verbose: bool = False) -> None:
+        self.console = console
+        self.image = image
+        self.verbose = verbose
+        self.started: float | None = None
+        self.matched = 0
+        self.total = 0
+        self.last_line = ""
+        self.live: Live | None = None
+        self.what = image.name
+
+    def __call__(self, event: Event) -> None:
+        kind = event["event"]
+        if kind == "machine":
+            self.what = f"{self.image.name} ({event['firmware']}, {event['accelerator']})"
+        elif kind == "kvm-probe" and self.verbose:
+            verdict = "works" if event["works"] else "does not run guests in time: using TCG"
+            self.console.print(f"KVM probe ({event['seconds']:.1f}s): {verdict}")
+        elif kind == "command" and self.verbose:
+            self.console.print(Text(f"$ {event['line']}", style="bold"), soft_wrap=True)
+        elif kind == "step":
+            self.started = time.monotonic()
+            if self.console.is_terminal and not self.verbose:
+                self.live = Live(self.render(), console=self.console, refresh_per_second=4)
+                self.live.start()
+            else:
+                self.console.print(f"booting {self.what}")
+        elif kind == "log":
+            self.last_line = event["line"]
+            if self.verbose:
+                self.console.print(Text(event["line"]), soft_wrap=True, highlight=False)
+        elif kind == "progress":
+            self.matched, self.total = event["done"], event["total"] or 0
+        elif kind == "match":
+            self.console.print(
+                Text(f"  seen '{event['pattern']}' after {event['seconds']:.1f}s", style="green")
+            )
+        elif kind == "result":
+            self.stop()
+        if self.live is not None:
+            self.live.update(self.render())
+
+    def render(self) -> Group:
+        elapsed = time.monotonic() - self.started if self.started is not None else 0.0
+        status = Text(
+            f" booting {self.what}  {elapsed:.0f}s  patterns {self.matched}/{self.total}",
+            style="bold",
+        )
+        line = Text(self.last_line[:100], style="dim", no_wrap=True, overflow="ellipsis")
+        return Group(Spinner("dots", text=status, style="cyan"), line)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+            self.live = None

@@ -1,0 +1,58 @@
+"""`osbake boot` on each image format; the image file is bit-identical afterwards.
+
+The test disk's boot sector writes to its own disk before it prints its marker, so
+a boot that wrote through to the image would change it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from osbake import vm
+from osbake.errors import ArtifactError
+from tests.integration.boot_media import WRITTEN, convert, sha256, writer_disk
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def raw_disk(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return writer_disk(tmp_path_factory.mktemp("disk") / "writer.raw")
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2", "vmdk", "vpc", "vhdx"])
+def test_each_format_boots_and_stays_unchanged(raw_disk: Path, tmp_path: Path, fmt: str) -> None:
+    image = raw_disk if fmt == "raw" else convert(raw_disk, fmt, tmp_path / f"writer.{fmt}")
+    before = sha256(image)
+    mtime = image.stat().st_mtime_ns
+    report = vm.boot(image, expect=[WRITTEN], timeout=60)
+    report.check()
+    assert sha256(image) == before
+    assert image.stat().st_mtime_ns == mtime
+
+
+def test_raw_tar_xz_is_extracted_and_boots(raw_disk: Path, tmp_path: Path) -> None:
+    archive = tmp_path / "writer.raw.tar.xz"
+    subprocess.run(
+        ["tar", "-C", str(raw_disk.parent), "-cJf", str(archive), raw_disk.name], check=True
+    )
+    before = sha256(archive)
+    report = vm.boot(archive, expect=[WRITTEN], timeout=60, workdir=tmp_path)
+    report.check()
+    assert sha256(archive) == before
+    # The extracted copy and the overlay went with the temporary directory.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["writer.raw.tar.xz"]
+
+
+def test_a_compressed_raw_image_is_refused_with_a_hint(raw_disk: Path, tmp_path: Path) -> None:
+    compressed = tmp_path / "writer.raw.xz"
+    compressed.write_bytes(subprocess.run(
+        ["xz", "-c", str(raw_disk)], check=True, capture_output=True
+    ).stdout)  # fmt: skip
+    with pytest.raises(ArtifactError, match="compressed with xz") as caught:
+        vm.boot(compressed, expect=[WRITTEN], timeout=10)
+    assert caught.value.hint is not None
+    assert "xz -dk" in caught.value.hint

@@ -1,0 +1,131 @@
+"""The QEMU command line for each firmware, accelerator and drive kind."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from osbake import vm
+from osbake.errors import HostError
+
+DISK = vm.Media(Path("/w/overlay.qcow2"), "qcow2", vm.MediaKind.DISK)
+ISO = vm.Media(Path("/img/live,1.iso"), "raw", vm.MediaKind.CDROM)
+
+
+def machine(**changes: object) -> vm.Machine:
+    fields: dict[str, object] = {
+        "accel": vm.Accel.TCG,
+        "firmware": vm.Firmware.BIOS,
+        "memory": 1024,
+        "cpus": 2,
+        "drives": [vm.Drive(DISK, boot=True)],
+        "console_log": Path("/w/console.log"),
+    }
+    fields.update(changes)
+    return vm.Machine(**fields)  # type: ignore[arg-type]
+
+
+def pairs(argv: list[str], flag: str) -> list[str]:
+    return [argv[i + 1] for i, word in enumerate(argv) if word == flag]
+
+
+def test_bios_on_tcg() -> None:
+    argv = vm.qemu_argv(machine())
+    assert argv[0] == "qemu-system-x86_64"
+    assert pairs(argv, "-machine") == ["q35"]
+    assert pairs(argv, "-accel") == ["tcg"]
+    assert "-cpu" not in argv
+    assert pairs(argv, "-m") == ["1024"]
+    assert pairs(argv, "-smp") == ["2"]
+    assert "-no-reboot" not in argv  # a guest may reboot on its way up
+    assert "-nodefaults" in argv
+    assert not any("pflash" in a for a in argv)
+    assert pairs(argv, "-chardev") == ["file,id=console,path=/w/console.log"]
+    assert pairs(argv, "-serial") == ["chardev:console"]
+    assert pairs(argv, "-drive") == ["if=none,id=drive0,file=/w/overlay.qcow2,format=qcow2"]
+    assert pairs(argv, "-device")[0] == "virtio-blk-pci,drive=drive0,bootindex=0"
+
+
+def test_kvm_uses_the_host_cpu() -> None:
+    argv = vm.qemu_argv(machine(accel=vm.Accel.KVM))
+    assert pairs(argv, "-accel") == ["kvm"]
+    assert pairs(argv, "-cpu") == ["host"]
+
+
+def test_uefi_uses_ovmf_and_a_private_variable_store() -> None:
+    argv = vm.qemu_argv(machine(firmware=vm.Firmware.UEFI, vars_file=Path("/w/VARS.fd")))
+    assert pairs(argv, "-machine") == ["q35"]
+    assert pairs(argv, "-drive")[:2] == [
+        "if=pflash,format=raw,unit=0,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+        "if=pflash,format=raw,unit=1,file=/w/VARS.fd",
+    ]
+    assert "-global" not in argv
+
+
+def test_secure_boot_needs_smm_and_secure_flash() -> None:
+    argv = vm.qemu_argv(machine(firmware=vm.Firmware.UEFI_SECUREBOOT, vars_file=Path("/w/VARS.fd")))
+    assert pairs(argv, "-machine") == ["q35,smm=on"]
+    assert pairs(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on"]
+    assert pairs(argv, "-drive")[0].endswith("file=/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+
+
+def test_uefi_without_a_variable_store_is_a_bug() -> None:
+    with pytest.raises(ValueError, match="variable store"):
+        vm.qemu_argv(machine(firmware=vm.Firmware.UEFI))
+
+
+def test_the_debian_12_ovmf_files() -> None:
+    # The names the ovmf package of Debian 12 installs (2022.11-6+deb12u2).
+    uefi = vm.firmware_files(vm.Firmware.UEFI)
+    secure = vm.firmware_files(vm.Firmware.UEFI_SECUREBOOT)
+    assert vm.firmware_files(vm.Firmware.BIOS) is None
+    assert uefi == vm.FirmwareFiles(
+        Path("/usr/share/OVMF/OVMF_CODE_4M.fd"), Path("/usr/share/OVMF/OVMF_VARS_4M.fd"), False
+    )
+    assert secure == vm.FirmwareFiles(
+        Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
+        Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
+        True,
+    )
+
+
+def test_another_ovmf_directory_and_missing_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("OSBAKE_OVMF_DIR", str(tmp_path))
+    files = vm.firmware_files(vm.Firmware.UEFI)
+    assert files is not None
+    assert files.code == tmp_path / "OVMF_CODE_4M.fd"
+    with pytest.raises(HostError, match=r"OVMF_CODE_4M\.fd is missing") as caught:
+        vm._check_firmware(files)
+    assert "apt-get install ovmf" in (caught.value.hint or "")
+
+
+def test_cdroms_seeds_and_commas() -> None:
+    seed = vm.Media(Path("/s/seed.iso"), "raw", vm.MediaKind.CDROM)
+    vfat = vm.Media(Path("/s/seed.img"), "raw", vm.MediaKind.DISK)
+    argv = vm.qemu_argv(machine(drives=[vm.Drive(seed, readonly=True), vm.Drive(ISO, boot=True)]))
+    assert pairs(argv, "-drive") == [
+        "if=none,id=drive0,file=/s/seed.iso,format=raw,media=cdrom,readonly=on",
+        "if=none,id=drive1,file=/img/live,,1.iso,format=raw,media=cdrom,readonly=on",
+    ]
+    assert pairs(argv, "-device")[:3] == [
+        "virtio-scsi-pci,id=scsi0",
+        "scsi-cd,drive=drive0,bus=scsi0.0,bootindex=1",
+        "ide-cd,drive=drive1,bus=ide.0,bootindex=0",
+    ]
+    argv = vm.qemu_argv(machine(drives=[vm.Drive(DISK, boot=True), vm.Drive(vfat, readonly=True)]))
+    assert pairs(argv, "-drive")[1] == "if=none,id=drive1,file=/s/seed.img,format=raw,readonly=on"
+    assert pairs(argv, "-device")[1] == "virtio-blk-pci,drive=drive1,bootindex=1"
+
+
+def test_interactive_console_on_stdio_with_a_log() -> None:
+    argv = vm.qemu_argv(machine(interactive=True))
+    assert pairs(argv, "-chardev") == ["stdio,id=console,mux=on,signal=off,logfile=/w/console.log"]
+    assert pairs(argv, "-mon") == ["chardev=console,mode=readline"]
+
+
+def test_extra_arguments_come_last() -> None:
+    argv = vm.qemu_argv(machine(extra_args=["-device", "e1000"]))
+    assert argv[-2:] == ["-device", "e1000"]
