@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import shlex
+import shutil
 import signal
 import sys
 import threading
@@ -29,8 +30,10 @@ import yaml
 import osbake
 from osbake import package_pool, sandbox
 from osbake import run as runner
+from osbake.cache import Entry, Store, Writer, link_or_copy
 from osbake.disk import bootloader
 from osbake.disk.assemble import AssembledDisk, assemble
+from osbake.disk.layout import DISK_OUTPUTS
 from osbake.distros import Distro
 from osbake.elements import Phase
 from osbake.elements.options import OptionValues
@@ -71,6 +74,7 @@ class Context:
     manifest: Manifest | None = None
     boot: bootloader.BootSetup | None = None
     disk: AssembledDisk | None = None
+    disk_description: dict[str, Any] | None = None
     started: float = field(default_factory=time.time)
 
     @property
@@ -85,9 +89,12 @@ class Context:
     def options(self) -> OptionValues:
         return self.plan.options
 
+    tree_dir: Path | None = None
+
     @property
     def tree(self) -> Path:
-        return self.workdir / "tree"
+        """The root tree: the mount point where the step cache stacks its layers."""
+        return self.tree_dir or self.workdir / "tree"
 
     @property
     def packages(self) -> Path:
@@ -116,7 +123,8 @@ class Context:
     def output_path(self, suffix: str) -> Path:
         """A partial output file; it gets its final name when the whole build succeeded."""
         final = self.outdir / f"{self.plan.image}{suffix}"
-        partial = self.outdir / f".{final.name}.partial"
+        # Unique: two builds may write into one folder at once.
+        partial = self.outdir / f".{final.name}.{secrets.token_hex(4)}.partial"
         self.partials[partial] = final
         return partial
 
@@ -197,11 +205,11 @@ def phase(ctx: Context, step: Step) -> None:
         ctx.distro.finish(ctx)
 
 
-def make_disk(ctx: Context, step: Step) -> None:
-    assert ctx.plan.disk is not None and ctx.manifest is not None
+def make_disk(ctx: Context, step: Step, image: Path) -> None:
+    assert ctx.plan.disk is not None
     setup = ctx.boot or bootloader.BootSetup()
-    ctx.disk = assemble(ctx, ctx.plan.disk, setup)
-    ctx.manifest = ctx.manifest.model_copy(update={"disk": ctx.disk.describe(ctx.plan.disk)})
+    ctx.disk = assemble(ctx, ctx.plan.disk, setup, image)
+    ctx.disk_description = ctx.disk.describe(ctx.plan.disk)
 
 
 def write_manifest(ctx: Context, step: Step) -> None:
@@ -252,7 +260,8 @@ def write_manifest(ctx: Context, step: Step) -> None:
     )
 
 
-def make_output(ctx: Context, step: Step) -> None:
+def make_output(ctx: Context, step: Step) -> Path:
+    """Write one output (to its partial name in the output folder); return that path."""
     assert step.output is not None
     plugin = get_output(step.output)
     path = plugin.write(ctx)
@@ -264,6 +273,7 @@ def make_output(ctx: Context, step: Step) -> None:
             sha256=file_sha256(path),
         )
     )
+    return path
 
 
 def _planned_disk(plan: Plan) -> dict[str, Any] | None:
@@ -290,13 +300,11 @@ def _planned_disk(plan: Plan) -> dict[str, Any] | None:
     }
 
 
-ACTIONS: dict[StepKind, Callable[[Context, Step], None]] = {
+TREE_ACTIONS: dict[StepKind, Callable[[Context, Step], None]] = {
     StepKind.BOOTSTRAP: bootstrap,
     StepKind.PHASE: phase,
     StepKind.PACKAGES: install_packages,
     StepKind.MANIFEST: write_manifest,
-    StepKind.DISK: make_disk,
-    StepKind.OUTPUT: make_output,
 }
 
 
@@ -350,55 +358,307 @@ def build(
     arch: str | None = None,
     settings: Settings | None = None,
     events: Events | None = None,
+    use_cache: bool = True,
 ) -> BuildResult:
     """Build one image (recipe x variant x arch) into `outdir`."""
     events = events or Events()
     settings = settings or Settings.from_environment()
     plan = resolve_plan(recipe, variant, arch)
-    return execute(plan, outdir=outdir, settings=settings, events=events)
+    return execute(plan, outdir=outdir, settings=settings, events=events, use_cache=use_cache)
 
 
-def execute(plan: Plan, *, outdir: Path, settings: Settings, events: Events) -> BuildResult:
+def execute(
+    plan: Plan, *, outdir: Path, settings: Settings, events: Events, use_cache: bool = True
+) -> BuildResult:
     events.begin(
         plan.image, [{"name": s.name, "key": s.key, "describe": s.describe()} for s in plan.steps]
     )
     outdir.mkdir(parents=True, exist_ok=True)
-    current = "setup"
     with workspace(settings, plan.image) as workdir:
         ctx = Context(plan, settings, events, workdir, outdir)
+        # Without the cache, steps still go through a store: a private one, thrown away.
+        store = Store(settings.store_dir if use_cache else workdir / "store")
+        runner = StepRunner(ctx, store)
         try:
             stage_inputs(ctx)
-            pool = settings.package_cache(plan.distro.name)
-            package_pool.check_out(pool, ctx.packages)
-            for step in plan.steps:
-                current = step.name
-                started = time.monotonic()
-                events.step(step.name)
-                ACTIONS[step.kind](ctx, step)
-                if step.kind in (StepKind.BOOTSTRAP, StepKind.PACKAGES, StepKind.PHASE):
-                    package_pool.check_in(pool, ctx.packages)
-                seconds = time.monotonic() - started
-                ctx.steps.append(StepEntry(name=step.name, key=step.key, seconds=round(seconds, 3)))
-                events.result(step.name, seconds)
-            current = "publish artifacts"
+            package_pool.check_out(settings.package_cache(plan.distro.name), ctx.packages)
+            runner.run()
+            runner.current = "publish artifacts"
             result = _finish(ctx)
         except OsbakeError as exc:
             _discard(ctx)
-            error = exc if isinstance(exc, StepError) else StepError(current, exc)
-            events.finish(False, error=error.message, step=current)
+            error = exc if isinstance(exc, StepError) else StepError(runner.current, exc)
+            events.finish(False, error=error.message, step=runner.current)
             raise error from None
         except KeyboardInterrupt:
             _ignore_interrupts()
             _discard(ctx)
-            events.finish(False, error="interrupted", step=current)
+            events.finish(False, error="interrupted", step=runner.current)
             raise Interrupted(
-                f"the build was interrupted during step '{current}'; nothing was left behind"
+                f"the build was interrupted during step '{runner.current}'; nothing was left behind"
             ) from None
         except BaseException:
             _discard(ctx)
             raise
+        finally:
+            runner.close()
+    if use_cache:
+        # Keep the cache within its budget (least recently used entries go first).
+        store.gc()
     events.finish(True, artifacts=[str(p) for p in result.artifacts])
     return result
+
+
+class StepRunner:
+    """Runs a plan's steps, reusing every result the step cache has for their keys.
+
+    The tree steps resume after the last one whose key is in the cache: its layers
+    are stacked with overlayfs and each new step writes its changes into a new
+    layer that becomes a cache entry. The disk and the outputs are cache entries
+    too, so an unchanged build only links its artifacts.
+    """
+
+    def __init__(self, ctx: Context, store: Store) -> None:
+        self.ctx = ctx
+        self.store = store
+        self.layers: list[Path] = []  # bottom first
+        self.current = "setup"
+        self.mounted = False
+        self.writers: list[Writer] = []
+        store.reap()
+
+    def run(self) -> None:
+        plan = self.ctx.plan
+        tree_steps = [s for s in plan.steps if s.kind in TREE_ACTIONS]
+        reusable = self._reusable(tree_steps)
+        for step in tree_steps[: len(reusable)]:
+            self._reuse(step, reusable[step.key])
+        for step in tree_steps[len(reusable) :]:
+            self._run_tree_step(step)
+        for step in plan.steps:
+            if step.kind == StepKind.DISK:
+                self._run_disk_step(step)
+            elif step.kind == StepKind.OUTPUT:
+                self._run_output_step(step)
+
+    def close(self) -> None:
+        self._unmount()
+        for writer in self.writers:
+            writer.abort()
+        self.store.release()
+
+    # -- the tree -----------------------------------------------------------------------
+
+    def _reusable(self, steps: list[Step]) -> dict[str, Entry]:
+        """The longest run of tree steps, from the first, whose results are cached."""
+        found: dict[str, Entry] = {}
+        entries = []
+        for step in steps:
+            entry = self.store.lookup(step.key)
+            if entry is None:
+                break
+            entries.append((step, entry))
+        everything = len(entries) == len(steps) and self._outputs_cached()
+        for step, entry in entries:
+            # Layers are only read when something is left to do; then check them.
+            if not everything and not self.store.verify(entry):
+                break
+            found[step.key] = entry
+        return found
+
+    def _outputs_cached(self) -> bool:
+        return all(
+            self.store.lookup(s.key) is not None
+            for s in self.ctx.plan.steps
+            if s.kind in (StepKind.DISK, StepKind.OUTPUT)
+        )
+
+    def _reuse(self, step: Step, entry: Entry) -> None:
+        self._begin(step)
+        self.store.use(entry)
+        self.layers.append(entry.layer)
+        self._restore(step, entry)
+        self._end(step, 0.0, "cached")
+
+    def _run_tree_step(self, step: Step) -> None:
+        ctx = self.ctx
+        started = self._begin(step)
+        writer = self._writer(step)
+        if step.kind == StepKind.BOOTSTRAP:
+            ctx.tree_dir = writer.layer  # the first layer is the whole tree
+        else:
+            self._unmount()
+            sandbox.mount_overlay(ctx.tree, list(reversed(self.layers)), writer.layer, writer.work)
+            self.mounted = True
+        try:
+            TREE_ACTIONS[step.kind](ctx, step)
+        finally:
+            self._unmount()
+            ctx.tree_dir = None
+        package_pool.check_in(ctx.settings.package_cache(ctx.distro.name), ctx.packages)
+        meta = self._save(step, writer)
+        entry = self._commit(writer, meta)
+        self.store.use(entry)
+        self.layers.append(entry.layer)
+        self._end(step, time.monotonic() - started, "done")
+
+    def _mount_tree(self) -> None:
+        """The finished tree, read-only (for the disk and the tree outputs)."""
+        if not self.mounted:
+            sandbox.mount_overlay(self.ctx.tree, list(reversed(self.layers)))
+            self.mounted = True
+
+    def _unmount(self) -> None:
+        if self.mounted:
+            sandbox.unmount(self.ctx.tree)
+            self.mounted = False
+
+    # -- what steps keep besides the tree -------------------------------------------------
+
+    def _save(self, step: Step, writer: Writer) -> dict[str, Any]:
+        ctx = self.ctx
+        meta: dict[str, Any] = {"step": step.name, "parent": self._parent(step)}
+        if step.kind == StepKind.MANIFEST and ctx.manifest is not None:
+            (writer.extra / "manifest.json").write_text(ctx.manifest.to_json())
+        if step.phase == Phase.BLOCK_DEVICE and ctx.boot is not None:
+            for name in ("core_img", "boot_img"):
+                path = getattr(ctx.boot, name)
+                if path is not None:
+                    shutil.copyfile(path, writer.extra / path.name)
+            meta["boot"] = {
+                "core_img": ctx.boot.core_img is not None,
+                "firmware": ctx.boot.firmware,
+                "cmdline": ctx.boot.cmdline,
+                "efi_files": ctx.boot.efi_files,
+            }
+        return meta
+
+    def _restore(self, step: Step, entry: Entry) -> None:
+        ctx = self.ctx
+        if step.kind == StepKind.MANIFEST:
+            ctx.manifest = Manifest.model_validate_json((entry.extra / "manifest.json").read_text())
+        boot = entry.meta.get("boot")
+        if step.phase == Phase.BLOCK_DEVICE and boot is not None:
+            ctx.boot = bootloader.BootSetup(
+                core_img=entry.extra / "core.img" if boot["core_img"] else None,
+                boot_img=entry.extra / "boot.img" if boot["core_img"] else None,
+                firmware=boot["firmware"],
+                cmdline=boot["cmdline"],
+                efi_files=boot["efi_files"],
+            )
+
+    def _parent(self, step: Step) -> str | None:
+        steps = self.ctx.plan.steps
+        index = steps.index(step)
+        if step.kind == StepKind.OUTPUT:
+            needs_disk = self.ctx.disk is not None and step.inputs.get("format") in DISK_OUTPUTS
+            wanted = StepKind.DISK if needs_disk else StepKind.MANIFEST
+            return next((s.key for s in steps if s.kind == wanted), None)
+        return steps[index - 1].key if index else None
+
+    # -- the disk and the outputs ---------------------------------------------------------
+
+    def _run_disk_step(self, step: Step) -> None:
+        ctx = self.ctx
+        started = self._begin(step)
+        entry = self.store.lookup(step.key)
+        if entry is not None and self.store.verify(entry):
+            self.store.use(entry)
+            description = entry.meta["disk"]
+            ctx.disk = AssembledDisk(entry.path / "disk.raw", int(description["size"]), [])
+            ctx.disk_description = description
+            self._describe_disk()
+            self._end(step, 0.0, "cached")
+            return
+        self._mount_tree()
+        writer = self._writer(step)
+        make_disk(ctx, step, writer.path / "disk.raw")
+        self._describe_disk()
+        entry = self._commit(
+            writer, {"step": step.name, "parent": self._parent(step), "disk": ctx.disk_description}
+        )
+        self.store.use(entry)
+        assert ctx.disk is not None
+        ctx.disk.path = entry.path / "disk.raw"
+        self._end(step, time.monotonic() - started, "done")
+
+    def _describe_disk(self) -> None:
+        ctx = self.ctx
+        if ctx.manifest is not None and ctx.disk_description is not None:
+            ctx.manifest = ctx.manifest.model_copy(update={"disk": ctx.disk_description})
+
+    def _run_output_step(self, step: Step) -> None:
+        ctx = self.ctx
+        assert step.output is not None
+        started = self._begin(step)
+        entry = self.store.lookup(step.key)
+        if entry is not None and self._artifact_intact(entry):
+            self.store.use(entry)
+            plugin = get_output(step.output)
+            partial = ctx.output_path(plugin.suffix)
+            link_or_copy(entry.extra / "artifact", partial)
+            ctx.artifacts.append(
+                ArtifactEntry(
+                    file=ctx.partials[partial].name,
+                    format=str(step.output),
+                    size=int(entry.meta["size"]),
+                    sha256=str(entry.meta["sha256"]),
+                )
+            )
+            self._end(step, 0.0, "cached")
+            return
+        if step.inputs.get("format") not in DISK_OUTPUTS:
+            self._mount_tree()
+        partial = make_output(ctx, step)
+        artifact = ctx.artifacts[-1]
+        writer = self._writer(step)
+        link_or_copy(partial, writer.extra / "artifact")
+        entry = self._commit(
+            writer,
+            {
+                "step": step.name,
+                "parent": self._parent(step),
+                "sha256": artifact.sha256,
+                "size": artifact.size,
+            },
+        )
+        self.store.use(entry)
+        self._end(step, time.monotonic() - started, "done")
+
+    def _artifact_intact(self, entry: Entry) -> bool:
+        path = entry.extra / "artifact"
+        try:
+            intact = path.stat().st_size == entry.meta.get("size") and file_sha256(
+                path
+            ) == entry.meta.get("sha256")
+        except OSError:
+            intact = False
+        if not intact:
+            self.store.verify(entry)  # drops it
+        return intact
+
+    # -- bookkeeping ----------------------------------------------------------------------
+
+    def _writer(self, step: Step) -> Writer:
+        writer = self.store.begin(step.key, step.name)
+        self.writers.append(writer)
+        return writer
+
+    def _commit(self, writer: Writer, meta: dict[str, Any]) -> Entry:
+        entry = writer.commit(meta)
+        self.writers.remove(writer)
+        return entry
+
+    def _begin(self, step: Step) -> float:
+        self.current = step.name
+        self.ctx.events.step(step.name)
+        return time.monotonic()
+
+    def _end(self, step: Step, seconds: float, status: str) -> None:
+        self.ctx.steps.append(
+            StepEntry(name=step.name, key=step.key, seconds=round(seconds, 3), status=status)
+        )
+        self.ctx.events.result(step.name, seconds, status=status)
 
 
 def _finish(ctx: Context) -> BuildResult:
@@ -418,7 +678,7 @@ def _finish(ctx: Context) -> BuildResult:
         }
     )
     final_manifest = manifest_path(ctx.outdir, ctx.plan.image)
-    partial_manifest = ctx.outdir / f".{final_manifest.name}.partial"
+    partial_manifest = ctx.outdir / f".{final_manifest.name}.{secrets.token_hex(4)}.partial"
     partial_manifest.write_text(manifest.to_json())
     ctx.partials[partial_manifest] = final_manifest
     artifacts = []

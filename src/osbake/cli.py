@@ -106,7 +106,14 @@ def _run_builds(
                 log_handle = Path(args.log).open("a", encoding="utf-8")  # noqa: SIM115
                 events.add(LogFileSink(log_handle))
             try:
-                result = build(base, outdir=outdir, variant=variant, arch=arch, events=events)
+                result = build(
+                    base,
+                    outdir=outdir,
+                    variant=variant,
+                    arch=arch,
+                    events=events,
+                    use_cache=not args.no_cache,
+                )
             finally:
                 if log_handle is not None:
                     log_handle.close()
@@ -266,6 +273,52 @@ def cmd_schema(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_cache(args: argparse.Namespace) -> int:
+    # Rootless caches hold files of subordinate ids: work on them in the build's namespace.
+    return sandbox.isolate(lambda: _cache_action(args))
+
+
+def _cache_action(args: argparse.Namespace) -> int:
+    import time
+
+    from osbake.cache import Store
+    from osbake.disk.sizes import format_size, parse_size
+    from osbake.settings import Settings
+
+    settings = Settings.from_environment()
+    store = Store(settings.store_dir)
+    out = Console(highlight=False)
+    try:
+        if args.action == "ls":
+            for entry in sorted(store.entries(), key=lambda e: -e.last_used):
+                used = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.last_used))
+                out.print(
+                    f"{entry.key[:16]}  {entry.step:<16} {format_size(entry.size):>10}  used {used}"
+                )
+        elif args.action == "du":
+            entries = store.entries()
+            total = sum(e.size for e in entries)
+            pool = settings.package_cache("debian")
+            pool_size = sum(p.stat().st_size for p in pool.glob("*.deb")) if pool.is_dir() else 0
+            out.print(
+                f"step cache: {format_size(total)} in {len(entries)} entries "
+                f"({settings.store_dir}, budget {format_size(store.budget)})"
+            )
+            out.print(f"packages:   {format_size(pool_size)} ({pool})")
+        else:
+            try:
+                limit = parse_size(args.max_size) if args.max_size is not None else None
+            except ValueError as exc:
+                raise UsageError(str(exc), hint="e.g. --max-size 10GiB") from None
+            removed = store.gc(limit)
+            freed = sum(e.size for e in removed)
+            out.print(f"removed {len(removed)} entries, {format_size(freed)} freed")
+    except OsbakeError as exc:
+        _print_error(Console(stderr=True, highlight=False), exc)
+        return exc.exit_code
+    return 0
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     from osbake.plan import check_recipe
 
@@ -301,6 +354,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
     p.add_argument("--log", help="also append a plain-text build log to this file")
+    p.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="run every step, neither using nor filling the cache",
+    )
 
     p = command("plan", cmd_plan, "show the steps of a build and their content keys")
     p.add_argument("recipe")
@@ -328,6 +386,17 @@ def _parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=cmd_elements_list, recipe=None)
 
     command("schema", cmd_schema, "print the recipe's JSON Schema")
+
+    p = sub.add_parser("cache", help="list, measure or clean the step cache")
+    csub = p.add_subparsers(metavar="ACTION")
+    c = csub.add_parser("ls", help="list cache entries, most recently used first")
+    c.set_defaults(handler=cmd_cache, action="ls")
+    c = csub.add_parser("du", help="show how much space the caches take")
+    c.set_defaults(handler=cmd_cache, action="du")
+    c = csub.add_parser("gc", help="remove least recently used entries")
+    c.add_argument("--max-size", help="shrink the step cache to this size (e.g. 10GiB, 0)")
+    c.set_defaults(handler=cmd_cache, action="gc")
+    p.set_defaults(handler=cmd_cache, action="du", max_size=None)
     for module_name in COMMAND_MODULES:
         module = importlib.import_module(module_name)
         module.register(command, sub)

@@ -375,3 +375,44 @@ def hidden(tree: Path, paths: Sequence[str]) -> Iterator[None]:
     finally:
         for mount_point in reversed(mounted):
             runner.run(["umount", mount_point], check=False)
+
+
+def mount_overlay(
+    target: Path, lowers: Sequence[Path], upper: Path | None = None, work: Path | None = None
+) -> None:
+    """Stack `lowers` (top first) at `target`; writes go to `upper` (read-only without).
+
+    Layers are made once and then never written: the step cache (osbake.cache)
+    depends on it. Options that would make a layer depend on the mount it was
+    written under (redirects, metadata-only copies, the index) are off.
+    """
+    if not lowers:
+        raise SandboxError("an overlay needs at least one lower layer")
+    target.mkdir(parents=True, exist_ok=True)
+    options = [
+        "lowerdir=" + ":".join(str(p) for p in lowers),
+        "redirect_dir=off",
+        "metacopy=off",
+        "index=off",
+        "xino=off",
+    ]
+    if upper is not None:
+        assert work is not None
+        options += [f"upperdir={upper}", f"workdir={work}"]
+    if rootless():
+        options.append("userxattr")  # trusted.* xattrs need real root
+    if upper is None and len(lowers) == 1:
+        # overlayfs wants two lowers without an upper; a bind does the same read-only.
+        runner.run(["mount", "--bind", "-o", "ro", str(lowers[0]), str(target)])
+        runner.run(["mount", "-o", "remount,bind,ro", str(target)])
+        return
+    runner.run(
+        ["mount", "-t", "overlay", "osbake", "-o", ",".join(options), str(target)],
+        hint="the kernel needs overlayfs (and, rootless, Linux 5.11 or newer)",
+    )
+
+
+def unmount(target: Path) -> None:
+    """Unmount `target` and anything mounted below it."""
+    for mount_point in mounts_below(target):
+        runner.run(["umount", mount_point], check=False)

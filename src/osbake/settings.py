@@ -28,5 +28,10 @@ class Settings:
         return self.cache_dir / "packages" / distro
 
     @property
+    def store_dir(self) -> Path:
+        """The step cache (osbake.cache)."""
+        return self.cache_dir / "store"
+
+    @property
     def work_dir(self) -> Path:
         return self.cache_dir / "work"

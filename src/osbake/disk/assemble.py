@@ -141,7 +141,10 @@ def _check_contents_fit(
         )
 
 
-def assemble(ctx: Context, disk: DiskPlan, setup: bootloader.BootSetup) -> AssembledDisk:
+def assemble(
+    ctx: Context, disk: DiskPlan, setup: bootloader.BootSetup, image: Path
+) -> AssembledDisk:
+    """Make the disk image file `image` from the tree (ctx.tree)."""
     sizes = compute_sizes(ctx, disk)
     placed, total = place(disk, sizes, disk.size)
     rest = next((p for p in placed if p.plan.is_rest and p.plan.name not in sizes), None)
@@ -152,7 +155,6 @@ def assemble(ctx: Context, disk: DiskPlan, setup: bootloader.BootSetup) -> Assem
             f"no room is left for partition '{rest.plan.name}' on the {format_size(total)} disk",
             hint="make the disk larger",
         )
-    image = ctx.workdir / "disk.raw"
     with image.open("wb") as handle:
         handle.truncate(total)
     write_table(image, disk, placed, ctx.events)
