@@ -69,7 +69,8 @@ class Entry:
 
     @property
     def size(self) -> int:
-        return int(self.meta.get("bytes", 0))
+        """Space on disk (sparse files count what they use)."""
+        return int(self.meta.get("disk", self.meta.get("bytes", 0)))
 
     @property
     def last_used(self) -> float:
@@ -104,8 +105,9 @@ class Writer:
 
     def commit(self, meta: dict[str, Any]) -> Entry:
         sandbox.remove_tree(self.work)
-        files, size = _count(self.path)
-        record = {**meta, "key": self.key, "files": files, "bytes": size, "created": time.time()}
+        files, size, disk = _count(self.path)
+        record = {**meta, "key": self.key, "files": files, "bytes": size, "disk": disk}
+        record["created"] = time.time()
         (self.path / f"{META}.tmp").write_text(json.dumps(record, indent=1))
         os.replace(self.path / f"{META}.tmp", self.path / META)
         _fsync_dir(self.path)
@@ -166,7 +168,7 @@ class Store:
 
     def verify(self, entry: Entry) -> bool:
         """Whether an entry still holds what it recorded (else it is dropped)."""
-        files, size = _count(entry.path)
+        files, size, _ = _count(entry.path)
         if files != entry.meta.get("files") or size != entry.meta.get("bytes"):
             self._drop(entry.path)
             return False
@@ -294,8 +296,9 @@ class Store:
             sandbox.remove_tree(doomed)
 
 
-def _count(path: Path) -> tuple[int, int]:
-    files = size = 0
+def _count(path: Path) -> tuple[int, int, int]:
+    """Files, their bytes, and the space they take on disk, under an entry."""
+    files = size = disk = 0
     for dirpath, dirnames, filenames in os.walk(path):
         if Path(dirpath) == path and "work" in dirnames:
             dirnames.remove("work")
@@ -305,8 +308,9 @@ def _count(path: Path) -> tuple[int, int]:
             files += 1
             with contextlib.suppress(OSError):
                 info = os.lstat(os.path.join(dirpath, name))
-                size += info.st_blocks * 512 if info.st_blocks else info.st_size
-    return files, size
+                size += info.st_size
+                disk += info.st_blocks * 512
+    return files, size, disk
 
 
 def _fsync_dir(path: Path) -> None:

@@ -24,9 +24,23 @@ def test_boots_to_login(cloud: Path, firmware: str, tmp_path: Path) -> None:
     image = cloud / "debian-cloud.qcow2"
     before = file_sha256(image)
     expect = ["Secure boot enabled", "login:"] if firmware == "uefi-secureboot" else ["login:"]
-    argv = [sys.executable, "-m", "osbake", "boot", str(image), "--firmware", firmware,
-            "--accel", "tcg", "--timeout", "400", "--fail-on", "Kernel panic",
-            "--console-log", str(tmp_path / "console.log")]
+    argv = [
+        sys.executable,
+        "-m",
+        "osbake",
+        "boot",
+        str(image),
+        "--firmware",
+        firmware,
+        "--accel",
+        "tcg",
+        "--timeout",
+        "400",
+        "--fail-on",
+        "Kernel panic",
+        "--console-log",
+        str(tmp_path / "console.log"),
+    ]
     for pattern in expect:
         argv += ["--expect", pattern]
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
