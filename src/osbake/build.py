@@ -263,7 +263,7 @@ def write_manifest(ctx: Context, step: Step) -> None:
 def make_output(ctx: Context, step: Step) -> Path:
     """Write one output (to its partial name in the output folder); return that path."""
     assert step.output is not None
-    plugin = get_output(step.output)
+    plugin = get_output(step.output, ctx.plan.output_settings.get(str(step.output)))
     path = plugin.write(ctx)
     ctx.artifacts.append(
         ArtifactEntry(

@@ -24,6 +24,7 @@ from osbake.elements import Catalog, Element, Phase, Request, SearchPath, resolv
 from osbake.elements.model import hash_paths
 from osbake.elements.options import OptionValues, resolve_options
 from osbake.errors import RecipeError
+from osbake.outputs import check_output_options
 from osbake.recipe import Arch, OutputFormat, Recipe, locate, resolve_path, select_variant
 
 
@@ -74,6 +75,7 @@ class Plan:
     environment: dict[str, str]
     disk: DiskPlan | None = None
     cmdline: str = ""
+    output_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
 
     @property
@@ -144,6 +146,7 @@ def resolve_plan(
         environment,
         disk=disk,
         cmdline=_cmdline(recipe, elements),
+        output_settings=check_output_options(recipe),
     )
     plan.steps = _steps(plan)
     return plan
@@ -164,6 +167,7 @@ def check_recipe(
             distro = get_distro(recipe, arch, options.get(distro_element(recipe.distro), {}))
             distro.kernel_packages()
             _check_boot(recipe, plan_disk(recipe, str(arch), elements))
+            check_output_options(recipe)
             targets.append((variant, arch))
     return targets
 
@@ -356,8 +360,9 @@ def _steps(plan: Plan) -> list[Step]:
         disk_key = parent
     for fmt in recipe.outputs:
         needs_disk = str(fmt) in DISK_OUTPUTS
-        key = _key(f"output:{fmt}", disk_key if needs_disk else tree_key, {"format": str(fmt)})
-        steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, {"format": str(fmt)}, output=fmt))
+        inputs = {"format": str(fmt), "settings": plan.output_settings.get(str(fmt), {})}
+        key = _key(f"output:{fmt}", disk_key if needs_disk else tree_key, inputs)
+        steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, inputs, output=fmt))
     return steps
 
 

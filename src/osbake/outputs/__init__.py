@@ -7,8 +7,10 @@ import pkgutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from osbake.errors import OutputError
-from osbake.recipe import OutputFormat
+from pydantic import BaseModel, ValidationError
+
+from osbake.errors import OutputError, RecipeError
+from osbake.recipe import OutputFormat, Recipe
 
 if TYPE_CHECKING:
     from osbake.build import Context
@@ -25,6 +27,12 @@ class Output:
         if "format" in cls.__dict__:
             Output.registry[cls.format] = cls
 
+    # The settings a recipe may give this format under output_options (none by default).
+    settings_model: ClassVar[type[BaseModel] | None] = None
+
+    def __init__(self, settings: dict[str, Any] | None = None) -> None:
+        self.settings = settings or {}
+
     def write(self, ctx: Context) -> Path:
         """Write the artifact to ctx.output_path(self.suffix) and return that path."""
         raise NotImplementedError
@@ -35,7 +43,7 @@ def _load_plugins() -> None:
         importlib.import_module(f"{__name__}.{module.name}")
 
 
-def get_output(fmt: OutputFormat) -> Output:
+def get_output(fmt: OutputFormat, settings: dict[str, Any] | None = None) -> Output:
     _load_plugins()
     cls = Output.registry.get(fmt)
     if cls is None:
@@ -43,7 +51,45 @@ def get_output(fmt: OutputFormat) -> Output:
             f"osbake cannot write '{fmt}' outputs yet",
             hint=f"available: {', '.join(sorted(available()))}",
         )
-    return cls()
+    return cls(settings)
+
+
+def check_output_options(recipe: Recipe) -> dict[str, dict[str, Any]]:
+    """The recipe's output_options, checked against each format's settings (with defaults)."""
+    from osbake.recipe import locate
+
+    _load_plugins()
+    known = {str(f): cls for f, cls in Output.registry.items()}
+    checked: dict[str, dict[str, Any]] = {}
+    for name, given in recipe.output_options.items():
+        cls = known.get(name)
+        if cls is None:
+            raise RecipeError(
+                f"output_options names '{name}', which is not an output format",
+                location=locate(recipe, ("output_options", name)),
+                hint=f"formats: {', '.join(sorted(known))}",
+            )
+        if cls.settings_model is None:
+            raise RecipeError(
+                f"the output '{name}' has no settings",
+                location=locate(recipe, ("output_options", name)),
+                hint="remove it from output_options",
+            )
+        try:
+            checked[name] = cls.settings_model.model_validate(given).model_dump(mode="json")
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ("output_options", name, *[str(p) for p in err["loc"]])
+            raise RecipeError(
+                f"output_options.{name}: {err['msg']}",
+                location=locate(recipe, where),
+                hint=f"see docs/outputs.md for the settings of {name}",
+            ) from None
+    for fmt in recipe.outputs:
+        cls = Output.registry.get(fmt)
+        if cls is not None and cls.settings_model is not None and str(fmt) not in checked:
+            checked[str(fmt)] = cls.settings_model().model_dump(mode="json")
+    return checked
 
 
 def available() -> list[str]:

@@ -188,7 +188,7 @@ PackageName = Annotated[str, Field(pattern=r"^-?[a-z0-9][a-z0-9+.:=~-]*$")]
 # Keys whose lists a variant or an extending recipe adds to (the rest replace).
 ADDITIVE_KEYS = ("elements", "packages", "files", "run", "repositories")
 # Keys whose mappings are merged key by key.
-MERGED_KEYS = ("options", "variants")
+MERGED_KEYS = ("options", "output_options", "variants")
 # Keys only the top of a recipe may have.
 TOP_ONLY_KEYS = ("name", "variants", "extends")
 
@@ -218,6 +218,10 @@ class Recipe(Strict):
     files: list[FileSpec] = Field(default_factory=list)
     run: list[str] = Field(default_factory=list, description="shell commands run in the image")
     outputs: list[OutputFormat] = Field(default_factory=lambda: [OutputFormat.TAR], min_length=1)
+    output_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="settings of output formats, e.g. {qcow2: {compression: zlib}}",
+    )
     options: dict[str, dict[str, Any]] = Field(
         default_factory=dict, description="element options: {element: {option: value}}"
     )

@@ -154,7 +154,7 @@ def test_corrupt_compressed_cluster(tmp_path: Path) -> None:
         ({"incompatible": 2}, "marked corrupt"),
         ({"incompatible": 4}, "external file"),
         ({"incompatible": 1 << 40}, "does not know"),
-        ({"compression_type": 1}, "zstd"),
+        ({"compression_type": 7}, "unknown cluster compression"),
     ],
 )
 def test_unsupported_images_are_refused(tmp_path: Path, options: dict, message: str) -> None:
@@ -163,3 +163,32 @@ def test_unsupported_images_are_refused(tmp_path: Path, options: dict, message: 
     with pytest.raises(ArtifactError, match=message) as caught:
         open_image(image)
     assert caught.value.hint
+
+
+@pytest.mark.real_subprocess
+def test_zstd_clusters_match_qemu_img(tmp_path: Path) -> None:
+    """osbake writes zstd-compressed qcow2 by default: the reader must agree with QEMU."""
+    import os
+    import subprocess
+
+    raw = tmp_path / "disk.raw"
+    data = (b"osbake" * 20000 + os.urandom(70000)) * 8
+    raw.write_bytes(data + bytes(3 * CLUSTER))
+    image = tmp_path / "z.qcow2"
+    subprocess.run(
+        [
+            "qemu-img",
+            "convert",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            "-c",
+            "-o",
+            "compression_type=zstd",
+            str(raw),
+            str(image),
+        ],
+        check=True,
+    )
+    assert content(image)[: len(data)] == data
