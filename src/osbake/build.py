@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import resource
 import secrets
 import shlex
 import shutil
@@ -200,6 +201,8 @@ def phase(ctx: Context, step: Step) -> None:
         copy_static_files(ctx)
     run_phase(ctx, step.phase)
     if step.phase == Phase.BLOCK_DEVICE and ctx.plan.disk is not None:
+        if ctx.recipe.boot:
+            ctx.distro.prepare_boot(ctx)
         ctx.boot = bootloader.prepare(ctx, ctx.plan.disk, list(ctx.recipe.boot), ctx.plan.cmdline)
     if step.phase == Phase.FINALISE:
         ctx.distro.finish(ctx)
@@ -655,8 +658,17 @@ class StepRunner:
         return time.monotonic()
 
     def _end(self, step: Step, seconds: float, status: str) -> None:
+        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        tools = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
         self.ctx.steps.append(
-            StepEntry(name=step.name, key=step.key, seconds=round(seconds, 3), status=status)
+            StepEntry(
+                name=step.name,
+                key=step.key,
+                seconds=round(seconds, 3),
+                status=status,
+                memory_kib=own,
+                tools_memory_kib=tools,
+            )
         )
         self.ctx.events.result(step.name, seconds, status=status)
 

@@ -47,6 +47,9 @@ class StepEntry(Entry):
     key: str
     seconds: float = 0.0
     status: str = "built"
+    # Peak resident memory so far (KiB): osbake's own process, and its largest tool.
+    memory_kib: int | None = None
+    tools_memory_kib: int | None = None
 
 
 class ArtifactEntry(Entry):

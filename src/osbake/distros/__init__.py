@@ -64,6 +64,9 @@ class Distro:
     def install_packages(self, ctx: Context, packages: list[str]) -> None:
         raise NotImplementedError
 
+    def prepare_boot(self, ctx: Context) -> None:
+        """Get the tree ready to boot (initramfs) before the bootloader is set up."""
+
     def finish(self, ctx: Context) -> None:
         """Undo what the build set up in the tree for itself (e.g. policy-rc.d)."""
 

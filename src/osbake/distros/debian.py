@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from osbake.build import Context
 
 ROLLING = ("sid", "unstable", "experimental")
+PRE_USRMERGE = ("stretch", "buster", "bullseye")
 KERNEL_FLAVOURS = {
     # kernel: {arch: package}; "server" is the generic kernel, trimmed later.
     "cloud": {"amd64": "linux-image-cloud-amd64", "arm64": "linux-image-cloud-arm64"},
@@ -176,6 +177,7 @@ class Debian(Distro):
             f'--setup-hook=mkdir -p "$1{sandbox.APT_ARCHIVES}" && '
             f'mount --bind {_sh_quote(str(cache))} "$1{sandbox.APT_ARCHIVES}"',
             f'--customize-hook=umount "$1{sandbox.APT_ARCHIVES}"',
+            *self._bootstrap_includes(),
             self.recipe.release,
             str(ctx.tree),
             *[line for source in self.sources for line in source.lines()],
@@ -192,8 +194,19 @@ class Debian(Distro):
             hint="check the mirror and the release name; run with -v for apt's output",
         )
         # Keep services from starting while packages are installed in later steps.
-        sandbox.run_in_tree(ctx.tree, ["sh", "-c", POLICY_RC_D], events=ctx.events)
+        sandbox.run_in_tree(
+            ctx.tree, ["sh", "-c", POLICY_RC_D + " && " + DIVERT_INITRAMFS], events=ctx.events
+        )
         self._add_repositories(ctx)
+
+    def _bootstrap_includes(self) -> list[str]:
+        # By default mmdebstrap merges /usr by installing usrmerge, which pulls in
+        # perl (50 MB). Its merged-usr hooks make the links themselves and install
+        # usr-is-merged instead, as debootstrap does.
+        hooks = Path("/usr/share/mmdebstrap/hooks/merged-usr")
+        if self.recipe.release in PRE_USRMERGE or not hooks.is_dir():
+            return []
+        return [f"--hook-dir={hooks}"]
 
     def _add_repositories(self, ctx: Context) -> None:
         """The recipe's extra repositories, as deb822 sources with their own keyrings."""
@@ -256,6 +269,16 @@ class Debian(Distro):
             "Debian machine) and the mirror",
         )
 
+    def prepare_boot(self, ctx: Context) -> None:
+        """Make the initramfs once, now that every package and setting is in place.
+
+        update-initramfs was diverted to a stub at the bootstrap: installing a kernel
+        and then packages with initramfs hooks would otherwise make it again and again.
+        """
+        sandbox.run_in_tree(
+            ctx.tree, ["sh", "-ec", RESTORE_INITRAMFS], events=ctx.events, network=False
+        )
+
     def finish(self, ctx: Context) -> None:
         # The build's policy-rc.d and apt settings go; so does the host's resolver that
         # mmdebstrap copied in (a symlink, e.g. to systemd-resolved, is the image's own).
@@ -264,6 +287,7 @@ class Debian(Distro):
             [
                 "sh",
                 "-c",
+                RESTORE_INITRAMFS + "\n"
                 "rm -f /usr/sbin/policy-rc.d /etc/apt/apt.conf.d/99mmdebstrap; "
                 "[ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf",
             ],
@@ -285,6 +309,26 @@ class Debian(Distro):
             packages.append(Package(name, version, arch, source or name, source_version or version))
         return sorted(packages, key=lambda p: (p.name, p.arch))
 
+
+STUB = "/usr/sbin/update-initramfs"
+DIVERT_INITRAMFS = (
+    f"dpkg-divert --quiet --local --rename --divert {STUB}.osbake --add {STUB} && "
+    f"printf '#!/bin/sh\\necho \"osbake: update-initramfs $*: later, once\"\\n' > {STUB} && "
+    f"chmod 755 {STUB}"
+)
+# Undo the diversion and make each kernel's initramfs, once (a no-op the second time).
+RESTORE_INITRAMFS = f"""
+if dpkg-divert --listpackage {STUB} | grep -qx LOCAL; then
+    rm -f {STUB}
+    dpkg-divert --quiet --local --rename --remove {STUB}
+    if [ -x {STUB} ]; then
+        for kernel in /boot/vmlinuz-*; do
+            [ -e "$kernel" ] || continue
+            update-initramfs -c -k "${{kernel#/boot/vmlinuz-}}"
+        done
+    fi
+fi
+"""
 
 POLICY_RC_D = (
     "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
