@@ -134,7 +134,9 @@ def grub_cfg(disk: DiskPlan, kernel: str, initrd: str | None, cmdline: str, seri
         "# Written by osbake. Kernel upgrades keep working: /vmlinuz and /initrd.img",
         "# are symlinks the kernel packages update.",
         "set default=0",
-        "set timeout=1",
+        # No menu wait: an image boots unattended (hold Shift or Esc for the menu).
+        "set timeout_style=hidden",
+        "set timeout=0",
     ]
     if serial:
         lines += [
