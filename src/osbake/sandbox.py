@@ -391,7 +391,7 @@ def mount_overlay(
     target.mkdir(parents=True, exist_ok=True)
     options = [
         "lowerdir=" + ":".join(str(p) for p in lowers),
-        "redirect_dir=off",
+        "redirect_dir=nofollow",  # "off" may still follow, which userxattr refuses
         "metacopy=off",
         "index=off",
         "xino=off",

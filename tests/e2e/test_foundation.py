@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -161,31 +162,35 @@ def test_interrupt_leaves_nothing_and_next_build_works(tmp_path: Path) -> None:
     recipe.write_text(SMALL_RECIPE)
     out = tmp_path / "out"
     before = Path("/proc/self/mountinfo").read_text()
+    cache = tmp_path / "cache"  # its own cache: the bootstrap must really run
+    env = {**os.environ, "OSBAKE_CACHE_DIR": str(cache)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "osbake", "build", str(recipe), "-o", str(out), "--json"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     assert proc.stdout is not None
-    workdir = None
+    bootstrapping = False
     for line in proc.stdout:
         event = json.loads(line)
-        if event["event"] == "command" and "mmdebstrap" in event["line"]:
-            workdir = event["line"].split(" bookworm ", 1)[1].split()[0]
+        if event["event"] == "command" and event["line"].startswith("mmdebstrap "):
+            bootstrapping = True
         if event["event"] == "log" and "installing essential" in event["line"]:
             break
-    assert workdir is not None
+    assert bootstrapping, "the build never reached mmdebstrap"
     proc.send_signal(signal.SIGINT)
     _rest, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "interrupted" in err and "Traceback" not in err
     assert Path("/proc/self/mountinfo").read_text() == before
-    assert not Path(workdir).exists()
-    leftovers = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True)
+    assert not list((cache / "work").glob("*")), "the interrupted build left its work dir"
+    assert not list((cache / "store" / "tmp").glob("*")), "a half-made cache entry was left"
+    leftovers = subprocess.run(["pgrep", "-f", str(cache)], capture_output=True, text=True)
     assert leftovers.stdout == ""
     assert not out.exists() or not list(out.iterdir())
-    result = osbake("build", str(recipe), "-o", str(out))
+    result = osbake("build", str(recipe), "-o", str(out), env=env)
     assert result.returncode == 0, result.stderr
     assert (out / "tiny.tar.zst").is_file()
 
@@ -194,6 +199,7 @@ def test_sigkill_leaves_no_mounts_or_processes(tmp_path: Path) -> None:
     recipe = tmp_path / "tiny.yaml"
     recipe.write_text(SMALL_RECIPE)
     before = Path("/proc/self/mountinfo").read_text()
+    cache = tmp_path / "cache"
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -208,21 +214,22 @@ def test_sigkill_leaves_no_mounts_or_processes(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
+        env={**os.environ, "OSBAKE_CACHE_DIR": str(cache)},
     )
     assert proc.stdout is not None
-    workdir = None
+    bootstrapping = False
     for line in proc.stdout:
         event = json.loads(line)
-        if event["event"] == "command" and "mmdebstrap" in event["line"]:
-            workdir = event["line"].split(" bookworm ", 1)[1].split()[0]
+        if event["event"] == "command" and event["line"].startswith("mmdebstrap "):
+            bootstrapping = True
         if event["event"] == "log" and "installing essential" in event["line"]:
             break
-    assert workdir is not None
+    assert bootstrapping, "the build never reached mmdebstrap"
     proc.kill()
     proc.wait()
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        left = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True).stdout
+        left = subprocess.run(["pgrep", "-f", str(cache)], capture_output=True, text=True).stdout
         if not left:
             break
         time.sleep(0.5)
