@@ -28,14 +28,15 @@ GIB = 1 << 30
 USER = "ops"
 REPORT = """\
 #!/bin/sh
-release=$(uname -r)
+modules=/lib/modules/$(uname -r)/kernel
+status=/run/cloud-init/status.json
 echo "E2E-HOST=$(hostname)"
 echo "E2E-USER=$(getent passwd ops)"
 echo "E2E-KEY=$(cat /home/ops/.ssh/authorized_keys)"
 echo "E2E-ROOT=$(df -B1 --output=size / | tail -n 1 | tr -d ' ')"
-echo "E2E-DS=$(python3 -c 'import json; print(json.load(open("/run/cloud-init/status.json"))["v1"]["datasource"])')"
+echo "E2E-DS=$(grep -o '"datasource": "[A-Za-z]*' $status | cut -d'"' -f4)"
 echo "E2E-CMDLINE=$(cat /proc/cmdline)"
-echo "E2E-MODULES=$(find /lib/modules/$release/kernel -name '*.ko*' | wc -l) $(find /lib/modules/$release/kernel -name '*.ko.zst' | wc -l)"
+echo "E2E-MODULES=$(find $modules -name '*.ko*' | wc -l) $(find $modules -name '*.ko.zst' | wc -l)"
 echo "E2E-SOUND=$(modprobe -n snd >/dev/null 2>&1 && echo yes || echo no)"
 echo "E2E-LOADED=$(cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' ')"
 echo "E2E-DONE"
