@@ -106,8 +106,9 @@ def seed(inputs: Path, out: Path, fmt: str, hostname: str) -> Path:
     return out
 
 
-def boot(image: Path, log: Path, *extra: str) -> dict[str, str]:
+def boot(image: Path, log: Path, *extra: str, first: str | None = None) -> dict[str, str]:
     """Boot to the end of the report; return its values (and check cloud-init's modules)."""
+    expect = ["--expect", first] if first else []
     result = osbake(
         "boot",
         image,
@@ -115,6 +116,7 @@ def boot(image: Path, log: Path, *extra: str) -> dict[str, str]:
         "tcg",
         "--timeout",
         "600",
+        *expect,
         "--expect",
         "E2E-DONE",
         "--fail-on",
@@ -262,7 +264,7 @@ def test_manifests_compare_cloud_generic_and_server_kernels(
 def test_baremetal_image_deployed_with_a_nocloud_partition_boots(
     baremetal: Path, inputs: Path, tmp_path: Path
 ) -> None:
-    """raw.tar.xz onto a 4 GiB disk, a vfat NoCloud seed as its last partition, UEFI."""
+    """raw.tar.xz onto a 4 GiB disk, a vfat NoCloud seed as its last partition, Secure Boot."""
     volume = seed(inputs, tmp_path / "seed.img", "nocloud-vfat", "metal1")
     disk = tmp_path / "disk.img"
     result = osbake(
@@ -275,7 +277,14 @@ def test_baremetal_image_deployed_with_a_nocloud_partition_boots(
         volume,
     )
     assert result.returncode == 0, result.stderr
-    values = boot(disk, tmp_path / "console.log", "--firmware", "uefi")
+    # Secure Boot: the kernel's lockdown checks the signature of every compressed module.
+    values = boot(
+        disk,
+        tmp_path / "console.log",
+        "--firmware",
+        "uefi-secureboot",
+        first="Secure boot enabled",
+    )
     check_provisioned(values, inputs, "metal1")
     # ConfigDrive is first in the bare-metal list; with none there, NoCloud's partition.
     assert values["DS"].startswith("DataSourceNoCloud")
