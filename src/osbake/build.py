@@ -244,6 +244,7 @@ def write_manifest(ctx: Context, step: Step) -> None:
         boot=[str(f) for f in plan.recipe.boot],
         cmdline=plan.cmdline,
         disk=_planned_disk(plan),
+        kernel=ctx.distro.kernel_footprint(ctx.tree),
     )
     staged = ctx.stage / "osbake"
     staged.mkdir(parents=True, exist_ok=True)

@@ -197,6 +197,9 @@ def _requests(recipe: Recipe) -> list[Request]:
         requests.append(Request("files", locate(recipe, ("files",)), "'files:'"))
     if recipe.run:
         requests.append(Request("run", locate(recipe, ("run",)), "'run:'"))
+    if recipe.kernel == "server":
+        # The generic kernel, trimmed by the element (docs/baremetal.md).
+        requests.append(Request("server-kernel", locate(recipe, ("kernel",)), "'kernel: server'"))
     return requests
 
 

@@ -73,6 +73,10 @@ class Distro:
     def installed_packages(self, tree: Path) -> list[Package]:
         raise NotImplementedError
 
+    def kernel_footprint(self, tree: Path) -> dict[str, Any] | None:
+        """The booted kernel's size (image, modules, initramfs) for the manifest."""
+        return None
+
     def script_environment(self) -> dict[str, str]:
         return {}
 

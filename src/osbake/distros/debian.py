@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from osbake import run as runner
 from osbake import sandbox
-from osbake.distros import Distro, Package
+from osbake.distros import Distro, Package, kernels
 from osbake.distros.apt_sources import AptSource, read_host_sources
 from osbake.errors import DistroError, RecipeError
 from osbake.recipe import locate
@@ -308,6 +308,31 @@ class Debian(Distro):
             name, version, arch, source, source_version = parts
             packages.append(Package(name, version, arch, source or name, source_version or version))
         return sorted(packages, key=lambda p: (p.name, p.arch))
+
+    def kernel_footprint(self, tree: Path) -> dict[str, Any] | None:
+        footprint = kernels.measure(tree, self.recipe.kernel)
+        if footprint is None:
+            return None
+        owner = _kernel_package(tree, footprint.release)
+        if owner is not None:
+            footprint.package = owner
+            for package in self.installed_packages(tree):
+                if package.name == owner:
+                    footprint.version = package.version
+        return footprint.to_dict()
+
+
+def _kernel_package(tree: Path, release: str) -> str | None:
+    """The package that installed /boot/vmlinuz-<release> (from dpkg's file lists)."""
+    info = tree / "var/lib/dpkg/info"
+    wanted = f"/boot/vmlinuz-{release}"
+    likely = [f"linux-image-{release}", f"linux-image-{release}-unsigned"]
+    lists = [info / f"{name}.list" for name in likely]
+    lists += sorted(info.glob("linux-image-*.list")) if info.is_dir() else []
+    for path in lists:
+        if path.is_file() and wanted in path.read_text(errors="replace").splitlines():
+            return path.name.removesuffix(".list").split(":")[0]
+    return None
 
 
 STUB = "/usr/sbin/update-initramfs"
