@@ -656,11 +656,13 @@ class StepRunner:
     def _begin(self, step: Step) -> float:
         self.current = step.name
         self.ctx.events.step(step.name)
+        runner.reset_peak_memory()
+        _reset_own_peak()
         return time.monotonic()
 
     def _end(self, step: Step, seconds: float, status: str) -> None:
-        own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        tools = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+        own = _own_peak_kib()
+        tools = runner.peak_memory_kib() or None
         self.ctx.steps.append(
             StepEntry(
                 name=step.name,
@@ -672,6 +674,24 @@ class StepRunner:
             )
         )
         self.ctx.events.result(step.name, seconds, status=status)
+
+
+def _reset_own_peak() -> None:
+    """Start measuring osbake's own peak memory afresh (Linux: clear_refs 5)."""
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def _own_peak_kib() -> int | None:
+    """osbake's peak resident memory (KiB) since the last reset."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return None
 
 
 def _finish(ctx: Context) -> BuildResult:

@@ -47,7 +47,8 @@ class StepEntry(Entry):
     key: str
     seconds: float = 0.0
     status: str = "built"
-    # Peak resident memory so far (KiB): osbake's own process, and its largest tool.
+    # Peak resident memory during the step (KiB): osbake's own process, and the
+    # largest command it ran (with everything that command started).
     memory_kib: int | None = None
     tools_memory_kib: int | None = None
 

@@ -169,7 +169,7 @@ def run(
             proc.stdin.write(input)
             proc.stdin.close()
         _pump(proc, capture, separate_err, captured, tail, events if log_output else None)
-        returncode = proc.wait()
+        returncode = _wait(proc)
         _kill_leftovers(proc)
     except BaseException:
         _kill_group(proc)
@@ -229,6 +229,32 @@ def _log_line(raw: bytes, tail: collections.deque[str], events: Events | None) -
     tail.append(line)
     if events is not None:
         events.log(line)
+
+
+class _Peak:
+    kib = 0
+
+
+def reset_peak_memory() -> None:
+    """Start a new measurement of the commands' peak memory (e.g. for a build step)."""
+    _Peak.kib = 0
+
+
+def peak_memory_kib() -> int:
+    """The largest peak resident memory of a command (and what it started) since the reset."""
+    return _Peak.kib
+
+
+def _wait(proc: subprocess.Popen[bytes]) -> int:
+    """Wait for the command and note the peak memory of its process tree."""
+    try:
+        _pid, status, usage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped
+        return proc.wait()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    # Linux reports ru_maxrss in KiB, the largest of the process and its waited-for children.
+    _Peak.kib = max(_Peak.kib, usage.ru_maxrss)
+    return proc.returncode
 
 
 def output(

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import signal
+import sys
 import time
 
 import pytest
@@ -52,3 +54,22 @@ def test_command_line_is_copy_pasteable() -> None:
         runner.command_line(["echo", "a b", "c'd"], {"X": "1 2"})
         == "X='1 2' echo 'a b' 'c'\"'\"'d'"
     )
+
+
+def test_peak_memory_of_a_command_tree_is_measured_and_reset() -> None:
+    runner.reset_peak_memory()
+    runner.run(["true"])
+    small = runner.peak_memory_kib()
+    # A grandchild that holds 64 MiB: its peak reaches the command that started it.
+    python = sys.executable
+    grab = "x = bytearray(64 << 20); x[::4096] = b'1' * len(x[::4096])"
+    runner.run(["sh", "-c", f'"{python}" -c "{grab}"; true'])
+    assert runner.peak_memory_kib() >= 64 * 1024 > small
+    runner.reset_peak_memory()
+    assert runner.peak_memory_kib() == 0
+
+
+def test_failed_command_status_is_kept_when_measuring_memory() -> None:
+    with pytest.raises(CommandError) as info:
+        runner.run(["sh", "-c", "kill -TERM $$"])
+    assert info.value.returncode == -signal.SIGTERM
