@@ -39,9 +39,13 @@ venv: .stamps/venv
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
+# The main job: the cloud image, built (cached: a second run takes seconds) and
+# booted under QEMU with BIOS and with UEFI, each boot checked on the serial console.
 demo: setup
-	$(BIN)/osbake build examples/debian-minimal.yaml -o $(OUT)
-	$(BIN)/osbake inspect $(OUT)/debian-minimal.tar.zst --summary
+	$(BIN)/osbake build examples/debian-cloud.yaml -o $(OUT)
+	$(BIN)/osbake inspect $(OUT)/debian-cloud.qcow2 --summary
+	$(BIN)/osbake boot $(OUT)/debian-cloud.qcow2 --firmware bios --expect 'login:'
+	$(BIN)/osbake boot $(OUT)/debian-cloud.qcow2 --firmware uefi --expect 'login:'
 
 lint: venv
 	$(BIN)/ruff check src tests bench

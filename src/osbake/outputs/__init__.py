@@ -83,7 +83,7 @@ def check_output_options(recipe: Recipe) -> dict[str, dict[str, Any]]:
             raise RecipeError(
                 f"output_options.{name}: {err['msg']}",
                 location=locate(recipe, where),
-                hint=f"see docs/outputs.md for the settings of {name}",
+                hint=f"see docs/disk.md#outputs for the settings of {name}",
             ) from None
     for fmt in recipe.outputs:
         cls = Output.registry.get(fmt)
