@@ -37,6 +37,8 @@ from osbake.errors import OsbakeError
 
 DEFAULT_BUDGET = "20GiB"
 META = "meta.json"
+# What the store itself records about an entry; the caller's metadata may not use these.
+RESERVED_META = frozenset({"key", "files", "bytes", "used", "created"})
 
 
 class CacheError(OsbakeError):
@@ -70,7 +72,7 @@ class Entry:
     @property
     def size(self) -> int:
         """Space on disk (sparse files count what they use)."""
-        return int(self.meta.get("disk", self.meta.get("bytes", 0)))
+        return int(self.meta.get("used", self.meta.get("bytes", 0)))
 
     @property
     def last_used(self) -> float:
@@ -104,9 +106,12 @@ class Writer:
         return self.path / "extra"
 
     def commit(self, meta: dict[str, Any]) -> Entry:
+        clash = RESERVED_META & set(meta)
+        if clash:
+            raise ValueError(f"cache entry metadata may not set {sorted(clash)}")
         sandbox.remove_tree(self.work)
-        files, size, disk = _count(self.path)
-        record = {**meta, "key": self.key, "files": files, "bytes": size, "disk": disk}
+        files, size, used = _count(self.path)
+        record = {**meta, "key": self.key, "files": files, "bytes": size, "used": used}
         record["created"] = time.time()
         (self.path / f"{META}.tmp").write_text(json.dumps(record, indent=1))
         os.replace(self.path / f"{META}.tmp", self.path / META)

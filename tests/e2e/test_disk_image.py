@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from osbake.manifest import file_sha256, load_manifest
-from tests.conftest import ImageBuilds
+from tests.conftest import EXAMPLES, ImageBuilds
 
 pytestmark = pytest.mark.e2e
 
@@ -116,3 +117,26 @@ def test_boot_files_are_in_place(cloud: Path, raw_disk: Path) -> None:
         check=True,
     ).stdout
     assert f"UUID={root['fs_uuid']}\t/\text4" in fstab
+
+
+def test_an_unchanged_rebuild_comes_from_the_cache(cloud: Path, tmp_path: Path) -> None:
+    """Every step, the disk and the outputs are reused; the artifacts are the same bytes."""
+    result = subprocess.run(
+        [
+            *(sys.executable, "-m", "osbake", "build", str(EXAMPLES / "debian-cloud.yaml")),
+            *("-o", str(tmp_path / "again")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    first = load_manifest(cloud / "debian-cloud.manifest.json")
+    again = load_manifest(tmp_path / "again" / "debian-cloud.manifest.json")
+    assert {s.name: s.status for s in again.steps} == {s.name: "cached" for s in first.steps}
+    assert again.disk == first.disk
+    assert {a.file: a.sha256 for a in again.artifacts} == {
+        a.file: a.sha256 for a in first.artifacts
+    }
+    for artifact in again.artifacts:
+        assert file_sha256(tmp_path / "again" / artifact.file) == artifact.sha256

@@ -29,6 +29,18 @@ def test_commit_then_lookup(tmp_path: Path) -> None:
     assert list(store.tmp_dir.iterdir()) == []
 
 
+def test_the_callers_metadata_comes_back_as_written(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    writer = store.begin("k1", "disk")
+    (writer.path / "disk.raw").write_bytes(b"\0" * 4096)
+    disk = {"size": 4096, "partitions": [{"number": 1}]}
+    writer.commit({"step": "disk", "parent": None, "disk": disk})
+    entry = store.lookup("k1", verify=True)
+    assert entry is not None and entry.meta["disk"] == disk
+    with pytest.raises(ValueError, match="bytes"):
+        store.begin("k2", "disk").commit({"bytes": 1})
+
+
 def test_an_unfinished_entry_is_invisible_and_reaped(tmp_path: Path) -> None:
     store = Store(tmp_path)
     writer = store.begin("k1", "bootstrap")
