@@ -192,7 +192,7 @@ def bootstrap(ctx: Context, step: Step) -> None:
 
 
 def install_packages(ctx: Context, step: Step) -> None:
-    ctx.distro.install_packages(ctx, ctx.plan.packages)
+    ctx.distro.install_packages(ctx, list(step.inputs["packages"]))
 
 
 def phase(ctx: Context, step: Step) -> None:

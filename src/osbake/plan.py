@@ -77,10 +77,19 @@ class Plan:
     cmdline: str = ""
     output_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
     steps: list[Step] = field(default_factory=list)
+    # The recipe's own packages that no element, kernel or bootloader asks for. They
+    # are installed in a step of their own, after the others: editing the recipe's
+    # list (what users do most) then leaves the large install cached.
+    recipe_packages: list[str] = field(default_factory=list)
 
     @property
     def variant(self) -> str | None:
         return self.recipe.variant
+
+    @property
+    def base_packages(self) -> list[str]:
+        """Every package but the recipe's own: elements', the kernel's, the bootloader's."""
+        return [p for p in self.packages if p not in self.recipe_packages]
 
     def step(self, name: str) -> Step:
         for step in self.steps:
@@ -133,7 +142,7 @@ def resolve_plan(
     distro = get_distro(recipe, chosen_arch, options.get(distro_element(recipe.distro), {}))
     disk = plan_disk(recipe, str(chosen_arch), elements)
     _check_boot(recipe, disk)
-    packages = _packages(recipe, elements, distro)
+    base_packages, recipe_packages = _packages(recipe, elements, distro)
     environment = _environment(recipe, chosen_arch, elements, distro)
     plan = Plan(
         recipe,
@@ -141,10 +150,11 @@ def resolve_plan(
         image_name(recipe, chosen_arch, base.arch),
         elements,
         options,
-        packages,
+        base_packages + recipe_packages,
         distro,
         environment,
         disk=disk,
+        recipe_packages=recipe_packages,
         cmdline=_cmdline(recipe, elements),
         output_settings=check_output_options(recipe),
     )
@@ -229,18 +239,18 @@ def _cmdline(recipe: Recipe, elements: list[Element]) -> str:
     return " ".join(words)
 
 
-def _packages(recipe: Recipe, elements: list[Element], distro: Distro) -> list[str]:
+def _packages(
+    recipe: Recipe, elements: list[Element], distro: Distro
+) -> tuple[list[str], list[str]]:
+    """Elements', kernel and bootloader packages; then the recipe's own (each once)."""
     packages: list[str] = []
     for element in elements:
         packages += element.spec.packages
     packages += distro.kernel_packages()
     packages += distro.bootloader_packages(list(recipe.boot))
-    packages += recipe.packages
-    seen: list[str] = []
-    for package in packages:
-        if package not in seen:
-            seen.append(package)
-    return seen
+    base = list(dict.fromkeys(packages))
+    own = [p for p in dict.fromkeys(recipe.packages) if p not in base]
+    return base, own
 
 
 def _environment(
@@ -336,11 +346,18 @@ def _steps(plan: Plan) -> list[Step]:
     for phase in (Phase.ROOT, Phase.PRE_INSTALL):
         inputs, scripts = _phase_inputs(plan, phase)
         add(str(phase), StepKind.PHASE, inputs, phase=phase, scripts=scripts)
+    package_options = plan.options.get("packages", {})
     add(
         "packages",
         StepKind.PACKAGES,
-        {"packages": plan.packages, "options": plan.options.get("packages", {})},
+        {"packages": plan.base_packages, "options": package_options},
     )
+    if plan.recipe_packages:
+        add(
+            "recipe-packages",
+            StepKind.PACKAGES,
+            {"packages": plan.recipe_packages, "options": package_options},
+        )
     for phase in (
         Phase.INSTALL,
         Phase.POST_INSTALL,

@@ -6,6 +6,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,28 +67,35 @@ def rootless_osbake(shared_dir: Path) -> Path:
     return venv / "bin" / "osbake"
 
 
-def test_build_as_unprivileged_user(rootless_osbake: Path, shared_dir: Path) -> None:
-    user = pwd.getpwnam(USER)
-    work = shared_dir / "work"
-    work.mkdir()
-    shutil.copytree(EXAMPLES, work / "examples")
-    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(work)], check=True)
-    result = subprocess.run(
-        [
-            "runuser",
-            "-u",
-            USER,
-            "--",
-            str(rootless_osbake),
-            "build",
-            str(work / "examples" / "debian-minimal.yaml"),
-            "-o",
-            str(work / "out"),
-        ],
+@pytest.fixture(scope="module")
+def work(shared_dir: Path) -> Path:
+    """The examples, in a folder that belongs to the test user."""
+    user = ensure_user()
+    folder = shared_dir / "work"
+    folder.mkdir()
+    shutil.copytree(EXAMPLES, folder / "examples")
+    subprocess.run(["chown", "-R", f"{user.pw_uid}:{user.pw_gid}", str(folder)], check=True)
+    return folder
+
+
+def build_as_user(osbake: Path, work: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["runuser", "-u", USER, "--", str(osbake), "build", *argv],
         capture_output=True,
         text=True,
         check=False,
         cwd=work,
+    )
+
+
+def test_build_as_unprivileged_user(rootless_osbake: Path, work: Path) -> None:
+    user = pwd.getpwnam(USER)
+    result = build_as_user(
+        rootless_osbake,
+        work,
+        str(work / "examples" / "debian-minimal.yaml"),
+        "-o",
+        str(work / "out"),
     )
     assert result.returncode == 0, result.stderr[-3000:]
     manifest = load_manifest(work / "out" / "debian-minimal.manifest.json")
@@ -101,3 +109,31 @@ def test_build_as_unprivileged_user(rootless_osbake: Path, shared_dir: Path) -> 
     owners = {line.split()[5]: line.split()[1] for line in listing.splitlines()}
     assert owners["./etc/shadow"] == "0/42"  # root:shadow inside, not the user's ids
     assert owners["./home/debian/"] == "1000/1000"
+
+
+def test_cloud_image_built_as_unprivileged_user_boots(
+    rootless_osbake: Path, work: Path, tmp_path: Path
+) -> None:
+    """The disk image (partitions, file systems, GRUB) made without root, booted with UEFI."""
+    recipe = work / "examples" / "cloud-qcow2.yaml"
+    recipe.write_text("extends: debian-cloud.yaml\noutputs: [qcow2]\n")
+    shutil.chown(recipe, USER, USER)
+    result = build_as_user(rootless_osbake, work, str(recipe), "-o", str(work / "cloud"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    image = work / "cloud" / "debian-cloud.qcow2"
+    manifest = load_manifest(work / "cloud" / "debian-cloud.manifest.json")
+    assert manifest.build.rootless is True
+    assert file_sha256(image) == manifest.artifacts[0].sha256
+    assert image.stat().st_uid == pwd.getpwnam(USER).pw_uid
+    booted = subprocess.run(
+        [
+            *(sys.executable, "-m", "osbake", "boot", str(image), "--firmware", "uefi"),
+            *("--accel", "tcg", "--expect", "login:", "--timeout", "400"),
+            *("--console-log", str(tmp_path / "console.log")),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    console = (tmp_path / "console.log").read_text(errors="replace")
+    assert booted.returncode == 0, booted.stderr[-2000:] + console[-2000:]

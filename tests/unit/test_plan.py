@@ -72,7 +72,7 @@ def test_changing_a_run_line_changes_only_later_steps(tmp_path: Path) -> None:
     path.write_text(path.read_text().replace("built by osbake", "built by osbake!"))
     after = keys(path)
     same = [n for n in before if before[n] == after[n]]
-    assert same == ["bootstrap", "root", "pre-install", "packages", "install"]
+    assert same == ["bootstrap", "root", "pre-install", "packages", "recipe-packages", "install"]
 
 
 def test_changing_a_file_changes_post_install(tmp_path: Path) -> None:
@@ -84,7 +84,7 @@ def test_changing_a_file_changes_post_install(tmp_path: Path) -> None:
     assert before["post-install"] != after["post-install"]
 
 
-def test_adding_a_package_keeps_bootstrap(tmp_path: Path) -> None:
+def test_adding_a_package_keeps_the_large_install(tmp_path: Path) -> None:
     path = copy_example(tmp_path)
     before = keys(path)
     path.write_text(
@@ -95,7 +95,23 @@ def test_adding_a_package_keeps_bootstrap(tmp_path: Path) -> None:
     after = keys(path)
     assert before["bootstrap"] == after["bootstrap"]
     assert before["pre-install"] == after["pre-install"]
-    assert before["packages"] != after["packages"]
+    # Elements', kernel and bootloader packages stay; only the recipe's own step runs.
+    assert before["packages"] == after["packages"]
+    assert before["recipe-packages"] != after["recipe-packages"]
+
+
+def test_a_recipe_package_an_element_wants_is_installed_with_the_elements(
+    tmp_path: Path,
+) -> None:
+    path = copy_example(tmp_path)
+    path.write_text(
+        path.read_text().replace(
+            "packages: [ca-certificates, less]", "packages: [usr-is-merged, less]"
+        )
+    )
+    plan = resolve_plan(load(path))
+    assert plan.step("packages").inputs["packages"] == ["usr-is-merged"]
+    assert plan.step("recipe-packages").inputs["packages"] == ["less"]
 
 
 def test_an_element_script_change_invalidates_its_phase(tmp_path: Path) -> None:
