@@ -173,7 +173,9 @@ def boot(image: Path, work: Path) -> dict[str, float]:
 
 def step_table(run: Run) -> list[str]:
     lines = [
-        f"Steps of the {run.name} build (from its manifest; memory in MiB, peak during the step):",
+        f"Steps of the {run.name} build (from its manifest; memory in MiB, peak during the step; "
+        "a command's peak is never below osbake's own size, as Linux counts the memory a "
+        "command shared with osbake until it started its program):",
         "",
         "| step | status | seconds | osbake | largest tool |",
         "|---|---|---:|---:|---:|",
