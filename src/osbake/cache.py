@@ -41,6 +41,17 @@ META = "meta.json"
 RESERVED_META = frozenset({"key", "files", "bytes", "used", "created"})
 
 
+def _budget_from_environment() -> int:
+    value = os.environ.get("OSBAKE_CACHE_MAX", DEFAULT_BUDGET)
+    try:
+        return parse_size(value)
+    except ValueError:
+        raise CacheError(
+            f"OSBAKE_CACHE_MAX={value!r} is not a size",
+            hint=f"set it to a size like 20GiB or 500MiB (default {DEFAULT_BUDGET})",
+        ) from None
+
+
 class CacheError(OsbakeError):
     """The step cache could not be used."""
 
@@ -142,11 +153,7 @@ class Writer:
 class Store:
     def __init__(self, root: Path, budget: int | None = None) -> None:
         self.root = root
-        self.budget = (
-            budget
-            if budget is not None
-            else parse_size(os.environ.get("OSBAKE_CACHE_MAX", DEFAULT_BUDGET))
-        )
+        self.budget = budget if budget is not None else _budget_from_environment()
         self.entries_dir = root / "entries"
         self.tmp_dir = root / "tmp"
         self.locks_dir = root / "locks"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from osbake.cache import Store
+from osbake.cache import CacheError, Store
 
 pytestmark = pytest.mark.real_subprocess  # removing entries runs rm
 
@@ -106,3 +106,13 @@ def test_locks_are_real(tmp_path: Path) -> None:
     with (store.locks_dir / "k.lock").open("a") as handle, pytest.raises(BlockingIOError):
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     store.release()
+
+
+def test_a_bad_budget_in_the_environment_is_a_clear_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OSBAKE_CACHE_MAX", "lots")
+    with pytest.raises(CacheError) as info:
+        Store(tmp_path)
+    assert "OSBAKE_CACHE_MAX='lots' is not a size" in info.value.message
+    assert "20GiB" in (info.value.hint or "")

@@ -319,6 +319,22 @@ class _Checker:
                     "set both type: swap and fs: swap",
                     index,
                 )
+            if part.fs and part.fs != FsType.SWAP and not part.mount:
+                raise self.fail(
+                    f"partition '{part.name}' has a file system ({part.fs}) but no mount "
+                    "point: osbake fills each file system from the tree at its mount point",
+                    f"add mount: (e.g. /srv/{part.name}; it starts empty) or remove fs",
+                    index,
+                    "fs",
+                )
+            if part.type == PartitionType.ESP and part.mount not in (None, "/boot/efi"):
+                raise self.fail(
+                    f"the EFI system partition '{part.name}' is mounted on {part.mount}: "
+                    "GRUB and shim are installed under /boot/efi",
+                    "use mount: /boot/efi",
+                    index,
+                    "mount",
+                )
         if "/" not in mounts:
             raise self.fail(
                 "no partition is mounted on /",

@@ -101,6 +101,27 @@ def test_esp_must_be_vfat(tmp_path: Path) -> None:
     assert "must be vfat" in failure(tmp_path, text).message
 
 
+def test_esp_must_be_mounted_on_boot_efi(tmp_path: Path) -> None:
+    text = LAYOUT.format(size="auto", root="rest").replace("mount: /boot/efi", "mount: /efi")
+    error = failure(tmp_path, text)
+    assert "mounted on /efi" in error.message and "/boot/efi" in (error.hint or "")
+
+
+def test_a_file_system_needs_a_mount_point(tmp_path: Path) -> None:
+    text = LAYOUT.format(size="auto", root="rest").replace(
+        "  partitions:\n", "  partitions:\n    - {name: data, size: 64MiB, fs: ext4}\n"
+    )
+    error = failure(tmp_path, text)
+    assert "'data' has a file system (ext4) but no mount point" in error.message
+    assert "mount:" in (error.hint or "")
+
+
+def test_sizes_the_schema_accepts_are_sizes(tmp_path: Path) -> None:
+    assert parse_size("2Gi") == 2 * 1024**3
+    plan = disk_plan(tmp_path, LAYOUT.format(size="2Gi", root="rest"))
+    assert plan.size == 2 * 1024**3
+
+
 def test_bios_grub_on_mbr(tmp_path: Path) -> None:
     text = LAYOUT.format(size="auto", root="rest").replace(
         "  size: auto\n", "  size: auto\n  table: mbr\n"
