@@ -377,6 +377,7 @@ def execute(
     events.begin(
         plan.image, [{"name": s.name, "key": s.key, "describe": s.describe()} for s in plan.steps]
     )
+    settings.check_writable()
     outdir.mkdir(parents=True, exist_ok=True)
     with workspace(settings, plan.image) as workdir:
         ctx = Context(plan, settings, events, workdir, outdir)

@@ -23,6 +23,23 @@ class Settings:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         return cls(Path(xdg) / "osbake")
 
+    def check_writable(self) -> None:
+        """Fail with a clear message when this user cannot write the cache folders."""
+        from osbake.errors import HostError
+
+        for folder in (self.work_dir, self.store_dir, self.cache_dir / "packages"):
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                probe = folder / f".probe-{os.getpid()}"
+                probe.touch()
+                probe.unlink()
+            except OSError as error:
+                raise HostError(
+                    f"cannot write to the cache folder {folder}: {error.strerror}",
+                    hint="set OSBAKE_CACHE_DIR to a folder this user owns (without it, "
+                    "root uses /var/cache/osbake and other users ~/.cache/osbake)",
+                ) from None
+
     def package_cache(self, distro: str) -> Path:
         """Downloaded packages, shared by every build of this host and user."""
         return self.cache_dir / "packages" / distro

@@ -79,12 +79,15 @@ def work(shared_dir: Path) -> Path:
 
 
 def build_as_user(osbake: Path, work: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    # runuser keeps the environment: root's cache settings are not the user's.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OSBAKE_")}
     return subprocess.run(
         ["runuser", "-u", USER, "--", str(osbake), "build", *argv],
         capture_output=True,
         text=True,
         check=False,
         cwd=work,
+        env=env,
     )
 
 

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 from osbake.cache import CacheError, Store
+from osbake.errors import HostError
+from osbake.settings import Settings
 
 pytestmark = pytest.mark.real_subprocess  # removing entries runs rm
 
@@ -116,3 +118,12 @@ def test_a_bad_budget_in_the_environment_is_a_clear_error(
         Store(tmp_path)
     assert "OSBAKE_CACHE_MAX='lots' is not a size" in info.value.message
     assert "20GiB" in (info.value.hint or "")
+
+
+def test_a_cache_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.raises(HostError) as info:
+        Settings(blocker).check_writable()
+    assert f"cannot write to the cache folder {blocker}/work" in info.value.message
+    assert "OSBAKE_CACHE_DIR" in (info.value.hint or "")
