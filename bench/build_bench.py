@@ -279,6 +279,8 @@ def main() -> None:
             end = old.find("\n## ", start + 1)
             new = old[:start] + text + (old[end:] if end >= 0 else "")
         args.write.write_text(new)
+    if (work / "console.log").exists():  # kept, to see where the first boot spent its time
+        shutil.copy(work / "console.log", args.workdir / "osbake-bench-console.log")
     shutil.rmtree(work)
 
 

@@ -200,9 +200,12 @@ def phase(ctx: Context, step: Step) -> None:
     if step.phase == Phase.INSTALL:
         copy_static_files(ctx)
     run_phase(ctx, step.phase)
+    if step.phase == Phase.INSTALL:
+        # Every package is in: the initramfs is made now, once. From here on the
+        # image behaves as an installed system (a package installed later remakes
+        # it), and a change to a later step (a run: line) does not remake it.
+        ctx.distro.prepare_boot(ctx)
     if step.phase == Phase.BLOCK_DEVICE and ctx.plan.disk is not None:
-        if ctx.recipe.boot:
-            ctx.distro.prepare_boot(ctx)
         ctx.boot = bootloader.prepare(ctx, ctx.plan.disk, list(ctx.recipe.boot), ctx.plan.cmdline)
     if step.phase == Phase.FINALISE:
         ctx.distro.finish(ctx)

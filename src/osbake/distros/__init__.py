@@ -65,7 +65,7 @@ class Distro:
         raise NotImplementedError
 
     def prepare_boot(self, ctx: Context) -> None:
-        """Get the tree ready to boot (initramfs) before the bootloader is set up."""
+        """Get the tree ready to boot (initramfs), once every package is installed."""
 
     def finish(self, ctx: Context) -> None:
         """Undo what the build set up in the tree for itself (e.g. policy-rc.d)."""

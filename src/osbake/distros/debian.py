@@ -270,10 +270,12 @@ class Debian(Distro):
         )
 
     def prepare_boot(self, ctx: Context) -> None:
-        """Make the initramfs once, now that every package and setting is in place.
+        """Make the initramfs once, now that every package is installed.
 
         update-initramfs was diverted to a stub at the bootstrap: installing a kernel
         and then packages with initramfs hooks would otherwise make it again and again.
+        After this, it is the real one again: a package installed later (a run: line,
+        a post-install script) remakes the initramfs as on any Debian system.
         """
         sandbox.run_in_tree(
             ctx.tree, ["sh", "-ec", RESTORE_INITRAMFS], events=ctx.events, network=False
