@@ -22,6 +22,23 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "real_subprocess: a unit test that runs a real command")
 
 
+# In CI (CI=true) a skipped test is a failure: CI installs every tool the tests
+# need, so a skip there hides something missing. Only these reasons may skip.
+CI_ALLOWED_SKIPS = ("no usable /dev/kvm",)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if os.environ.get("CI") != "true" or not report.skipped or hasattr(report, "wasxfail"):
+        return
+    reason = str(report.longrepr[-1]) if isinstance(report.longrepr, tuple) else ""
+    if not any(allowed in reason for allowed in CI_ALLOWED_SKIPS):
+        report.outcome = "failed"
+        report.longrepr = f"skipped in CI, where nothing may be missing: {reason}"
+
+
 @pytest.fixture(autouse=True)
 def _no_real_subprocess(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
