@@ -87,25 +87,22 @@ def measure(root: Path, exclude: list[Path] | None = None) -> TreeUsage:
     return usage
 
 
+# mke2fs's default journal size: (file systems below this many 4 KiB blocks, journal blocks).
+EXT4_JOURNALS = (
+    (2048, 0),
+    (32768, 1024),
+    (256 * 1024, 4096),
+    (512 * 1024, 8192),
+    (4096 * 1024, 16384),
+    (8192 * 1024, 32768),
+    (16384 * 1024, 65536),
+    (32768 * 1024, 131072),
+)
+
+
 def ext4_journal_blocks(blocks: int) -> int:
     """mke2fs's default journal size for a file system of `blocks` 4 KiB blocks."""
-    if blocks < 2048:
-        return 0
-    if blocks < 32768:
-        return 1024
-    if blocks < 256 * 1024:
-        return 4096
-    if blocks < 512 * 1024:
-        return 8192
-    if blocks < 4096 * 1024:
-        return 16384
-    if blocks < 8192 * 1024:
-        return 32768
-    if blocks < 16384 * 1024:
-        return 65536
-    if blocks < 32768 * 1024:
-        return 131072
-    return 262144
+    return next((journal for below, journal in EXT4_JOURNALS if blocks < below), 262144)
 
 
 def _backup_groups(groups: int) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 import urllib.error
 import urllib.request
 from functools import cached_property
@@ -175,7 +176,7 @@ class Debian(Distro):
             '--aptopt=Acquire::Languages "none"',
             '--aptopt=Acquire::Retries "3"',
             f'--setup-hook=mkdir -p "$1{sandbox.APT_ARCHIVES}" && '
-            f'mount --bind {_sh_quote(str(cache))} "$1{sandbox.APT_ARCHIVES}"',
+            f'mount --bind {shlex.quote(str(cache))} "$1{sandbox.APT_ARCHIVES}"',
             f'--customize-hook=umount "$1{sandbox.APT_ARCHIVES}"',
             *self._bootstrap_includes(),
             self.recipe.release,
@@ -257,7 +258,7 @@ class Debian(Distro):
         cache = ctx.packages
         script = (
             f"{' '.join(apt)} update --error-on=any && "
-            f"{' '.join(apt)} install {' '.join(_sh_quote(p) for p in packages)}"
+            f"{' '.join(apt)} install {' '.join(shlex.quote(p) for p in packages)}"
         )
         sandbox.run_in_tree(
             ctx.tree,
@@ -289,7 +290,6 @@ class Debian(Distro):
             [
                 "sh",
                 "-c",
-                RESTORE_INITRAMFS + "\n"
                 "rm -f /usr/sbin/policy-rc.d /etc/apt/apt.conf.d/99mmdebstrap; "
                 "[ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf",
             ],
@@ -343,7 +343,7 @@ DIVERT_INITRAMFS = (
     f"printf '#!/bin/sh\\necho \"osbake: update-initramfs $*: later, once\"\\n' > {STUB} && "
     f"chmod 755 {STUB}"
 )
-# Undo the diversion and make each kernel's initramfs, once (a no-op the second time).
+# Undo the diversion and make each kernel's initramfs, once (at the end of `install`).
 RESTORE_INITRAMFS = f"""
 if dpkg-divert --listpackage {STUB} | grep -qx LOCAL; then
     rm -f {STUB}
@@ -360,12 +360,6 @@ fi
 POLICY_RC_D = (
     "printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d"
 )
-
-
-def _sh_quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def _repository_keyrings(ctx: Context) -> dict[str, Path]:

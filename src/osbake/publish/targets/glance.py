@@ -13,6 +13,7 @@ from typing import Any
 
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
+from osbake.publish.download import file_digest
 from osbake.publish.streams import DISK_FTYPES, Item
 from osbake.publish.targets import Target, TargetKind
 
@@ -153,7 +154,7 @@ class GlanceTarget(Target):
             mismatch.append(f"md5 {image.checksum} != {digests['md5']}")
         algo = image.hash_algo
         if algo and image.hash_value:
-            local = digests.get(algo) or _hash(path, algo)
+            local = digests.get(algo) or file_digest(path, algo)
             if image.hash_value != local:
                 mismatch.append(f"{algo} {image.hash_value[:16]}... != {local[:16]}...")
         if not (image.checksum or image.hash_value):
@@ -168,11 +169,3 @@ class GlanceTarget(Target):
         events.log(f"{self.name}: image {image.id} '{name}' active, checksum verified")
         key = tuple(properties[k] for k in KEY_PROPERTIES)
         self._images()[key] = image
-
-
-def _hash(path: Path, algorithm: str) -> str:
-    hasher = hashlib.new(algorithm)
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            hasher.update(chunk)
-    return hasher.hexdigest()
