@@ -468,8 +468,9 @@ class StepRunner:
             entries.append((step, entry))
         everything = len(entries) == len(steps) and self._outputs_cached()
         for step, entry in entries:
-            # Layers are only read when something is left to do; then check them.
-            if not everything and not self.store.verify(entry):
+            # Held from here on; layers are only read when something is left to do,
+            # and then checked.
+            if not self.store.use(entry) or (not everything and not self.store.verify(entry)):
                 break
             found[step.key] = entry
         return found
@@ -483,7 +484,6 @@ class StepRunner:
 
     def _reuse(self, step: Step, entry: Entry) -> None:
         self._begin(step)
-        self.store.use(entry)
         self.layers.append(entry.layer)
         self._restore(step, entry)
         self._end(step, 0.0, "cached")
@@ -570,8 +570,7 @@ class StepRunner:
         ctx = self.ctx
         started = self._begin(step)
         entry = self.store.lookup(step.key)
-        if entry is not None and self.store.verify(entry):
-            self.store.use(entry)
+        if entry is not None and self.store.use(entry) and self.store.verify(entry):
             description = entry.meta["disk"]
             ctx.disk = AssembledDisk(entry.path / "disk.raw", int(description["size"]), [])
             ctx.disk_description = description
@@ -600,8 +599,7 @@ class StepRunner:
         assert step.output is not None
         started = self._begin(step)
         entry = self.store.lookup(step.key)
-        if entry is not None and self._artifact_intact(entry):
-            self.store.use(entry)
+        if entry is not None and self.store.use(entry) and self._artifact_intact(entry):
             plugin = get_output(step.output)
             partial = ctx.output_path(plugin.suffix)
             link_or_copy(entry.extra / "artifact", partial)

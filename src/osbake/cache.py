@@ -186,13 +186,21 @@ class Store:
             return False
         return True
 
-    def use(self, entry: Entry) -> None:
-        """Hold an entry for the rest of this build (gc skips it) and mark it used."""
+    def use(self, entry: Entry) -> bool:
+        """Hold an entry for the rest of this build (gc skips it) and mark it used.
+
+        False when a gc removed it before the hold was taken: hold first, then
+        verify, and an entry that passed cannot vanish before it is used.
+        """
         handle = (self.locks_dir / f"{entry.key}.lock").open("a")
         fcntl.flock(handle, fcntl.LOCK_SH)
+        if not (entry.path / META).exists():
+            handle.close()
+            return False
         self._held.append(handle)
         with contextlib.suppress(OSError):
             os.utime(entry.path / META)
+        return True
 
     def release(self) -> None:
         for handle in self._held:

@@ -127,3 +127,16 @@ def test_a_cache_folder_that_cannot_be_written_is_a_clear_error(tmp_path: Path) 
         Settings(blocker).check_writable()
     assert f"cannot write to the cache folder {blocker}/work" in info.value.message
     assert "OSBAKE_CACHE_DIR" in (info.value.hint or "")
+
+
+def test_an_entry_evicted_before_its_hold_is_not_used(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    put(store, "k1", "bootstrap", 10)
+    entry = store.lookup("k1")
+    assert entry is not None
+    Store(tmp_path).gc(max_size=0)  # another process evicts it between lookup and use
+    assert store.use(entry) is False
+    put(store, "k2", "bootstrap", 10)
+    held = store.lookup("k2")
+    assert held is not None and store.use(held) is True
+    assert Store(tmp_path).gc(max_size=0) == []  # held: not evicted
