@@ -26,6 +26,7 @@ from osbake import sandbox
 from osbake.disk.filesystems import vfat_fstab_id
 from osbake.disk.layout import DiskPlan, PartitionPlan
 from osbake.disk.partition_table import Placed
+from osbake.distros import kernels
 from osbake.errors import OsbakeError
 from osbake.recipe import Firmware
 from osbake.recipe.model import FsType, PartitionTable, PartitionType
@@ -174,13 +175,12 @@ def kernel_paths(ctx: Context, disk: DiskPlan) -> tuple[str, str | None]:
     if not separate_boot and (tree / "vmlinuz").is_symlink():
         initrd = "/initrd.img" if (tree / "initrd.img").is_symlink() else None
         return "/vmlinuz", initrd
-    kernels = sorted((tree / "boot").glob("vmlinuz-*"))
-    if not kernels:
+    version = kernels.booted_release(tree)  # /vmlinuz's target, else the newest version
+    if version is None:
         raise BootloaderError(
             "the image has no kernel in /boot, so it cannot boot",
             hint="set 'kernel:' in the recipe (cloud, generic, or a package name)",
         )
-    version = kernels[-1].name.removeprefix("vmlinuz-")
     prefix = "" if separate_boot else "/boot"
     initrd_path = tree / "boot" / f"initrd.img-{version}"
     return (

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import struct
 from pathlib import Path
+from types import SimpleNamespace
 
 from osbake.disk import bootloader
 from osbake.disk.partition_table import place
@@ -47,3 +48,19 @@ def test_fstab_and_grub_cfg_use_uuids(tmp_path: Path) -> None:
     assert f"root=UUID={plan.root.fs_uuid} ro console=ttyS0,115200" in cfg
     assert "serial --unit=0" in cfg
     assert f"--set=root {plan.root.fs_uuid}" in bootloader.early_cfg(plan)
+
+
+def test_a_separate_boot_partition_boots_the_newest_kernel(tmp_path: Path) -> None:
+    text = LAYOUT.format(size="auto", root="rest").replace(
+        "  partitions:\n",
+        "  partitions:\n    - {name: boot, type: xbootldr, size: 512MiB, fs: ext4, mount: /boot}\n",
+    )
+    plan = disk_plan(tmp_path, text)
+    tree = tmp_path / "tree"
+    (tree / "boot").mkdir(parents=True)
+    for version in ("6.1.0-9-amd64", "6.1.0-10-amd64"):
+        (tree / "boot" / f"vmlinuz-{version}").write_bytes(b"k")
+        (tree / "boot" / f"initrd.img-{version}").write_bytes(b"i")
+    ctx = SimpleNamespace(tree=tree)
+    kernel, initrd = bootloader.kernel_paths(ctx, plan)  # type: ignore[arg-type]
+    assert (kernel, initrd) == ("/vmlinuz-6.1.0-10-amd64", "/initrd.img-6.1.0-10-amd64")
