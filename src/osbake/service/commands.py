@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
@@ -102,10 +103,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f"[bold]First start: log in as 'admin' with password [green]{password}[/][/]"
                     " (shown once; change it by making another admin)"
                 )
-        worker_secret = None
-        if args.workers > 0:
-            _, worker_secret = auth.create_token(session, "embedded worker", Role.WORKER, None)
-            session.commit()
+        worker_secret = embedded_worker_token(session, settings.data_dir) if args.workers else None
     url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base_url = f"http://{url_host}:{args.port}"
     out.print(f"osbake console on {base_url}  (data {settings.data_dir})")
@@ -126,6 +124,43 @@ def cmd_serve(args: argparse.Namespace) -> int:
         if supervisor is not None:
             supervisor.stop()
     return 0
+
+
+EMBEDDED_WORKER = "embedded worker"
+
+
+def embedded_worker_token(session: Any, data_dir: Path) -> str:
+    """The embedded worker's token: the same one at every start, not a new one each time.
+
+    Its secret is kept in DATA/worker_token (private, like the rest of the data
+    folder). If it is missing, revoked or expired, a new one is made and every
+    other embedded-worker token is revoked: there is only ever one.
+    """
+    from sqlalchemy import select
+
+    from osbake.service import auth
+    from osbake.service.models import Role, Token
+
+    path = data_dir / "worker_token"
+    secret = path.read_text().strip() if path.exists() else ""
+    token = auth.lookup_token(session, secret) if secret else None
+    if token is None or not token.valid() or token.name != EMBEDDED_WORKER:
+        token, secret = auth.create_token(
+            session, EMBEDDED_WORKER, Role.WORKER, granter=Role.ADMIN, created_by="osbake serve"
+        )
+        partial = path.with_name(".worker_token.partial")
+        partial.write_text(secret)
+        partial.chmod(0o600)
+        partial.replace(path)
+    others = session.scalars(
+        select(Token).where(
+            Token.name == EMBEDDED_WORKER, Token.id != token.id, Token.revoked.is_(None)
+        )
+    ).all()
+    for other in others:
+        auth.revoke_token(other)
+    session.commit()
+    return secret
 
 
 class EmbeddedWorker:
