@@ -6,6 +6,7 @@ Every server is private to the test run: temporary directories, free ports on
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -25,9 +26,27 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 FAKE_BUILD = HERE / "service_fake_build.py"
 FAKE_BOOT = HERE / "service_fake_boot.py"
 ADMIN_PASSWORD = "admin-password-for-tests"
+# Builds run as the build user (osbake-build), who cannot reach root's home, the
+# repository's virtualenv or pytest's folders: what it runs lives in a shared folder.
+SYSTEM_PYTHON = "/usr/bin/python3"
+BUILD_USER = "osbake-build"
+
+
+def shared_dir() -> Path:
+    """A folder of this test run that every user can read (removed at exit)."""
+    global _SHARED
+    if _SHARED is None:
+        _SHARED = Path(tempfile.mkdtemp(prefix="osbake-console-tests-", dir="/var/tmp"))
+        _SHARED.chmod(0o755)
+        atexit.register(shutil.rmtree, _SHARED, True)
+    return _SHARED
+
+
+_SHARED: Path | None = None
 
 
 def free_port() -> int:
@@ -48,9 +67,45 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
 
 
 def fake_commands() -> dict[str, str]:
+    """Stand-ins for `osbake build` and `osbake boot` that the build user can run."""
+    folder = shared_dir()
+    for script in (FAKE_BUILD, FAKE_BOOT):
+        if not (folder / script.name).exists():
+            shutil.copy(script, folder / script.name)
+            (folder / script.name).chmod(0o755)
     return {
-        "OSBAKE_BUILD_COMMAND": f"{sys.executable} {FAKE_BUILD}",
-        "OSBAKE_BOOT_COMMAND": f"{sys.executable} {FAKE_BOOT}",
+        "OSBAKE_BUILD_COMMAND": f"{SYSTEM_PYTHON} {folder / FAKE_BUILD.name}",
+        "OSBAKE_BOOT_COMMAND": f"{SYSTEM_PYTHON} {folder / FAKE_BOOT.name}",
+    }
+
+
+def build_runtime() -> dict[str, str]:
+    """Real `osbake build` and `osbake boot` that the build user can run.
+
+    This checkout's virtualenv may live where only root can go (a Python under
+    /root): osbake is installed once per test run into a virtualenv of the
+    system's Python in the shared folder, like an operator installs it.
+    """
+    venv = shared_dir() / "runtime"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        source = shared_dir() / "runtime-src"
+        shutil.copytree(
+            REPO,
+            source,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "out", "build", "*.egg-info", "__pycache__", ".stamps", "*_cache"
+            ),
+        )
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", str(source)],
+            check=True,
+            capture_output=True,
+        )
+    return {
+        "OSBAKE_BUILD_COMMAND": f"{python} -m osbake build",
+        "OSBAKE_BOOT_COMMAND": f"{python} -m osbake boot",
     }
 
 
@@ -168,7 +223,7 @@ def start_worker(
             "--token",
             token,
             "--work-dir",
-            str(console.data.parent / "farm-work"),
+            str(shared_dir() / "farm-work"),
         ],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
