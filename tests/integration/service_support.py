@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import glob
 import os
 import pwd
@@ -36,17 +37,13 @@ SYSTEM_PYTHON = "/usr/bin/python3"
 BUILD_USER = "osbake-build"
 
 
+@functools.cache
 def shared_dir() -> Path:
     """A folder of this test run that every user can read (removed at exit)."""
-    global _SHARED
-    if _SHARED is None:
-        _SHARED = Path(tempfile.mkdtemp(prefix="osbake-console-tests-", dir="/var/tmp"))
-        _SHARED.chmod(0o755)
-        atexit.register(shutil.rmtree, _SHARED, True)
-    return _SHARED
-
-
-_SHARED: Path | None = None
+    folder = Path(tempfile.mkdtemp(prefix="osbake-console-tests-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def free_port() -> int:

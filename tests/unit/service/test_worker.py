@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
-
-from osbake.events import Events
-import os
 
 import pytest
 
 from osbake.errors import UsageError
+from osbake.events import Events
 from osbake.service import build_users
 from osbake.service.worker import Outputs, Reporter, WorkerSettings, _outcome, boot_test
 
