@@ -575,12 +575,25 @@ def build_manifest(build_id: Id, session: SessionDep, who: Viewer) -> dict[str, 
 ArtifactName = Annotated[str, PathParam(max_length=255, pattern=r"^[^/\x00-\x1f\x7f]+$")]
 
 
-@router.api_route(
-    "/builds/{build_id}/artifacts/{file}",
-    methods=["GET", "HEAD"],
+ARTIFACT_URL = "/builds/{build_id}/artifacts/{file}"
+ARTIFACT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}, "text/plain": {}}}
+}
+
+
+@router.get(
+    ARTIFACT_URL,
     tags=["artifacts"],
     response_class=FileResponse,
-    responses={200: {"content": {"application/octet-stream": {}, "text/plain": {}}}},
+    responses=ARTIFACT_RESPONSES,
+    operation_id="download_artifact",
+)
+@router.head(
+    ARTIFACT_URL,
+    tags=["artifacts"],
+    response_class=FileResponse,
+    responses=ARTIFACT_RESPONSES,
+    operation_id="artifact_head",
 )
 async def download(
     build_id: Id, file: ArtifactName, request: Request, console: ConsoleDep, who: Viewer

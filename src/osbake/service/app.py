@@ -21,6 +21,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import BaseRoute
 
 import osbake
 from osbake.errors import OsbakeError
@@ -270,7 +271,7 @@ def create_app(
     )
     app.add_middleware(
         limits.BodyLimit,
-        limit_for=lambda scope: limits.route_limit(app, scope, limits.DEFAULT_BODY),
+        limit_for=lambda scope: limits.route_limit(app.state.routes, scope, limits.DEFAULT_BODY),
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.mount("/docs-assets", StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
@@ -288,7 +289,27 @@ def create_app(
 
     from osbake.service import api, web
 
-    app.include_router(api.router)
-    app.include_router(web.router)
-    problems.document(app)
+    for router in (api.router, web.router):
+        problems.document(router.routes)
+        app.include_router(router)
+    app.state.routes = all_routes(app)
     return app
+
+
+def all_routes(app: FastAPI) -> list[BaseRoute]:
+    """Every route of the application, with those of included routers in their place.
+
+    (Newer FastAPI keeps included routers as one entry of `app.routes`.)
+    """
+    found: list[BaseRoute] = []
+
+    def walk(routes: list[BaseRoute]) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                walk(list(inner.routes))
+            else:
+                found.append(route)
+
+    walk(list(app.router.routes))
+    return found

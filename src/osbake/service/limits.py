@@ -31,9 +31,9 @@ def max_body(size: int) -> dict[str, Any]:
     return {LIMIT_KEY: size}
 
 
-def route_limit(app: Any, scope: Scope, default: int) -> int:
+def route_limit(routes: list[Any], scope: Scope, default: int) -> int:
     """The body limit of the route this request goes to (the default if none matches)."""
-    for route in app.router.routes:
+    for route in routes:
         match, _ = route.matches(scope)
         if match == Match.FULL:
             extra = getattr(route, "openapi_extra", None) or {}

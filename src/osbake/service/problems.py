@@ -19,6 +19,7 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from starlette.exceptions import HTTPException
+from starlette.routing import BaseRoute
 
 from osbake.errors import HostError, Location, OsbakeError, UsageError
 
@@ -176,7 +177,7 @@ def install(app: FastAPI, page: Any) -> None:
         return answer(request, UsageError("a number in the request is out of range"), 422)
 
 
-def document(app: FastAPI) -> None:
+def document(routes: list[BaseRoute]) -> None:
     """Put the error answers each API route really gives into the OpenAPI document.
 
     401 and 403 for every route that needs a credential, 413 and 415 for every
@@ -184,7 +185,7 @@ def document(app: FastAPI) -> None:
     every route with ids or names in its path; routes add what else they give
     (409, a 404 without path parameters) with `responses=errors(...)`.
     """
-    for route in app.routes:
+    for route in routes:
         if not isinstance(route, APIRoute) or not route.include_in_schema:
             continue
         codes: set[int] = set()
