@@ -147,7 +147,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Harness, d
             )
             auth.revoke_token(revoked)
             victim, _ = auth.create_token(session, "victim", Role.VIEWER, granter=Role.ADMIN)
-            configuration = harness.console.db  # noqa: F841 - keeps the session's scope plain
             from osbake.service import builds
 
             schedule = Schedule(
