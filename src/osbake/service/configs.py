@@ -184,7 +184,7 @@ class _Bounded(io.RawIOBase):
 
 
 def _gzip(handle: BinaryIO) -> Any:
-    return gzip.GzipFile(fileobj=handle)
+    return gzip.GzipFile(fileobj=handle, mode="rb")
 
 
 DECOMPRESSORS: list[tuple[bytes, Callable[[BinaryIO], Any]]] = [

@@ -136,6 +136,12 @@ def install(app: FastAPI, page: Any) -> None:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:
+        if exc.status_code == 400:  # FastAPI's "error parsing the body": bad input, like the rest
+            problem = UsageError(
+                "the request body cannot be read (not valid JSON, UTF-8 or form data)",
+                hint="send the body in the content type the route documents",
+            )
+            return answer(request, problem, 422)
         return answer(request, UsageError(str(exc.detail)), exc.status_code, exc.headers)
 
     @app.exception_handler(RequestValidationError)
