@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import io
 import tarfile
 from typing import Any
