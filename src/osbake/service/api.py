@@ -159,7 +159,7 @@ class UserRequest(BaseModel):
     role: Literal["viewer", "builder", "admin"] = "viewer"
 
 
-@router.post("/users", tags=["access"], status_code=201)
+@router.post("/users", tags=["access"], status_code=201, responses=errors(409))
 def create_user(body: UserRequest, session: SessionDep, who: Admin) -> dict[str, Any]:
     auth.check_grant(who.role, Role(body.role))
     user = auth.create_user(session, body.name, body.password, Role(body.role))

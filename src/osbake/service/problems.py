@@ -219,5 +219,13 @@ def _needs_credential(dependant: Any) -> bool:
 
 
 def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for error statuses (the one error body)."""
-    return {code: {"model": Problem, "description": DESCRIPTIONS[code]} for code in codes}
+    """OpenAPI `responses` for error statuses: the one error body, always JSON
+    (also on routes whose own answer is text or a file)."""
+    schema = Problem.model_json_schema()
+    return {
+        code: {
+            "description": DESCRIPTIONS[code],
+            "content": {"application/json": {"schema": schema}},
+        }
+        for code in codes
+    }
