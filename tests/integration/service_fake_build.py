@@ -43,6 +43,8 @@ def main() -> int:
     steps = STEPS + (["output raw"] if "disk" in options else [])
     emit("begin", image=image, steps=[{"name": s, "key": "0" * 64, "describe": s} for s in steps])
     emit("log", line=f"fake: running as uid {os.getuid()} gid {os.getgid()}")
+    tokens = [k for k, v in os.environ.items() if v.startswith("osb_")]
+    emit("log", line=f"fake: tokens in the environment: {tokens or 'none'}")
     if "probe" in options:
         try:
             data = Path(options["probe"]).read_bytes()

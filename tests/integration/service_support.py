@@ -205,8 +205,9 @@ class RunningConsole:
 
 
 def start_worker(
-    console: RunningConsole, env: dict[str, str] | None = None
+    console: RunningConsole, env: dict[str, str] | None = None, server: str | None = None
 ) -> subprocess.Popen[Any]:
+    """`osbake worker` for the console (or for `server`, e.g. a proxy in front of it)."""
     token = console.make_token("worker", "farm worker")
     log = console.data.parent / f"{console.data.name}-worker-{time.monotonic_ns()}.log"
     return subprocess.Popen(
@@ -216,16 +217,15 @@ def start_worker(
             "osbake",
             "worker",
             "--server",
-            console.url,
-            "--token",
-            token,
+            server or console.url,
             "--work-dir",
             str(shared_dir() / "farm-work"),
         ],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, **(env or {})},
+        # the token in the environment, not on the command line (other users see that)
+        env={**os.environ, **(env or {}), "OSBAKE_WORKER_TOKEN": token},
     )
 
 
