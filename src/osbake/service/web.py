@@ -25,7 +25,16 @@ from osbake.service.app import (
     safe_next,
 )
 from osbake.service.limits import max_body
-from osbake.service.models import Build, BuildState, Configuration, Role, Schedule, Token, User
+from osbake.service.models import (
+    Build,
+    BuildState,
+    Configuration,
+    Role,
+    Schedule,
+    Token,
+    User,
+    now,
+)
 from osbake.service.problems import NotFound
 
 router = APIRouter(include_in_schema=False)
@@ -521,6 +530,9 @@ async def admin_add_user(request: Request, session: SessionDep, who: Admin) -> R
 async def admin_add_token(request: Request, session: SessionDep, who: Admin) -> Response:
     form = await form_of(request)
     user = session.get(User, who.user_id) if who.user_id else None
+    days = str(form.get("expires_days", "")).strip()
+    if days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        raise UsageError(f"'{days[:20]}' is not a number of days", hint="1 to 3650, or empty")
     _, secret = auth.create_token(
         session,
         str(form.get("name", "token"))[:128],
@@ -528,6 +540,7 @@ async def admin_add_token(request: Request, session: SessionDep, who: Admin) -> 
         granter=who.role,
         user_id=user.id if user else None,
         created_by=who.name,
+        expires=now() + int(days) * 86400 if days else None,
     )
     session.commit()
     request.session["new_token"] = secret
