@@ -6,8 +6,8 @@ builds of two hostile configurations as its build user (osbake-build, rootless):
 - a `run:` line that reads the data folder, then opens the secret key by its
   file handle (open_by_handle_at, the "shocker" escape: a file handle names an
   inode of the whole file system, whatever the sandbox's mounts; what root
-  inside the image's sandbox can do: the control test shows it working for a
-  build run as root);
+  with root's rights can do: the control test shows it reading the key as
+  root);
 - an element of the configuration whose host-side `root` phase script reads the
   secret key and the database directly.
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -50,7 +49,7 @@ for line in open("/proc/self/mounts"):
         continue
     fd = libc.open_by_handle_at(mount, handle, os.O_RDONLY)
     if fd >= 0:
-        open("/etc/stolen-key", "wb").write(os.read(fd, 4096))
+        open(sys.argv[2], "wb").write(os.read(fd, 4096))
         print("ATTACK-DONE")
         break
     errors.add(os.strerror(ctypes.get_errno()))
@@ -64,7 +63,7 @@ def steal_by_run_line(data: Path) -> dict[str, str]:
     inode = os.stat(data / "secret_key").st_ino
     command = (
         f"echo ATTACK-START; cat {data}/secret_key || echo ATTACK-DIRECT-REFUSED; "
-        f"python3 /usr/local/bin/steal.py {inode}"
+        f"python3 /usr/local/bin/steal.py {inode} /etc/stolen-key"
     )
     recipe = (
         f"name: steal-by-run\n{BASE}"
@@ -156,27 +155,15 @@ def test_an_element_script_cannot_read_the_consoles_data(console: RunningConsole
         secret_nowhere(console, build_id, log)
 
 
-def test_control_the_same_run_line_reads_the_key_when_the_build_is_root(
-    data_parent: Path, tmp_path: Path
+def test_control_the_attack_reads_the_key_with_roots_rights(
+    console: RunningConsole, tmp_path: Path
 ) -> None:
-    """What the sandbox alone does not stop: a build run as root reads the disk."""
-    if os.geteuid() != 0:
-        pytest.skip("the control build runs as root")
-    victim = data_parent / "victim"
-    victim.mkdir(mode=0o700, exist_ok=True)
-    (victim / "secret_key").write_text("the-victims-secret-key\n")
-    for name, text in steal_by_run_line(victim).items():
-        (tmp_path / name).write_text(text)
-    recipe = tmp_path / "recipe.yaml"
-    result = subprocess.run(
-        [sys.executable, "-m", "osbake", "build", str(recipe), "-o", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        check=False,
+    """The same attack, run with root's rights: it works, so the refusals above are real."""
+    script = tmp_path / "steal.py"
+    script.write_text(steal_by_run_line(console.data)["steal.py"])
+    inode = os.stat(console.data / "secret_key").st_ino
+    stolen = tmp_path / "stolen"
+    subprocess.run(
+        ["/usr/bin/python3", str(script), str(inode), str(stolen)], check=True, cwd=tmp_path
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    (tarball,) = (tmp_path / "out").glob("steal-by-run.tar*")
-    stolen = subprocess.run(
-        ["tar", "-xOf", str(tarball), "./etc/stolen-key"], capture_output=True, check=True
-    ).stdout
-    assert b"the-victims-secret-key" in stolen
+    assert stolen.read_text() == (console.data / "secret_key").read_text()

@@ -344,7 +344,7 @@ class Outputs:
 
     The build ran as another user and may have left links to files it could not
     read itself: every file is opened without following links, must be a plain
-    file of the build's user with one name, and is named without a folder.
+    file owned by the build's user, and is named without a folder.
     """
 
     MAX_MANIFEST = 64 << 20
@@ -367,7 +367,9 @@ class Outputs:
         finally:
             os.close(folder)
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1 or info.st_uid != self.uid:
+        # Owned by the build's user: a link (hard or soft) to a file of anyone else is refused.
+        # (Its own files may have more names: outputs are hard links into its step cache.)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != self.uid:
             os.close(fd)
             raise UsageError(
                 f"the build's output '{name}' is not a plain file of the build's own",

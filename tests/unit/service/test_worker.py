@@ -68,11 +68,13 @@ def test_outputs_are_plain_files_of_the_build_and_nothing_it_links_to(tmp_path: 
     out.mkdir()
     (out / "image.tar").write_bytes(b"image")
     (out / "link.tar").symlink_to(secret)
-    os.link(secret, out / "hard.tar")
+    os.link(out / "image.tar", out / "cached.tar")  # its own file, also in its step cache
     outputs = Outputs(out, None)
     with outputs.open("image.tar") as handle:
         assert handle.read() == b"image"
-    for name in ("link.tar", "hard.tar", "../secret_key", "missing.tar", ".."):
+    with outputs.open("cached.tar") as handle:
+        assert handle.read() == b"image"
+    for name in ("link.tar", "../secret_key", "missing.tar", ".."):
         with pytest.raises(UsageError), outputs.open(name):
             pass
 
@@ -82,8 +84,13 @@ def test_a_file_of_another_user_is_not_an_output(tmp_path: Path) -> None:
         pytest.skip("needs root to give a file to another user")
     (tmp_path / "theirs.tar").write_bytes(b"x")
     os.chown(tmp_path / "theirs.tar", 65534, 65534)
-    with pytest.raises(UsageError, match="plain file"), Outputs(tmp_path, None).open("theirs.tar"):
-        pass
+    (tmp_path / "secret").write_bytes(b"root's")
+    os.link(tmp_path / "secret", tmp_path / "hard.tar")  # a second name of root's file
+    build_user = Outputs(tmp_path, None)
+    build_user.uid = 65533
+    for name in ("theirs.tar", "hard.tar"):
+        with pytest.raises(UsageError, match="plain file"), build_user.open(name):
+            pass
 
 
 def test_a_build_gets_no_secret_of_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
