@@ -17,7 +17,13 @@ from typing import Any
 
 import pytest
 
-from tests.integration.service_support import RunningConsole, backend, start_worker, stop_group
+from tests.integration.service_support import (
+    RunningConsole,
+    backend,
+    build_runtime,
+    start_worker,
+    stop_group,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -36,7 +42,7 @@ def farm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Farm]:
         console = RunningConsole(
             tmp_path_factory.mktemp("farm") / "data", args=[*args, "--workers", "0"]
         )
-        worker = start_worker(console)
+        worker = start_worker(console, env=build_runtime())  # builds run as osbake-build
         try:
             yield Farm(console, worker)
         finally:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.service_support import ADMIN_PASSWORD, RunningConsole
+from tests.integration.service_support import ADMIN_PASSWORD, RunningConsole, build_runtime
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +49,8 @@ outputs: [tar]
 
 @pytest.fixture(scope="module")
 def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningConsole]:
-    running = RunningConsole(tmp_path_factory.mktemp("browser") / "data")
+    # builds run as the build user: osbake from a place that user can run it
+    running = RunningConsole(tmp_path_factory.mktemp("browser") / "data", env=build_runtime())
     try:
         yield running
     finally:

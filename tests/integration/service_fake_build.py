@@ -3,7 +3,8 @@
 It speaks the same protocol: JSON events on stdout (begin, step, command, log,
 result, finish), artifacts and `<image>.manifest.json` in the output directory,
 non-zero exit on failure. What it does is read from the recipe's description:
-  fake: sleep=SECONDS fail=STEP disk
+  fake: sleep=SECONDS fail=STEP disk probe=PATH
+(`probe` tries to read PATH, as a hostile recipe would, and logs what happened.)
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,6 +42,15 @@ def main() -> int:
     image = recipe["name"] + (f"-{args.variant}" if args.variant else "")
     steps = STEPS + (["output raw"] if "disk" in options else [])
     emit("begin", image=image, steps=[{"name": s, "key": "0" * 64, "describe": s} for s in steps])
+    emit("log", line=f"fake: running as uid {os.getuid()} gid {os.getgid()}")
+    tokens = [k for k, v in os.environ.items() if v.startswith("osb_")]
+    emit("log", line=f"fake: tokens in the environment: {tokens or 'none'}")
+    if "probe" in options:
+        try:
+            data = Path(options["probe"]).read_bytes()
+            emit("log", line=f"fake: probe read {len(data)} bytes: {data[:80]!r}")
+        except OSError as exc:
+            emit("log", line=f"fake: probe refused: {exc.strerror}")
     for step in steps:
         emit("step", name=step)
         emit("command", line=f"fake-tool --step {step}")

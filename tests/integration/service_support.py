@@ -6,7 +6,9 @@ Every server is private to the test run: temporary directories, free ports on
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import functools
 import glob
 import os
 import pwd
@@ -25,9 +27,23 @@ from typing import Any
 import httpx
 
 HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
 FAKE_BUILD = HERE / "service_fake_build.py"
 FAKE_BOOT = HERE / "service_fake_boot.py"
 ADMIN_PASSWORD = "admin-password-for-tests"
+# Builds run as the build user (osbake-build), who cannot reach root's home, the
+# repository's virtualenv or pytest's folders: what it runs lives in a shared folder.
+SYSTEM_PYTHON = "/usr/bin/python3"
+BUILD_USER = "osbake-build"
+
+
+@functools.cache
+def shared_dir() -> Path:
+    """A folder of this test run that every user can read (removed at exit)."""
+    folder = Path(tempfile.mkdtemp(prefix="osbake-console-tests-", dir="/var/tmp"))
+    folder.chmod(0o755)
+    atexit.register(shutil.rmtree, folder, True)
+    return folder
 
 
 def free_port() -> int:
@@ -48,9 +64,45 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
 
 
 def fake_commands() -> dict[str, str]:
+    """Stand-ins for `osbake build` and `osbake boot` that the build user can run."""
+    folder = shared_dir()
+    for script in (FAKE_BUILD, FAKE_BOOT):
+        if not (folder / script.name).exists():
+            shutil.copy(script, folder / script.name)
+            (folder / script.name).chmod(0o755)
     return {
-        "OSBAKE_BUILD_COMMAND": f"{sys.executable} {FAKE_BUILD}",
-        "OSBAKE_BOOT_COMMAND": f"{sys.executable} {FAKE_BOOT}",
+        "OSBAKE_BUILD_COMMAND": f"{SYSTEM_PYTHON} {folder / FAKE_BUILD.name}",
+        "OSBAKE_BOOT_COMMAND": f"{SYSTEM_PYTHON} {folder / FAKE_BOOT.name}",
+    }
+
+
+def build_runtime() -> dict[str, str]:
+    """Real `osbake build` and `osbake boot` that the build user can run.
+
+    This checkout's virtualenv may live where only root can go (a Python under
+    /root): osbake is installed once per test run into a virtualenv of the
+    system's Python in the shared folder, like an operator installs it.
+    """
+    venv = shared_dir() / "runtime"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        source = shared_dir() / "runtime-src"
+        shutil.copytree(
+            REPO,
+            source,
+            ignore=shutil.ignore_patterns(
+                ".venv", ".git", "out", "build", "*.egg-info", "__pycache__", ".stamps", "*_cache"
+            ),
+        )
+        subprocess.run([SYSTEM_PYTHON, "-m", "venv", str(venv)], check=True)
+        subprocess.run(
+            [str(venv / "bin" / "pip"), "install", "-q", str(source)],
+            check=True,
+            capture_output=True,
+        )
+    return {
+        "OSBAKE_BUILD_COMMAND": f"{python} -m osbake build",
+        "OSBAKE_BOOT_COMMAND": f"{python} -m osbake boot",
     }
 
 
@@ -153,8 +205,9 @@ class RunningConsole:
 
 
 def start_worker(
-    console: RunningConsole, env: dict[str, str] | None = None
+    console: RunningConsole, env: dict[str, str] | None = None, server: str | None = None
 ) -> subprocess.Popen[Any]:
+    """`osbake worker` for the console (or for `server`, e.g. a proxy in front of it)."""
     token = console.make_token("worker", "farm worker")
     log = console.data.parent / f"{console.data.name}-worker-{time.monotonic_ns()}.log"
     return subprocess.Popen(
@@ -164,16 +217,15 @@ def start_worker(
             "osbake",
             "worker",
             "--server",
-            console.url,
-            "--token",
-            token,
+            server or console.url,
             "--work-dir",
-            str(console.data.parent / "farm-work"),
+            str(shared_dir() / "farm-work"),
         ],
         stdout=log.open("w"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        env={**os.environ, **(env or {})},
+        # the token in the environment, not on the command line (other users see that)
+        env={**os.environ, **(env or {}), "OSBAKE_WORKER_TOKEN": token},
     )
 
 

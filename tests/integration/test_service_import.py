@@ -27,7 +27,7 @@ def client(tmp_path: Path) -> Iterator[tuple[TestClient, dict[str, str]]]:
     app = create_app(settings, queue=ListQueue(), background=False)
     with TestClient(app) as test_client:
         with app.state.console.db.session() as session:
-            _, secret = auth.create_token(session, "admin", Role.ADMIN, None)
+            _, secret = auth.create_token(session, "admin", Role.ADMIN, granter=Role.ADMIN)
             session.commit()
         yield test_client, {"Authorization": f"Bearer {secret}"}
 

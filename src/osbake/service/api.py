@@ -8,25 +8,60 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import json
 import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, File, Form, HTTPException, Request, UploadFile
+from fastapi import (
+    APIRouter,
+    Body,
+    File,
+    Form,
+    Header,
+    HTTPException,
+    Query,
+    Request,
+    UploadFile,
+)
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, PlainTextResponse, Response, StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 import osbake
-from osbake.errors import UsageError
+from osbake.errors import Location, UsageError
 from osbake.service import auth, builds, configs, retention, schedules, views
-from osbake.service.app import Admin, Builder, ConsoleDep, SessionDep, Viewer, WorkerDep
-from osbake.service.models import Build, BuildState, Configuration, Role, Schedule, Token, User
+from osbake.service.app import (
+    Account,
+    Admin,
+    Builder,
+    ConsoleDep,
+    Principal,
+    SessionDep,
+    Viewer,
+    WorkerDep,
+)
+from osbake.service.limits import MIB, max_body
+from osbake.service.models import Build, BuildState, Configuration, Role, Schedule, Token, User, now
+from osbake.service.problems import Conflict, NotFound, TooLarge, errors
 
 router = APIRouter(prefix="/api")
+
+MAX_ID = 2**31 - 1  # ids are 32-bit integers in the database
+# Text without control characters (no NUL: PostgreSQL cannot store it).
+PLAIN = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"
+LINE = r"^[^\x00-\x1f\x7f]*$"
+Id = Annotated[int, PathParam(ge=1, le=MAX_ID)]
+ConfigName = Annotated[str, PathParam(max_length=128, pattern=configs.NAME_PATTERN)]
+Short = Annotated[str, StringConstraints(max_length=128, pattern=LINE)]
+Text = Annotated[str, StringConstraints(max_length=64 << 10, pattern=PLAIN)]
+CONFIGURATION_BODY = 96 * MIB  # a configuration of at most configs.MAX_BYTES, base64 or tar
+REPORT_BODY = 16 * MIB  # a batch of events, a manifest
 
 
 # -- status, users and tokens --------------------------------------------------------------
@@ -46,54 +81,87 @@ def status(session: SessionDep, who: Viewer) -> dict[str, Any]:
 
 
 class TokenRequest(BaseModel):
-    name: str = Field("token", max_length=128)
+    name: Short = "token"
     role: Literal["viewer", "builder", "admin", "worker"] = "viewer"
+    expires_days: int | None = Field(
+        None, ge=1, le=3650, description="days until the token expires (default: never)"
+    )
+
+
+def token_json(token: Token) -> dict[str, Any]:
+    return {
+        "id": token.id,
+        "name": token.name,
+        "role": token.role,
+        "created": views.iso(token.created),
+        "created_by": token.created_by,
+        "expires": views.iso(token.expires),
+        "revoked": views.iso(token.revoked),
+        "last_used": views.iso(token.last_used),
+        "valid": token.valid(),
+    }
+
+
+def owns(who: Principal, token: Token) -> bool:
+    """Admins see every token; others their own user's tokens, and a token itself."""
+    if who.allows(Role.ADMIN):
+        return True
+    if who.token_id is not None and who.token_id == token.id:
+        return True
+    return who.user_id is not None and token.user_id == who.user_id
 
 
 @router.post("/tokens", tags=["access"], status_code=201)
-def create_token(body: TokenRequest, session: SessionDep, who: Viewer) -> dict[str, Any]:
-    """Make an API token (the secret is shown once). Only admins make worker or admin tokens."""
-    role = Role(body.role)
-    if role in (Role.WORKER, Role.ADMIN) and not who.allows(Role.ADMIN):
-        raise HTTPException(403, f"only an admin can make a {role} token")
-    user = session.get(User, who.user_id) if who.user_id else None
-    token, secret = auth.create_token(session, body.name, role, user)
+def create_token(body: TokenRequest, session: SessionDep, who: Account) -> dict[str, Any]:
+    """Make an API token (the secret is shown once).
+
+    Nobody makes a token with more rights than the credential that asks for it;
+    only admins make worker tokens. The token belongs to the asker's user.
+    """
+    expires = now() + body.expires_days * 86400 if body.expires_days else None
+    token, secret = auth.create_token(
+        session,
+        body.name,
+        Role(body.role),
+        granter=who.role,
+        user_id=who.user_id,
+        created_by=who.name,
+        expires=expires,
+    )
     session.commit()
-    return {"id": token.id, "name": token.name, "role": token.role, "token": secret}
+    return {**token_json(token), "token": secret}
 
 
 @router.get("/tokens", tags=["access"])
-def list_tokens(session: SessionDep, who: Admin) -> list[dict[str, Any]]:
+def list_tokens(session: SessionDep, who: Account) -> list[dict[str, Any]]:
+    """Tokens with their expiry and state: an admin sees all, others their own."""
     return [
-        {
-            "id": t.id,
-            "name": t.name,
-            "role": t.role,
-            "created": views.iso(t.created),
-            "last_used": views.iso(t.last_used),
-        }
+        token_json(t)
         for t in session.scalars(select(Token).order_by(Token.id)).all()
+        if owns(who, t)
     ]
 
 
 @router.delete("/tokens/{token_id}", tags=["access"], status_code=204)
-def revoke_token(token_id: int, session: SessionDep, who: Admin) -> Response:
+def revoke_token(token_id: Id, session: SessionDep, who: Account) -> Response:
+    """Revoke a token at once (an admin any, others their own)."""
     token = session.get(Token, token_id)
-    if token is None:
-        raise builds.NotFound(f"there is no token {token_id}")
-    session.delete(token)
+    if token is None or not owns(who, token):
+        raise NotFound(f"there is no token {token_id} of yours")
+    auth.revoke_token(token)
     session.commit()
     return Response(status_code=204)
 
 
 class UserRequest(BaseModel):
-    name: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=8)
+    name: str = Field(min_length=1, max_length=64, pattern=auth.USER_NAME.pattern)
+    password: str = Field(min_length=8, max_length=auth.MAX_PASSWORD)
     role: Literal["viewer", "builder", "admin"] = "viewer"
 
 
-@router.post("/users", tags=["access"], status_code=201)
+@router.post("/users", tags=["access"], status_code=201, responses=errors(409))
 def create_user(body: UserRequest, session: SessionDep, who: Admin) -> dict[str, Any]:
+    auth.check_grant(who.role, Role(body.role))
     user = auth.create_user(session, body.name, body.password, Role(body.role))
     session.commit()
     return {"id": user.id, "name": user.name, "role": user.role}
@@ -111,15 +179,21 @@ def list_users(session: SessionDep, who: Admin) -> list[dict[str, Any]]:
 
 
 class ConfigurationRequest(BaseModel):
-    name: str
+    name: str = Field(max_length=128, pattern=configs.NAME_PATTERN)
     files: dict[str, str] = Field(
-        default_factory=dict, description="path -> text content (recipe, element scripts, ...)"
+        default_factory=dict,
+        max_length=configs.MAX_FILES,
+        description="path -> text content (recipe, element scripts, ...)",
     )
-    files_base64: dict[str, str] = Field(default_factory=dict, description="path -> base64 content")
-    executable: list[str] = Field(default_factory=list, description="paths to mark executable")
-    recipe_file: str | None = None
-    message: str = ""
-    description: str = ""
+    files_base64: dict[str, str] = Field(
+        default_factory=dict, max_length=configs.MAX_FILES, description="path -> base64 content"
+    )
+    executable: list[str] = Field(
+        default_factory=list, max_length=configs.MAX_FILES, description="paths to mark executable"
+    )
+    recipe_file: str | None = Field(None, max_length=512, pattern=LINE)
+    message: Text = ""
+    description: Text = ""
 
 
 @router.get("/configurations", tags=["configurations"])
@@ -130,19 +204,33 @@ def list_configurations(session: SessionDep, who: Viewer) -> list[dict[str, Any]
     ]
 
 
-@router.post("/configurations", tags=["configurations"], status_code=201)
+@router.post(
+    "/configurations",
+    tags=["configurations"],
+    status_code=201,
+    openapi_extra=max_body(CONFIGURATION_BODY),
+)
 def save_configuration(
     body: ConfigurationRequest, session: SessionDep, who: Builder
 ) -> dict[str, Any]:
     """Create a configuration or store a new version of it (validated first)."""
     files = configs.FileSet()
     for path, text in body.files.items():
-        files.add(path, text.encode(), 0o755 if path in body.executable else 0o644)
-    for path, data in body.files_base64.items():
         try:
-            raw = base64.b64decode(data, validate=True)
+            data = text.encode()
+        except UnicodeError:
+            raise UsageError(
+                "the text is not valid UTF-8 (use files_base64 for binary files)",
+                location=Location(key=f"files.{path[:200]}"),
+            ) from None
+        files.add(path, data, 0o755 if path in body.executable else 0o644)
+    for path, encoded in body.files_base64.items():
+        try:
+            raw = base64.b64decode(encoded, validate=True)
         except ValueError:
-            raise UsageError(f"files_base64['{path}'] is not base64") from None
+            raise UsageError(
+                "this is not base64", location=Location(key=f"files_base64.{path[:200]}")
+            ) from None
         files.add(path, raw, 0o755 if path in body.executable else 0o644)
     version, created = configs.save_version(
         session,
@@ -158,22 +246,27 @@ def save_configuration(
     return {"configuration": body.name, **views.version_json(version), "new_version": created}
 
 
-@router.post("/configurations/import", tags=["configurations"], status_code=201)
+@router.post(
+    "/configurations/import",
+    tags=["configurations"],
+    status_code=201,
+    openapi_extra=max_body(CONFIGURATION_BODY),
+)
 async def import_configuration(
     session: SessionDep,
     who: Builder,
-    name: Annotated[str, Form()],
-    git_url: Annotated[str | None, Form()] = None,
-    git_ref: Annotated[str | None, Form()] = None,
-    subdir: Annotated[str, Form()] = "",
-    directory: Annotated[str | None, Form()] = None,
-    recipe_file: Annotated[str | None, Form()] = None,
-    message: Annotated[str, Form()] = "",
+    name: Annotated[str, Form(max_length=128, pattern=configs.NAME_PATTERN)],
+    git_url: Annotated[str | None, Form(max_length=2000, pattern=LINE)] = None,
+    git_ref: Annotated[str | None, Form(max_length=256, pattern=LINE)] = None,
+    subdir: Annotated[str, Form(max_length=1024, pattern=LINE)] = "",
+    directory: Annotated[str | None, Form(max_length=4096, pattern=LINE)] = None,
+    recipe_file: Annotated[str | None, Form(max_length=512, pattern=LINE)] = None,
+    message: Annotated[str, Form(max_length=64 << 10, pattern=PLAIN)] = "",
     archive: Annotated[UploadFile | None, File()] = None,
 ) -> dict[str, Any]:
     """Import from a tar archive (upload), a git repository, or (admins) a directory on the host."""
     if archive is not None and archive.filename:
-        files = configs.from_archive(await archive.read())
+        files = await run_in_threadpool(configs.from_upload, archive.file)
         source = f"archive {archive.filename}"
     elif git_url:
         if configs.is_local_git(git_url) and not who.allows(Role.ADMIN):
@@ -205,7 +298,7 @@ async def import_configuration(
 
 
 @router.get("/configurations/{name}", tags=["configurations"])
-def get_configuration(name: str, session: SessionDep, who: Viewer) -> dict[str, Any]:
+def get_configuration(name: ConfigName, session: SessionDep, who: Viewer) -> dict[str, Any]:
     configuration = builds.get_configuration(session, name)
     data = views.configuration_json(configuration)
     data["versions"] = [views.version_json(v) for v in configuration.versions]
@@ -219,22 +312,22 @@ def get_configuration(name: str, session: SessionDep, who: Viewer) -> dict[str, 
 
 
 @router.get("/configurations/{name}/versions/{number}", tags=["configurations"])
-def get_version(name: str, number: int, session: SessionDep, who: Viewer) -> dict[str, Any]:
+def get_version(name: ConfigName, number: Id, session: SessionDep, who: Viewer) -> dict[str, Any]:
     version = builds.get_version(session, builds.get_configuration(session, name), number)
     return views.version_json(version, files=True)
 
 
 @router.get("/configurations/{name}/versions/{number}/files/{path:path}", tags=["configurations"])
-def get_file(name: str, number: int, path: str, session: SessionDep, who: Viewer) -> Response:
+def get_file(name: ConfigName, number: Id, path: str, session: SessionDep, who: Viewer) -> Response:
     version = builds.get_version(session, builds.get_configuration(session, name), number)
     for item in version.files:
         if item.path == path:
             return Response(item.data, media_type="text/plain; charset=utf-8")
-    raise builds.NotFound(f"version {number} of '{name}' has no file '{path}'")
+    raise NotFound(f"version {number} of '{name}' has no file '{path}'")
 
 
 @router.get("/configurations/{name}/versions/{number}/archive", tags=["configurations"])
-def get_archive(name: str, number: int, session: SessionDep, who: Viewer) -> Response:
+def get_archive(name: ConfigName, number: Id, session: SessionDep, who: Viewer) -> Response:
     version = builds.get_version(session, builds.get_configuration(session, name), number)
     return Response(
         configs.archive(version),
@@ -246,7 +339,13 @@ def get_archive(name: str, number: int, session: SessionDep, who: Viewer) -> Res
 @router.get(
     "/configurations/{name}/diff", tags=["configurations"], response_class=PlainTextResponse
 )
-def diff(name: str, session: SessionDep, who: Viewer, a: int, b: int) -> str:
+def diff(
+    name: ConfigName,
+    session: SessionDep,
+    who: Viewer,
+    a: Annotated[int, Query(ge=1, le=MAX_ID)],
+    b: Annotated[int, Query(ge=1, le=MAX_ID)],
+) -> str:
     """A unified diff between versions a and b."""
     configuration = builds.get_configuration(session, name)
     return configs.diff(
@@ -258,16 +357,18 @@ def diff(name: str, session: SessionDep, who: Viewer, a: int, b: int) -> str:
 
 
 class ScheduleRequest(BaseModel):
-    cron: str = Field(description="five-field cron (UTC) or @nightly / @weekly")
-    milestone: str = "daily"
-    variant: str | None = None
-    arch: str | None = None
+    cron: str = Field(
+        max_length=128, pattern=LINE, description="five-field cron (UTC) or @nightly / @weekly"
+    )
+    milestone: Short = "daily"
+    variant: Short | None = None
+    arch: Short | None = None
     matrix: bool = True
 
 
 @router.post("/configurations/{name}/schedules", tags=["schedules"], status_code=201)
 def create_schedule(
-    name: str, body: ScheduleRequest, session: SessionDep, who: Builder
+    name: ConfigName, body: ScheduleRequest, session: SessionDep, who: Builder
 ) -> dict[str, Any]:
     configuration = builds.get_configuration(session, name)
     schedule = schedules.create(
@@ -288,10 +389,10 @@ def list_schedules(session: SessionDep, who: Viewer) -> list[dict[str, Any]]:
 
 
 @router.delete("/schedules/{schedule_id}", tags=["schedules"], status_code=204)
-def delete_schedule(schedule_id: int, session: SessionDep, who: Builder) -> Response:
+def delete_schedule(schedule_id: Id, session: SessionDep, who: Builder) -> Response:
     schedule = session.get(Schedule, schedule_id)
     if schedule is None:
-        raise builds.NotFound(f"there is no schedule {schedule_id}")
+        raise NotFound(f"there is no schedule {schedule_id}")
     schedules.delete(session, schedule)
     return Response(status_code=204)
 
@@ -300,15 +401,17 @@ def delete_schedule(schedule_id: int, session: SessionDep, who: Builder) -> Resp
 
 
 class BuildRequest(BaseModel):
-    configuration: str
-    version: int | None = Field(None, description="configuration version (default: the latest)")
-    variant: str | None = None
-    arch: str | None = None
+    configuration: str = Field(max_length=128, pattern=configs.NAME_PATTERN)
+    version: int | None = Field(
+        None, ge=1, le=MAX_ID, description="configuration version (default: the latest)"
+    )
+    variant: Short | None = None
+    arch: Short | None = None
     matrix: bool = Field(False, description="build every variant x arch")
-    milestone: str = Field("daily", description="daily, alpha, beta, rc, final or free text")
+    milestone: Short = Field("daily", description="daily, alpha, beta, rc, final or free text")
 
 
-@router.post("/builds", tags=["builds"], status_code=201)
+@router.post("/builds", tags=["builds"], status_code=201, responses=errors(404))
 def request_build(
     body: BuildRequest, session: SessionDep, console: ConsoleDep, who: Builder
 ) -> list[dict[str, Any]]:
@@ -329,16 +432,18 @@ def request_build(
     return [views.build_json(session, b) for b in queued]
 
 
-@router.get("/builds", tags=["builds"])
+@router.get("/builds", tags=["builds"], responses=errors(404))
 def list_builds(
     session: SessionDep,
     who: Viewer,
-    state: str | None = None,
-    configuration: str | None = None,
-    milestone: str | None = None,
-    limit: int = 50,
+    state: Annotated[BuildState | None, Query()] = None,
+    configuration: Annotated[
+        str | None, Query(max_length=128, pattern=configs.NAME_PATTERN)
+    ] = None,
+    milestone: Annotated[str | None, Query(max_length=64, pattern=LINE)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> list[dict[str, Any]]:
-    query = select(Build).order_by(Build.id.desc()).limit(min(max(limit, 1), 500))
+    query = select(Build).order_by(Build.id.desc()).limit(limit)
     if state:
         query = query.where(Build.state == state)
     if configuration:
@@ -352,7 +457,7 @@ def list_builds(
 
 @router.get("/builds/{build_id}", tags=["builds"])
 def get_build(
-    build_id: int, session: SessionDep, console: ConsoleDep, who: Viewer
+    build_id: Id, session: SessionDep, console: ConsoleDep, who: Viewer
 ) -> dict[str, Any]:
     """A build: state, steps, queue position, elapsed time; a failed one with its log's tail."""
     build = builds.get_build(session, build_id)
@@ -362,24 +467,24 @@ def get_build(
     return data
 
 
-@router.post("/builds/{build_id}/cancel", tags=["builds"])
-def cancel_build(build_id: int, session: SessionDep, who: Builder) -> dict[str, Any]:
+@router.post("/builds/{build_id}/cancel", tags=["builds"], responses=errors(409))
+def cancel_build(build_id: Id, session: SessionDep, who: Builder) -> dict[str, Any]:
     build = builds.cancel(session, builds.get_build(session, build_id))
     return views.build_json(session, build)
 
 
-@router.post("/builds/{build_id}/retry", tags=["builds"], status_code=201)
+@router.post("/builds/{build_id}/retry", tags=["builds"], status_code=201, responses=errors(409))
 def retry_build(
-    build_id: int, session: SessionDep, console: ConsoleDep, who: Builder
+    build_id: Id, session: SessionDep, console: ConsoleDep, who: Builder
 ) -> dict[str, Any]:
     """Queue the same configuration version, variant, arch and milestone again ("rebuild this")."""
     fresh = builds.retry(session, console.queue, builds.get_build(session, build_id), who.name)
     return views.build_json(session, fresh)
 
 
-@router.post("/builds/{build_id}/bless", tags=["builds"])
+@router.post("/builds/{build_id}/bless", tags=["builds"], responses=errors(409))
 def bless_build(
-    build_id: int, session: SessionDep, console: ConsoleDep, who: Admin
+    build_id: Id, session: SessionDep, console: ConsoleDep, who: Admin
 ) -> dict[str, Any]:
     """Mark a build as released: only when its boot test passed."""
     build = retention.bless(
@@ -393,30 +498,42 @@ def bless_build(
 
 
 @router.get("/builds/{build_id}/log", tags=["builds"], response_class=PlainTextResponse)
-def build_log(build_id: int, session: SessionDep, console: ConsoleDep, who: Viewer) -> str:
+def build_log(build_id: Id, session: SessionDep, console: ConsoleDep, who: Viewer) -> str:
     """The build's log as plain text."""
     builds.get_build(session, build_id)
     lines = (builds.render_line(e) for e in builds.read_events(console.settings, build_id))
     return "".join(f"{line}\n" for line in lines if line is not None)
 
 
-@router.get("/builds/{build_id}/events", tags=["builds"])
+@router.get(
+    "/builds/{build_id}/events",
+    tags=["builds"],
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}}},
+)
 async def build_events(
-    build_id: int, request: Request, console: ConsoleDep, who: Viewer, after: int = -1
+    build_id: Id,
+    request: Request,
+    console: ConsoleDep,
+    who: Viewer,
+    after: Annotated[int, Query(ge=-1, le=MAX_ID)] = -1,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
 ) -> StreamingResponse:
     """Server-sent events: the build's events as they happen, then `state` updates.
 
     Each event's id is its sequence number; reconnecting with Last-Event-ID (or
-    ?after=N) resumes after it. The stream ends when the build has finished.
+    ?after=N) resumes after it. The stream ends when the build has finished
+    (`event: end`), or after a while without it: reconnect then (browsers do).
     """
-    last = request.headers.get("last-event-id")
-    start = int(last) + 1 if last and last.isdigit() else after + 1
+    last = last_event_id.strip() if last_event_id else ""
+    start = min(int(last), MAX_ID) + 1 if last.isdigit() else after + 1
 
     def snapshot() -> dict[str, Any]:
         with console.db.session() as session:
             return views.build_json(session, builds.get_build(session, build_id))
 
     await run_in_threadpool(snapshot)  # 404 before the stream starts
+    deadline = time.monotonic() + console.settings.stream_seconds
 
     async def stream() -> AsyncIterator[str]:
         position = start
@@ -436,7 +553,7 @@ async def build_events(
             if BuildState(state["state"]).finished and not events:
                 yield "event: end\ndata: {}\n\n"
                 return
-            if await request.is_disconnected():
+            if await request.is_disconnected() or time.monotonic() > deadline:
                 return
             await asyncio.sleep(0.5)
 
@@ -448,44 +565,72 @@ async def build_events(
 
 
 @router.get("/builds/{build_id}/manifest", tags=["artifacts"])
-def build_manifest(build_id: int, session: SessionDep, who: Viewer) -> dict[str, Any]:
+def build_manifest(build_id: Id, session: SessionDep, who: Viewer) -> dict[str, Any]:
     build = builds.get_build(session, build_id)
     if build.manifest is None:
-        raise builds.NotFound(f"build {build_id} has no manifest (it did not succeed)")
+        raise NotFound(f"build {build_id} has no manifest (it did not succeed)")
     return build.manifest
 
 
-@router.get("/builds/{build_id}/artifacts/{file}", tags=["artifacts"])
+ArtifactName = Annotated[str, PathParam(max_length=255, pattern=r"^[^/\x00-\x1f\x7f]+$")]
+
+
+ARTIFACT_URL = "/builds/{build_id}/artifacts/{file}"
+ARTIFACT_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"application/octet-stream": {}, "text/plain": {}}}
+}
+
+
+@router.get(
+    ARTIFACT_URL,
+    tags=["artifacts"],
+    response_class=FileResponse,
+    responses=ARTIFACT_RESPONSES,
+    operation_id="download_artifact",
+)
+@router.head(
+    ARTIFACT_URL,
+    tags=["artifacts"],
+    response_class=FileResponse,
+    responses=ARTIFACT_RESPONSES,
+    operation_id="artifact_head",
+)
 async def download(
-    build_id: int, file: str, request: Request, console: ConsoleDep, who: Viewer
+    build_id: Id, file: ArtifactName, request: Request, console: ConsoleDep, who: Viewer
 ) -> Response:
-    """Download an artifact (HTTP range requests resume); its sha256 is in X-Checksum-Sha256."""
+    """Download an artifact (HTTP range requests resume; HEAD tells its size).
+
+    Its sha256 is in X-Checksum-Sha256, and at FILE.sha256. Only the build's
+    verified artifacts and its manifest are served.
+    """
 
     def find() -> tuple[str, Path]:
         with console.db.session() as session:
             build = builds.get_build(session, build_id)
             if build.purged:
-                raise builds.NotFound(
+                raise NotFound(
                     f"the artifacts of build {build_id} were removed by retention",
                     hint="rebuild it (its configuration version is kept)",
                 )
-            if file.endswith(".sha256"):
-                base = file.removesuffix(".sha256")
-                for artifact in build.artifacts:
-                    if artifact.file == base:
-                        return f"{artifact.sha256}  {artifact.file}\n", builds.artifact_dir(
-                            console.settings, build_id
-                        )
-            for artifact in build.artifacts:
-                if artifact.file == file:
-                    return artifact.sha256, builds.artifact_dir(console.settings, build_id) / file
-            manifest = builds.artifact_dir(console.settings, build_id) / file
-            if file.endswith(".manifest.json") and manifest.is_file():
-                return "", manifest
-        raise builds.NotFound(f"build {build_id} has no artifact '{file}'")
+            folder = builds.artifact_dir(console.settings, build_id)
+            listed = {a.file: a.sha256 for a in build.artifacts}
+            if build.manifest is not None:
+                listed.setdefault(f"{build.manifest.get('image')}.manifest.json", "")
+            base = file.removesuffix(".sha256")
+            if file.endswith(".sha256") and listed.get(base):
+                return f"{listed[base]}  {base}\n", folder
+            if file in listed:
+                path = folder / file
+                if not path.is_file():
+                    raise NotFound(
+                        f"the file '{file}' of build {build_id} is missing on the console's disk",
+                        hint="rebuild it, and tell the console's admin",
+                    )
+                return listed[file], path
+        raise NotFound(f"build {build_id} has no artifact '{file}'")
 
     digest, path = await run_in_threadpool(find)
-    if file.endswith(".sha256"):
+    if file.endswith(".sha256") and path.is_dir():
         return PlainTextResponse(digest)
     headers = {"X-Checksum-Sha256": digest} if digest else {}
     return HeldFile(console.in_use, build_id, path, filename=file, headers=headers)
@@ -504,9 +649,27 @@ class HeldFile(FileResponse):
             await super().__call__(scope, receive, send)
 
 
+BUILD_SUMMARY = (
+    "id",
+    "configuration",
+    "version",
+    "variant",
+    "arch",
+    "milestone",
+    "state",
+    "image",
+    "blessed",
+    "finished",
+    "artifacts",
+)
+
+
 @router.get("/search/packages", tags=["artifacts"])
 def search_packages(
-    session: SessionDep, who: Viewer, name: str, version: str | None = None
+    session: SessionDep,
+    who: Viewer,
+    name: Annotated[str, Query(min_length=1, max_length=256, pattern=LINE)],
+    version: Annotated[str | None, Query(max_length=256, pattern=LINE)] = None,
 ) -> list[dict[str, Any]]:
     """Which images contain package NAME (at VERSION)?"""
     return [
@@ -514,35 +677,20 @@ def search_packages(
             "package": p.name,
             "version": p.version,
             "arch": p.arch,
-            "build": {
-                k: v
-                for k, v in views.build_json(session, b).items()
-                if k
-                in (
-                    "id",
-                    "configuration",
-                    "version",
-                    "variant",
-                    "arch",
-                    "milestone",
-                    "state",
-                    "image",
-                    "blessed",
-                    "finished",
-                    "artifacts",
-                )
-            },
+            "build": {k: v for k, v in views.build_json(session, b).items() if k in BUILD_SUMMARY},
         }
         for b, p in builds.search_packages(session, name, version)
     ]
 
 
 class LookupRequest(BaseModel):
-    sha256: str | None = None
+    sha256: str | None = Field(None, pattern=r"^\s*[0-9a-fA-F]{64}\s*$")
     manifest: dict[str, Any] | None = None
 
 
-@router.post("/lookup", tags=["artifacts"])
+@router.post(
+    "/lookup", tags=["artifacts"], responses=errors(404), openapi_extra=max_body(REPORT_BODY)
+)
 def lookup(body: LookupRequest, session: SessionDep, who: Viewer) -> dict[str, Any]:
     """From an artifact's sha256 or its manifest to the build, configuration version and variant."""
     origin = builds.find_origin(session, sha256=body.sha256, manifest=body.manifest)
@@ -587,6 +735,8 @@ def collect(session: SessionDep, console: ConsoleDep, who: Admin) -> dict[str, A
 
 
 # -- workers -------------------------------------------------------------------------------
+# Only worker tokens call these, and after the claim only the token that claimed a
+# build may report on it (409 for any other).
 
 
 @router.get("/worker/hello", tags=["workers"])
@@ -596,14 +746,14 @@ def worker_hello(console: ConsoleDep, who: WorkerDep) -> dict[str, Any]:
 
 
 class ClaimRequest(BaseModel):
-    worker: str
+    worker: Short
 
 
-@router.post("/worker/builds/{build_id}/claim", tags=["workers"])
+@router.post("/worker/builds/{build_id}/claim", tags=["workers"], responses=errors(409))
 def worker_claim(
-    build_id: int, body: ClaimRequest, session: SessionDep, who: WorkerDep
+    build_id: Id, body: ClaimRequest, session: SessionDep, who: WorkerDep
 ) -> dict[str, Any]:
-    build = builds.claim(session, build_id, body.worker)
+    build = builds.claim(session, build_id, body.worker, who.token_id)
     return {
         "id": build.id,
         "recipe_file": build.version.recipe_file,
@@ -614,76 +764,135 @@ def worker_claim(
     }
 
 
-@router.get("/worker/builds/{build_id}/config.tar.gz", tags=["workers"])
-def worker_configuration(build_id: int, session: SessionDep, who: WorkerDep) -> Response:
-    build = builds.get_build(session, build_id)
+@router.get(
+    "/worker/builds/{build_id}/config.tar.gz",
+    tags=["workers"],
+    responses={**errors(409), 200: {"content": {"application/gzip": {}}}},
+)
+def worker_configuration(build_id: Id, session: SessionDep, who: WorkerDep) -> Response:
+    build = builds.claimed(session, build_id, who.token_id)
     return Response(configs.archive(build.version), media_type="application/gzip")
 
 
-@router.post("/worker/builds/{build_id}/events", tags=["workers"])
+@router.post(
+    "/worker/builds/{build_id}/events",
+    tags=["workers"],
+    responses=errors(409),
+    openapi_extra=max_body(REPORT_BODY),
+)
 def worker_events(
-    build_id: int,
-    events: list[dict[str, Any]],
+    build_id: Id,
+    events: Annotated[list[dict[str, Any]], Body(max_length=100_000)],
     session: SessionDep,
     console: ConsoleDep,
     who: WorkerDep,
 ) -> dict[str, Any]:
     """A batch of the build's events (also the worker's heartbeat); answers whether to cancel."""
-    build = builds.get_build(session, build_id)
+    build = builds.claimed(session, build_id, who.token_id)
     return {"cancel": builds.record_events(session, console.settings, build, events)}
 
 
-@router.put("/worker/builds/{build_id}/files/{file}", tags=["workers"], status_code=201)
-async def worker_upload(
-    build_id: int, file: str, request: Request, console: ConsoleDep, who: WorkerDep
-) -> dict[str, Any]:
-    def check() -> None:
-        with console.db.session() as session:
-            build = builds.get_build(session, build_id)
-            if build.state != BuildState.RUNNING:
-                raise builds.Conflict(f"build {build_id} is {build.state}, not running")
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 
-    await run_in_threadpool(check)
+
+@router.put(
+    "/worker/builds/{build_id}/files/{file}",
+    tags=["workers"],
+    status_code=201,
+    responses=errors(409),
+    openapi_extra={
+        **max_body(256 << 30),
+        "requestBody": {"content": {"application/octet-stream": {"schema": {}}}},
+    },
+)
+async def worker_upload(
+    build_id: Id,
+    file: ArtifactName,
+    request: Request,
+    console: ConsoleDep,
+    who: WorkerDep,
+    x_checksum_sha256: Annotated[
+        Sha256, Header(description="the sha256 the worker claims for the file")
+    ],
+) -> dict[str, Any]:
+    """Upload an artifact; the console hashes it as it arrives and refuses it (422)
+    unless it is the sha256 the worker claims. Then it is kept as a verified upload."""
     name = configs.safe_path(file)
     if "/" in name or name.startswith("."):
-        raise UsageError(f"'{file}' is not an artifact file name")
+        raise UsageError(f"'{file}' is not an artifact file name", location=Location(key="file"))
+
+    def check() -> None:
+        with console.db.session() as session:
+            build = builds.claimed(session, build_id, who.token_id)
+            if build.state != BuildState.RUNNING:
+                raise Conflict(f"build {build_id} is {build.state}, not running")
+
+    await run_in_threadpool(check)
     folder = builds.artifact_dir(console.settings, build_id)
     folder.mkdir(parents=True, exist_ok=True)
-    partial = folder / f".{name}.partial"
+    partial = folder / f".{name}.{uuid.uuid4().hex}.partial"
+    digest = hashlib.sha256()
     size = 0
-    with partial.open("wb") as handle:
-        async for chunk in request.stream():
-            handle.write(chunk)
-            size += len(chunk)
-    partial.replace(folder / name)
+    try:
+        with partial.open("wb") as handle:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > console.settings.max_upload:
+                    raise TooLarge(
+                        f"the file is larger than the console accepts "
+                        f"({console.settings.max_upload} bytes)"
+                    )
+                digest.update(chunk)
+                await run_in_threadpool(handle.write, chunk)
+        if digest.hexdigest() != x_checksum_sha256:
+            raise UsageError(
+                f"'{name}' arrived with sha256 {digest.hexdigest()}, "
+                f"not the {x_checksum_sha256} the worker claims",
+                location=Location(key="X-Checksum-Sha256"),
+                hint="the file changed or was cut short on its way; upload it again",
+            )
+        partial.replace(folder / name)
+    finally:
+        partial.unlink(missing_ok=True)
 
     def account() -> None:
         with console.db.session() as session:
             build = builds.get_build(session, build_id)
+            build.uploads = {
+                **(build.uploads or {}),
+                name: {"size": size, "sha256": digest.hexdigest()},
+            }
             build.disk_bytes = retention.directory_size(folder)
             build.heartbeat = time.time()
             session.commit()
 
     await run_in_threadpool(account)
-    return {"file": name, "size": size}
+    return {"file": name, "size": size, "sha256": digest.hexdigest()}
 
 
 class FinishRequest(BaseModel):
     ok: bool
-    error: str | None = None
-    step: str | None = None
+    error: Text | None = None
+    step: Short | None = None
     manifest: dict[str, Any] | None = None
     boot_state: Literal["passed", "failed", "none"] | None = None
-    boot_detail: str = ""
+    boot_detail: Text = ""
 
 
-@router.post("/worker/builds/{build_id}/finish", tags=["workers"])
+@router.post(
+    "/worker/builds/{build_id}/finish",
+    tags=["workers"],
+    responses=errors(409),
+    openapi_extra=max_body(REPORT_BODY),
+)
 def worker_finish(
-    build_id: int, body: FinishRequest, session: SessionDep, who: WorkerDep
+    build_id: Id, body: FinishRequest, session: SessionDep, console: ConsoleDep, who: WorkerDep
 ) -> dict[str, Any]:
+    """The build's end. A success whose manifest claims artifacts the console did not
+    receive with the same size and sha256 fails instead (the reason says which)."""
     build = builds.finish(
         session,
-        builds.get_build(session, build_id),
+        builds.claimed(session, build_id, who.token_id),
         ok=body.ok,
         error=body.error,
         step=body.step,
@@ -691,4 +900,5 @@ def worker_finish(
         boot_state=body.boot_state,
         boot_detail=body.boot_detail,
     )
+    builds.keep_verified(console.settings, build)
     return {"state": build.state}

@@ -11,24 +11,29 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlencode, urlsplit
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, HTTPException, Request
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlalchemy.orm import Session
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.routing import BaseRoute
 
 import osbake
-from osbake.errors import OsbakeError, RecipeError, UsageError
-from osbake.service import auth, builds, retention, schedules
-from osbake.service.builds import Conflict, NotFound
+from osbake.errors import OsbakeError
+from osbake.service import auth, builds, limits, problems, retention, schedules
 from osbake.service.config import ServiceSettings
 from osbake.service.db import Database, migrate
-from osbake.service.models import Role, User
+from osbake.service.models import Role, now
 from osbake.service.queue import BuildQueue, HueyQueue
 
 HERE = Path(__file__).parent
+# The API page's assets (Swagger UI) ship in a Python package: /docs works offline.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
 log = logging.getLogger("osbake.service")
 
 
@@ -44,11 +49,15 @@ class Console:
     stop: threading.Event = field(default_factory=threading.Event)
 
     def tick(self) -> None:
-        """One round of the background work: schedules, lost workers, retention."""
+        """One round of the background work: schedules, lost builds and workers, retention."""
         with self.db.session() as session:
             fired = schedules.fire_due(session, self.queue)
             if fired:
                 log.info("schedules queued builds %s", [b.id for b in fired])
+        with self.db.session() as session:
+            requeued = builds.requeue_lost(session, self.queue, self.settings.requeue_after)
+            if requeued:
+                log.warning("queued builds missing from the queue, put back: %s", requeued)
         with self.db.session() as session:
             reaped = builds.reap(session, self.settings)
             if reaped:
@@ -72,6 +81,7 @@ class Principal:
     role: str
     via: str  # "session", "token" or "anonymous"
     user_id: int | None = None
+    token_id: int | None = None
 
     def allows(self, role: Role) -> bool:
         if self.via == "anonymous":
@@ -93,19 +103,33 @@ ConsoleDep = Annotated[Console, Depends(get_console)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
+def _unauthorized(message: str) -> HTTPException:
+    return HTTPException(401, message, headers={"WWW-Authenticate": "Bearer"})
+
+
 def current_principal(request: Request, session: SessionDep) -> Principal | None:
+    """The credential of the request: a bearer token, else a live log-in, else anonymous."""
     header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        token = auth.lookup_token(session, header[7:].strip())
-        session.commit()
+    if header:
+        scheme, _, secret = header.partition(" ")
+        if scheme.lower() != "bearer" or not secret.strip():
+            raise _unauthorized("send the token as 'Authorization: Bearer TOKEN'")
+        token = auth.lookup_token(session, secret.strip())
         if token is None:
-            raise HTTPException(401, "the token is not valid (revoked or mistyped)")
-        return Principal(f"token:{token.name}", token.role, "token", token.user_id)
-    user_id = request.session.get("user_id")
-    if user_id is not None:
-        user = session.get(User, user_id)
+            raise _unauthorized("the token is not valid (mistyped, or not one of this console)")
+        if token.revoked is not None:
+            raise _unauthorized(f"the token '{token.name}' was revoked")
+        if not token.valid():
+            raise _unauthorized(f"the token '{token.name}' has expired")
+        token.last_used = now()
+        session.commit()
+        return Principal(f"token:{token.name}", token.role, "token", token.user_id, token.id)
+    cookie = request.session.get("sid")
+    if cookie:
+        user = auth.session_user(session, str(cookie))
         if user is not None:
             return Principal(user.name, user.role, "session", user.id)
+        request.session.clear()  # logged out or expired: the cookie is dead
     if get_console(request).settings.anonymous_read:
         return Principal("anonymous", Role.VIEWER, "anonymous")
     return None
@@ -122,16 +146,15 @@ def csrf_token(request: Request) -> str:
     return str(token)
 
 
-def require(role: Role) -> Callable[..., Any]:
-    """A dependency: the caller must have `role`; cookie sessions must show the CSRF token."""
+def require(role: Role, *, identified: bool = False) -> Callable[..., Any]:
+    """A dependency: the caller must have `role`; cookie sessions must show the CSRF token.
+
+    `identified`: anonymous readers are refused too (e.g. making tokens).
+    """
 
     async def dependency(request: Request, who: PrincipalDep) -> Principal:
-        if who is None:
-            raise HTTPException(
-                401,
-                "log in, or send an API token (Authorization: Bearer ...)",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+        if who is None or (identified and who.via == "anonymous"):
+            raise _unauthorized("log in, or send an API token (Authorization: Bearer ...)")
         if not who.allows(role):
             raise HTTPException(403, f"this needs the role '{role}' (you are {who.role})")
         if who.via == "session" and request.method not in ("GET", "HEAD", "OPTIONS"):
@@ -147,32 +170,36 @@ def require(role: Role) -> Callable[..., Any]:
                 )
         return who
 
+    dependency.osbake_role = role  # type: ignore[attr-defined]  # read by problems.document
     return dependency
 
 
 Viewer = Annotated[Principal, Depends(require(Role.VIEWER))]
+Account = Annotated[Principal, Depends(require(Role.VIEWER, identified=True))]
 Builder = Annotated[Principal, Depends(require(Role.BUILDER))]
 Admin = Annotated[Principal, Depends(require(Role.ADMIN))]
 WorkerDep = Annotated[Principal, Depends(require(Role.WORKER))]
 
 
-def status_for(exc: OsbakeError) -> int:
-    if isinstance(exc, NotFound):
-        return 404
-    if isinstance(exc, Conflict):
-        return 409
-    if isinstance(exc, RecipeError | UsageError) or exc.exit_code == 2:
-        return 422  # bad input: recipe, elements, request
-    return 400
+def safe_next(target: str | None) -> str:
+    """Where to go after log-in: a path of this console, never another site."""
+    text = (target or "").strip()
+    if (
+        not text.startswith("/")
+        or text.startswith(("//", "/\\"))
+        or any(ord(c) < 0x20 or c == "\\" for c in text)
+        or len(text) > 2000
+    ):
+        return "/"
+    parts = urlsplit(text)
+    if parts.scheme or parts.netloc:
+        return "/"
+    return text
 
 
-def error_body(exc: OsbakeError) -> dict[str, Any]:
-    return {
-        "error": exc.message,
-        "hint": exc.hint,
-        "location": str(exc.location) if exc.location else None,
-        "detail": exc.render(),
-    }
+def login_redirect(request: Request) -> Response:
+    path = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    return RedirectResponse(f"/login?{urlencode({'next': safe_next(path)})}", status_code=303)
 
 
 def templates() -> Jinja2Templates:
@@ -226,8 +253,11 @@ def create_app(
         title="osbake build console",
         version=osbake.__version__,
         description="Configurations, builds, logs, artifacts, schedules and blessing. "
-        "Authenticate with `Authorization: Bearer TOKEN`.",
+        "Authenticate with `Authorization: Bearer TOKEN`. Every error answer has the "
+        "same body: `error` (what), `hint` (how to fix it), `location` (where) and `detail`.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.console = console
     app.state.templates = templates()
@@ -237,30 +267,49 @@ def create_app(
         session_cookie="osbake_session",
         same_site="lax",
         https_only=False,
-        max_age=7 * 24 * 3600,
+        max_age=auth.SESSION_SECONDS,
+    )
+    app.add_middleware(
+        limits.BodyLimit,
+        limit_for=lambda scope: limits.route_limit(app.state.routes, scope, limits.DEFAULT_BODY),
     )
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.mount("/docs-assets", StaticFiles(directory=str(DOCS_ASSETS)), name="docs-assets")
+    problems.install(app, _error_page)
 
-    @app.exception_handler(OsbakeError)
-    async def osbake_error(request: Request, exc: OsbakeError) -> Response:
-        if request.url.path.startswith("/api/"):
-            return JSONResponse(error_body(exc), status_code=status_for(exc))
-        return _error_page(request, exc, status_for(exc))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> Response:
-        if request.url.path.startswith("/api/") or request.url.path.startswith("/static/"):
-            return JSONResponse(
-                {"error": exc.detail, "hint": None, "location": None, "detail": exc.detail},
-                status_code=exc.status_code,
-                headers=getattr(exc, "headers", None),
-            )
-        if exc.status_code == 401:
-            return RedirectResponse(f"/login?next={request.url.path}", status_code=303)
-        return _error_page(request, UsageError(str(exc.detail)), exc.status_code)
+    @app.get("/docs", include_in_schema=False)
+    def api_page() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url="/openapi.json",
+            title="osbake console API",
+            swagger_js_url="/docs-assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs-assets/swagger-ui.css",
+            swagger_favicon_url="/docs-assets/favicon.png",
+        )
 
     from osbake.service import api, web
 
-    app.include_router(api.router)
-    app.include_router(web.router)
+    for router in (api.router, web.router):
+        problems.document(router.routes)
+        app.include_router(router)
+    app.state.routes = all_routes(app)
     return app
+
+
+def all_routes(app: FastAPI) -> list[BaseRoute]:
+    """Every route of the application, with those of included routers in their place.
+
+    (Newer FastAPI keeps included routers as one entry of `app.routes`.)
+    """
+    found: list[BaseRoute] = []
+
+    def walk(routes: list[BaseRoute]) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)
+            if inner is not None:
+                walk(list(inner.routes))
+            else:
+                found.append(route)
+
+    walk(list(app.router.routes))
+    return found

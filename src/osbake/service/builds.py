@@ -8,6 +8,7 @@ reason that names the failing step. Workers report events (the JSON lines of
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Any
 from sqlalchemy import and_, func, select
 from sqlalchemy.orm import Session
 
-from osbake.errors import UsageError
+from osbake.errors import Location, UsageError
 from osbake.manifest import Manifest
 from osbake.service.config import ServiceSettings
 from osbake.service.models import (
@@ -30,21 +31,12 @@ from osbake.service.models import (
     Package,
     now,
 )
+from osbake.service.problems import Conflict, NotFound
 from osbake.service.queue import BuildQueue
 
 MILESTONES = ("daily", "weekly", "alpha", "beta", "rc", "final")
 DISK_FORMATS = ("qcow2", "raw")
 TAIL_LINES = 40
-
-
-class Conflict(UsageError):
-    """The request does not fit the build's state."""
-
-    exit_code = 2
-
-
-class NotFound(UsageError):
-    """No such thing."""
 
 
 def check_milestone(label: str) -> str:
@@ -150,8 +142,40 @@ def request_builds(
     session.add_all(builds)
     session.commit()
     for build in builds:
-        queue.enqueue(build.id)
+        _enqueue(session, queue, build)
     return builds
+
+
+def _enqueue(session: Session, queue: BuildQueue, build: Build) -> None:
+    build.enqueued = now()
+    session.commit()
+    queue.enqueue(build.id)
+
+
+def requeue_lost(session: Session, queue: BuildQueue, after: float) -> list[int]:
+    """Put back on the queue every queued build that is not on it (at least once delivery).
+
+    A worker that took a build's id and died before claiming it, or a queue that
+    lost its contents, leaves a build "queued" in the database that no worker will
+    ever take. A build is only put back when it has been missing for `after`
+    seconds since it was last put on the queue, so that a worker that has just
+    taken it has the time to claim it; should both run it, the second claim is
+    refused (a build is claimed once).
+    """
+    limit = now() - after
+    stale = session.scalars(
+        select(Build)
+        .where(Build.state == BuildState.QUEUED)
+        .where((Build.enqueued.is_(None)) | (Build.enqueued < limit))
+        .order_by(Build.id)
+    ).all()
+    if not stale:
+        return []
+    waiting = set(queue.pending())
+    lost = [b for b in stale if b.id not in waiting]
+    for build in lost:
+        _enqueue(session, queue, build)
+    return [b.id for b in lost]
 
 
 def retry(session: Session, queue: BuildQueue, build: Build, requested_by: str) -> Build:
@@ -201,17 +225,32 @@ class Claim:
     recipe_file: str
 
 
-def claim(session: Session, build_id: int, worker: str) -> Build:
-    """A worker takes a queued build; refused for any other state."""
+def claim(session: Session, build_id: int, worker: str, token_id: int | None) -> Build:
+    """A worker takes a queued build; refused for any other state.
+
+    The build is bound to the worker's token: only that token reports on it.
+    """
     build = session.get(Build, build_id, with_for_update=True)
     if build is None:
         raise NotFound(f"there is no build {build_id}")
     if build.state != BuildState.QUEUED:
         raise Conflict(f"build {build_id} is {build.state}, not queued")
     build.state = BuildState.RUNNING
-    build.worker = worker
+    build.worker = worker[:256]
+    build.claimed_by = token_id
     build.started = build.heartbeat = now()
     session.commit()
+    return build
+
+
+def claimed(session: Session, build_id: int, token_id: int | None) -> Build:
+    """A build the asking worker token claimed (a worker reports only on its own builds)."""
+    build = get_build(session, build_id)
+    if token_id is None or build.claimed_by != token_id:
+        raise Conflict(
+            f"build {build_id} was not claimed by this worker",
+            hint="a worker reports only on the builds it claimed",
+        )
     return build
 
 
@@ -295,9 +334,20 @@ def finish(
     if build.cancel_requested:
         _end(build, BuildState.CANCELLED, f"cancelled during step '{build.current_step}'")
     elif ok:
-        if manifest is not None:
-            index_manifest(session, build, manifest)
-        _end(build, BuildState.SUCCEEDED, "")
+        problem = None
+        try:
+            parsed = parse_manifest(manifest) if manifest is not None else None
+        except UsageError as exc:
+            parsed, problem = None, exc.message
+        if parsed is not None:
+            problem = unverified(build, parsed)
+        if problem is not None:
+            build.failed_step = "upload"
+            _end(build, BuildState.FAILED, f"the console refused the build's artifacts: {problem}")
+        else:
+            if parsed is not None:
+                index_manifest(session, build, parsed)
+            _end(build, BuildState.SUCCEEDED, "")
     else:
         # before the first step (the recipe did not load, the host lacks a tool): 'setup'
         build.failed_step = step or build.failed_step or build.current_step or "setup"
@@ -309,17 +359,28 @@ def finish(
     return build
 
 
+UNFINISHED_STEP = ("running", "pending")
+
+
 def _end(build: Build, state: BuildState, reason: str) -> None:
+    """The build is over: its step list is final (no step is left running or pending)."""
     build.state = state
     build.reason = reason
     build.finished = now()
+    build.current_step = None if state == BuildState.SUCCEEDED else build.current_step
     if state != BuildState.SUCCEEDED and build.boot_state == BootState.PENDING:
         build.boot_state = BootState.NONE
         build.boot_detail = "no boot test: the build did not succeed"
-    for step in build.steps or []:
+    # A new list of new dicts: the JSON column only sees a change when its value is new.
+    steps = [dict(s) for s in build.steps or []]
+    for step in steps:
         if step.get("state") == "running":
-            step["state"] = "failed" if state == BuildState.FAILED else str(state)
-    build.steps = [dict(s) for s in build.steps or []]
+            step["state"] = {BuildState.SUCCEEDED: "done", BuildState.FAILED: "failed"}.get(
+                state, "cancelled"
+            )
+        elif step.get("state") == "pending":
+            step["state"] = "skipped"
+    build.steps = steps
 
 
 def reap(session: Session, settings: ServiceSettings) -> list[int]:
@@ -349,8 +410,59 @@ def artifact_dir(settings: ServiceSettings, build_id: int) -> Path:
     return settings.artifacts_dir / str(build_id)
 
 
-def index_manifest(session: Session, build: Build, data: dict[str, Any]) -> Manifest:
-    manifest = Manifest.model_validate(data)
+def keep_verified(settings: ServiceSettings, build: Build) -> None:
+    """After the end: only a succeeded build's verified artifacts and manifest stay."""
+    folder = artifact_dir(settings, build.id)
+    if not folder.is_dir():
+        return
+    if build.state != BuildState.SUCCEEDED:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    kept = {a.file for a in build.artifacts}
+    if build.manifest is not None:
+        kept.add(f"{build.manifest.get('image')}.manifest.json")
+    for item in folder.iterdir():
+        if item.name not in kept:
+            if item.is_dir() and not item.is_symlink():
+                shutil.rmtree(item, ignore_errors=True)
+            else:
+                item.unlink(missing_ok=True)
+
+
+def parse_manifest(data: dict[str, Any]) -> Manifest:
+    try:
+        return Manifest.model_validate(data)
+    except ValueError as exc:
+        raise UsageError(
+            f"the manifest is not valid: {str(exc).splitlines()[0]}",
+            location=Location(key="manifest"),
+        ) from None
+
+
+def unverified(build: Build, manifest: Manifest) -> str | None:
+    """What is wrong with the uploads against the manifest's claims (None: all verified).
+
+    The console hashed every file as it arrived; the manifest's size and sha256 of
+    each artifact must be those of the file it holds.
+    """
+    uploads = build.uploads or {}
+    for artifact in manifest.artifacts:
+        got = uploads.get(artifact.file)
+        if got is None:
+            return f"'{artifact.file}' was never uploaded"
+        if got["sha256"] != artifact.sha256 or got["size"] != artifact.size:
+            return (
+                f"'{artifact.file}' is {got['size']} bytes with sha256 {got['sha256']}, "
+                f"but the manifest says {artifact.size} bytes with sha256 {artifact.sha256}"
+            )
+    return None
+
+
+def manifest_file(manifest: Manifest) -> str:
+    return f"{manifest.image}.manifest.json"
+
+
+def index_manifest(session: Session, build: Build, manifest: Manifest) -> Manifest:
     build.manifest = manifest.model_dump(mode="json")
     build.image = manifest.image
     build.recipe_sha256 = manifest.recipe_sha256

@@ -12,10 +12,14 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 
 from osbake.errors import UsageError
+
+DEFAULT_BUILD_USER = "osbake-build"
+ROOT_WORK_DIR = Path("/var/lib/osbake-worker")
 
 Handler = Callable[[argparse.Namespace], int]
 CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
@@ -57,13 +61,36 @@ def register(command: CommandFactory, sub: object) -> None:
         default=60.0,
         help="seconds a running build's worker may stay silent before the build fails",
     )
+    p.add_argument(
+        "--build-user",
+        default=None,
+        help="as root: the user the embedded worker's builds run as "
+        f"(default {DEFAULT_BUILD_USER}, made if missing); builds never run as root",
+    )
+    p.add_argument(
+        "--requeue-after",
+        type=float,
+        default=30.0,
+        help="seconds a queued build may be missing from the queue before it is put back",
+    )
     p.add_argument("--tick", type=float, default=5.0, help=argparse.SUPPRESS)
+    p.add_argument("--stream-seconds", type=float, default=600.0, help=argparse.SUPPRESS)
 
     p = command("worker", cmd_worker, "take builds from a console's queue and run them")
     p.add_argument("--server", required=True, help="the console's URL, e.g. http://console:8080")
     p.add_argument("--token", help="a token with role 'worker' (or OSBAKE_WORKER_TOKEN)")
     p.add_argument("--concurrency", type=int, default=1, help="builds at once (default 1)")
-    p.add_argument("--work-dir", type=Path, help="where builds run (default: the osbake cache)")
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        help=f"where builds run (default: {ROOT_WORK_DIR} as root, else the osbake cache)",
+    )
+    p.add_argument(
+        "--build-user",
+        default=None,
+        help=f"as root: the user builds run as (default {DEFAULT_BUILD_USER}, made if missing; "
+        "with --concurrency N also USER-2 ... USER-N); builds never run as root",
+    )
 
 
 # -- serve -----------------------------------------------------------------------------------
@@ -80,13 +107,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     out = Console(highlight=False)
     settings = ServiceSettings.create(
         args.data or default_data_dir(),
-        database_url=args.db,
-        queue_url=args.queue,
+        # passwords in URLs are safer in the environment than on the command line
+        database_url=args.db or os.environ.get("OSBAKE_DATABASE_URL"),
+        queue_url=args.queue or os.environ.get("OSBAKE_QUEUE_URL"),
         anonymous_read=args.anonymous_read,
         keep_builds=args.keep,
         disk_budget=parse_size(args.disk_budget) if args.disk_budget else None,
         heartbeat_timeout=args.heartbeat_timeout,
         tick_seconds=args.tick,
+        requeue_after=args.requeue_after,
+        stream_seconds=args.stream_seconds,
     )
     app = create_app(settings)
     console = app.state.console
@@ -102,16 +132,19 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f"[bold]First start: log in as 'admin' with password [green]{password}[/][/]"
                     " (shown once; change it by making another admin)"
                 )
-        worker_secret = None
-        if args.workers > 0:
-            _, worker_secret = auth.create_token(session, "embedded worker", Role.WORKER, None)
-            session.commit()
+        worker_secret = embedded_worker_token(session, settings.data_dir) if args.workers else None
     url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base_url = f"http://{url_host}:{args.port}"
     out.print(f"osbake console on {base_url}  (data {settings.data_dir})")
     supervisor = None
     if worker_secret is not None:
-        supervisor = EmbeddedWorker(base_url, worker_secret, args.workers, settings.data_dir)
+        if os.geteuid() != 0:
+            out.print(
+                "[yellow]warning:[/] builds run as this user, who can read the console's data "
+                "folder; run `osbake serve` as root so that builds run as "
+                f"'{DEFAULT_BUILD_USER}' (see docs/service.md, Trust)"
+            )
+        supervisor = EmbeddedWorker(base_url, worker_secret, args.workers, args.build_user)
         supervisor.start()
     try:
         uvicorn.run(
@@ -128,10 +161,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+EMBEDDED_WORKER = "embedded worker"
+
+
+def embedded_worker_token(session: Any, data_dir: Path) -> str:
+    """The embedded worker's token: the same one at every start, not a new one each time.
+
+    Its secret is kept in DATA/worker_token (private, like the rest of the data
+    folder). If it is missing, revoked or expired, a new one is made and every
+    other embedded-worker token is revoked: there is only ever one.
+    """
+    from sqlalchemy import select
+
+    from osbake.service import auth
+    from osbake.service.models import Role, Token
+
+    path = data_dir / "worker_token"
+    secret = path.read_text().strip() if path.exists() else ""
+    token = auth.lookup_token(session, secret) if secret else None
+    if token is None or not token.valid() or token.name != EMBEDDED_WORKER:
+        token, secret = auth.create_token(
+            session, EMBEDDED_WORKER, Role.WORKER, granter=Role.ADMIN, created_by="osbake serve"
+        )
+        partial = path.with_name(".worker_token.partial")
+        partial.write_text(secret)
+        partial.chmod(0o600)
+        partial.replace(path)
+    others = session.scalars(
+        select(Token).where(
+            Token.name == EMBEDDED_WORKER, Token.id != token.id, Token.revoked.is_(None)
+        )
+    ).all()
+    for other in others:
+        auth.revoke_token(other)
+    session.commit()
+    return secret
+
+
 class EmbeddedWorker:
     """`osbake worker` as a child of `osbake serve`, restarted if it dies."""
 
-    def __init__(self, server: str, token: str, concurrency: int, data_dir: Path) -> None:
+    def __init__(self, server: str, token: str, concurrency: int, build_user: str | None) -> None:
         from osbake.service.worker import orphan_guard
 
         # The worker dies with the console (setpriv --pdeathsig): never left behind.
@@ -145,8 +215,7 @@ class EmbeddedWorker:
             server,
             "--concurrency",
             str(concurrency),
-            "--work-dir",
-            str(data_dir / "work"),
+            *(["--build-user", build_user] if build_user else []),
         ]
         self.env = {"OSBAKE_WORKER_TOKEN": token}
         self.stopping = threading.Event()
@@ -198,7 +267,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from osbake.service.worker import WorkerSettings, serve_queue
     from osbake.settings import Settings
 
-    token = args.token or os.environ.get("OSBAKE_WORKER_TOKEN")
+    token = args.token or os.environ.pop("OSBAKE_WORKER_TOKEN", None)
     if not token:
         raise UsageError(
             "the worker needs a token",
@@ -213,11 +282,27 @@ def cmd_worker(args: argparse.Namespace) -> int:
         stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    as_root = os.geteuid() == 0
+    build_user = args.build_user or (DEFAULT_BUILD_USER if as_root else None)
+    if not as_root:
+        if args.build_user:
+            raise UsageError(
+                "--build-user needs a worker started as root", hint="leave it out, or run as root"
+            )
+        logging.getLogger("osbake.worker").warning(
+            "builds run as this worker's own user, who can read its token; "
+            "run the worker as root so that builds run as %s",
+            DEFAULT_BUILD_USER,
+        )
+    default_work = (
+        ROOT_WORK_DIR if as_root else Settings.from_environment().cache_dir / "console-worker"
+    )
     settings = WorkerSettings(
         server=args.server,
         token=token,
-        work_dir=args.work_dir or Settings.from_environment().cache_dir / "console-worker",
+        work_dir=args.work_dir or default_work,
         concurrency=args.concurrency,
+        build_user=build_user,
     )
     err = Console(stderr=True, highlight=False)
     serve_queue(

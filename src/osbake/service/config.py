@@ -24,6 +24,9 @@ class ServiceSettings:
     disk_budget: int | None = None  # bytes of artifacts; None: no budget
     heartbeat_timeout: float = 60.0  # a running build whose worker is silent longer fails
     tick_seconds: float = 5.0  # how often the scheduler, reaper and collector look
+    requeue_after: float = 30.0  # a queued build missing from the queue this long goes back
+    stream_seconds: float = 600.0  # a live-log stream ends after this (the page reconnects)
+    max_upload: int = 256 * GIB  # the largest artifact a worker may upload
     publish_hooks: tuple[str, ...] = field(default_factory=tuple)
 
     @classmethod
@@ -38,10 +41,13 @@ class ServiceSettings:
         disk_budget: int | None = None,
         heartbeat_timeout: float = 60.0,
         tick_seconds: float = 5.0,
+        requeue_after: float = 30.0,
+        stream_seconds: float = 600.0,
     ) -> ServiceSettings:
         """Settings for a data directory; SQLite and a SQLite queue unless told otherwise."""
         data_dir = data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        _keep_private(data_dir)
         if keep_builds < 1:
             raise UsageError("--keep must be at least 1", hint="e.g. --keep 5")
         return cls(
@@ -56,6 +62,8 @@ class ServiceSettings:
             disk_budget=disk_budget,
             heartbeat_timeout=heartbeat_timeout,
             tick_seconds=tick_seconds,
+            requeue_after=requeue_after,
+            stream_seconds=stream_seconds,
         )
 
     @property
@@ -69,6 +77,21 @@ class ServiceSettings:
     @property
     def scratch_dir(self) -> Path:
         return self.data_dir / "scratch"
+
+
+def _keep_private(data_dir: Path) -> None:
+    """The data folder (database, secret key, artifacts, logs) is the console's alone.
+
+    Builds run as other users (see worker.py): they must not even list it.
+    """
+    try:
+        if data_dir.stat().st_mode & 0o077:
+            data_dir.chmod(0o700)
+    except PermissionError:
+        raise UsageError(
+            f"the data folder {data_dir} belongs to another user and cannot be made private",
+            hint="give a --data folder that this user owns",
+        ) from None
 
 
 def normalise_database_url(url: str) -> str:

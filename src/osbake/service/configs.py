@@ -6,15 +6,22 @@ from, so the exact files can be materialised again for a rebuild.
 
 from __future__ import annotations
 
+import bz2
 import dataclasses
 import difflib
+import gzip
 import hashlib
 import io
+import logging
+import lzma
 import re
 import stat
 import tarfile
 import tempfile
+import zlib
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,8 +30,11 @@ from osbake import run as runner
 from osbake.errors import Location, OsbakeError, RecipeError, UsageError
 from osbake.service.models import ConfigFile, Configuration, ConfigVersion
 
+log = logging.getLogger("osbake.service")
+
 MAX_FILES = 2000
 MAX_BYTES = 64 << 20
+MAX_ARCHIVE_BYTES = MAX_BYTES + (MAX_FILES * 2 + 16) * 1024  # the files, tar headers, padding
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,127}$"
 SKIPPED_DIRS = {".git", "__pycache__", ".venv", "out"}
 
@@ -67,7 +77,16 @@ class FileSet:
 
 def safe_path(path: str) -> str:
     pure = PurePosixPath(path.replace("\\", "/"))
-    if pure.is_absolute() or ".." in pure.parts or not pure.parts:
+    try:
+        encoded = path.encode()
+    except UnicodeError:
+        encoded = b"\0"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in path) or b"\0" in encoded or len(encoded) > 1024:
+        raise UsageError(
+            f"'{path[:80]!r}' is not a file name osbake keeps",
+            hint="no control characters, at most 1024 bytes",
+        )
+    if pure.is_absolute() or ".." in pure.parts or not pure.parts or str(pure) == ".":
         raise UsageError(
             f"'{path}' is not a relative path inside the configuration",
             hint="file names must stay inside the configuration's folder",
@@ -89,26 +108,90 @@ def from_directory(path: Path) -> FileSet:
 
 
 def from_archive(data: bytes) -> FileSet:
-    """A .tar, .tar.gz or .tar.xz of the configuration's folder."""
+    """A .tar, .tar.gz, .tar.xz or .tar.bz2 of the configuration's folder."""
+    return from_upload(io.BytesIO(data))
+
+
+def from_upload(handle: BinaryIO) -> FileSet:
+    """Read an uploaded archive as a stream, never inflating more than a configuration holds.
+
+    A small compressed file can expand into terabytes (a "zip bomb"): the
+    decompressed stream is cut off at `MAX_ARCHIVE_BYTES`, members are counted,
+    and each member's size is checked before it is read.
+    """
+    head = handle.read(6)
+    handle.seek(0)
+    opener = next((o for magic, o in DECOMPRESSORS if head.startswith(magic)), None)
+    stream: BinaryIO = opener(handle) if opener is not None else handle
+    bounded = _Bounded(stream, MAX_ARCHIVE_BYTES)
     files = FileSet()
+    entries: list[tuple[str, bytes, int]] = []
+    total = 0
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:
-            members = [m for m in archive.getmembers() if m.isfile()]
-            prefix = _common_prefix([m.name for m in members])
-            for member in members:
-                handle = archive.extractfile(member)
-                if handle is None:
+        with tarfile.open(fileobj=bounded, mode="r|") as archive:
+            for count, member in enumerate(archive):
+                if count >= MAX_FILES * 2:
+                    raise UsageError(
+                        f"the archive has more than {MAX_FILES * 2} entries",
+                        hint=f"a configuration has at most {MAX_FILES} files",
+                    )
+                if not member.isfile():
                     continue
-                name = member.name[len(prefix) :] if prefix else member.name
-                if any(part in SKIPPED_DIRS for part in PurePosixPath(name).parts):
-                    continue
-                files.add(name, handle.read(), member.mode)
-    except tarfile.TarError as exc:
+                total += member.size
+                if total > MAX_BYTES:
+                    raise UsageError(
+                        f"the archive holds more than {MAX_BYTES >> 20} MiB",
+                        hint="keep large files out of the configuration",
+                    )
+                extracted = archive.extractfile(member)
+                if extracted is not None:
+                    entries.append((member.name, extracted.read(), member.mode))
+    except (tarfile.TarError, EOFError, OSError, lzma.LZMAError, zlib.error) as exc:
         raise UsageError(
-            f"the upload is not a tar archive: {exc}",
-            hint="upload a .tar, .tar.gz or .tar.xz of the recipe's folder",
+            f"the upload is not a readable tar archive: {exc}",
+            hint="upload a .tar, .tar.gz, .tar.xz or .tar.bz2 of the recipe's folder",
         ) from None
+    prefix = _common_prefix([name for name, _, _ in entries])
+    for name, data, mode in entries:
+        relative = name[len(prefix) :] if prefix else name
+        if any(part in SKIPPED_DIRS for part in PurePosixPath(relative).parts):
+            continue
+        files.add(relative, data, mode)
     return files
+
+
+class _Bounded(io.RawIOBase):
+    """A reader that fails once more than `limit` bytes came through."""
+
+    def __init__(self, inner: BinaryIO, limit: int) -> None:
+        self.inner = inner
+        self.left = limit
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.inner.read(min(len(buffer), self.left + 1))
+        self.left -= len(data)
+        if self.left < 0:
+            raise UsageError(
+                f"the archive unpacks to more than {MAX_ARCHIVE_BYTES >> 20} MiB",
+                hint="is it a compressed bomb? a configuration holds at most "
+                f"{MAX_BYTES >> 20} MiB",
+            )
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _gzip(handle: BinaryIO) -> Any:
+    return gzip.GzipFile(fileobj=handle, mode="rb")
+
+
+DECOMPRESSORS: list[tuple[bytes, Callable[[BinaryIO], Any]]] = [
+    (b"\x1f\x8b", _gzip),
+    (b"\xfd7zXZ", lzma.LZMAFile),
+    (b"BZh", bz2.BZ2File),
+]
 
 
 def _common_prefix(names: list[str]) -> str:
@@ -165,6 +248,14 @@ def validate(files: FileSet, recipe_file: str) -> list[list[str | None]]:
             targets = check_recipe(recipe)
         except OsbakeError as exc:
             raise relocate(exc, root) from None
+        except (ValueError, TypeError, RecursionError, MemoryError, OSError) as exc:
+            # A loader defect must not become a 500: refuse the input, keep the trace.
+            log.exception("checking the recipe %s failed unexpectedly", recipe_file)
+            raise RecipeError(
+                f"the recipe could not be checked: {type(exc).__name__}",
+                location=Location(file=Path(recipe_file)),
+                hint="simplify the recipe; tell osbake's developers if it looks right",
+            ) from None
     return [[variant, str(arch)] for variant, arch in targets]
 
 

@@ -72,6 +72,24 @@ class Token(Base):
     user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created: Mapped[float] = mapped_column(Float, default=now)
     last_used: Mapped[float | None] = mapped_column(Float, nullable=True)
+    expires: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: never
+    revoked: Mapped[float | None] = mapped_column(Float, nullable=True)  # when; None: valid
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+
+    def valid(self, at: float | None = None) -> bool:
+        moment = now() if at is None else at
+        return self.revoked is None and (self.expires is None or self.expires > moment)
+
+
+class WebSession(Base):
+    """A log-in: the cookie holds its secret, the database its sha256 (log-out deletes it)."""
+
+    __tablename__ = "web_sessions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"), index=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    expires: Mapped[float] = mapped_column(Float)
 
 
 class Configuration(Base):
@@ -148,6 +166,10 @@ class Build(Base):
     schedule_id: Mapped[int | None] = mapped_column(ForeignKey("schedules.id"), nullable=True)
     retry_of: Mapped[int | None] = mapped_column(Integer, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    claimed_by: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the worker's token
+    enqueued: Mapped[float | None] = mapped_column(Float, nullable=True)  # last put on the queue
+    # what the worker uploaded: file -> {"size": bytes, "sha256": hex}, hashed by the console
+    uploads: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True, default=dict)
     created: Mapped[float] = mapped_column(Float, default=now)
     started: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)

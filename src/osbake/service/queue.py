@@ -21,6 +21,10 @@ TASK_NAME = "osbake.build"
 class BuildQueue(Protocol):
     def enqueue(self, build_id: int) -> None: ...
 
+    def pending(self) -> list[int]:
+        """The build ids on the queue now (not yet taken by a worker)."""
+        ...
+
 
 def make_huey(url: str) -> Huey:
     """A Huey instance for a queue URL: sqlite:///path, redis://host:port/db or memory://."""
@@ -58,6 +62,16 @@ class HueyQueue:
     def enqueue(self, build_id: int) -> None:
         self.task(build_id)
 
+    def pending(self) -> list[int]:
+        ids = []
+        for task in self.huey.pending():
+            if getattr(task, "name", None) == TASK_NAME and task.args:
+                try:
+                    ids.append(int(task.args[0]))
+                except (TypeError, ValueError):
+                    continue
+        return ids
+
     def consumer(self, workers: int) -> Any:
         # Poll at least every second: a build should start as soon as it is queued.
         return self.huey.create_consumer(
@@ -77,3 +91,10 @@ class ListQueue:
 
     def enqueue(self, build_id: int) -> None:
         self.ids.append(build_id)
+
+    def take(self) -> int:
+        """What a worker does: take the next id off the queue."""
+        return self.ids.pop(0)
+
+    def pending(self) -> list[int]:
+        return list(self.ids)

@@ -20,9 +20,10 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from osbake.service.builds import Conflict, artifact_dir
+from osbake.service.builds import artifact_dir
 from osbake.service.config import ServiceSettings
 from osbake.service.models import BootState, Build, BuildState, now
+from osbake.service.problems import Conflict
 
 BlessHook = Callable[[Build, Path], None]
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Request, UploadFile
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 
 from osbake.errors import OsbakeError, UsageError
 from osbake.service import auth, builds, configs, retention, schedules, views
+from osbake.service.api import CONFIGURATION_BODY, LINE, MAX_ID, REPORT_BODY, ConfigName, Id
 from osbake.service.app import (
     Admin,
     Builder,
@@ -20,8 +22,20 @@ from osbake.service.app import (
     SessionDep,
     Viewer,
     csrf_token,
+    safe_next,
 )
-from osbake.service.models import Build, BuildState, Configuration, Role, Schedule, Token, User
+from osbake.service.limits import max_body
+from osbake.service.models import (
+    Build,
+    BuildState,
+    Configuration,
+    Role,
+    Schedule,
+    Token,
+    User,
+    now,
+)
+from osbake.service.problems import NotFound
 
 router = APIRouter(include_in_schema=False)
 
@@ -51,30 +65,36 @@ async def form_of(request: Request) -> dict[str, Any]:
 
 @router.get("/login")
 def login_page(request: Request, who: PrincipalDep, next: str = "/") -> HTMLResponse:
-    return page(
-        request, "login.html", who, next=next if next.startswith("/") else "/", failed=False
-    )
+    return page(request, "login.html", who, next=safe_next(next), failed=False)
 
 
 @router.post("/login")
 async def login(request: Request, console: ConsoleDep) -> Response:
     form = await form_of(request)
-    if not form.get("csrf_token") or form.get("csrf_token") != request.session.get("csrf"):
+    sent = str(form.get("csrf_token") or "")
+    if not sent or sent != request.session.get("csrf"):
         raise HTTPException(403, "the form is stale (CSRF check); reload the page")
-    target = str(form.get("next") or "/")
+    target = safe_next(str(form.get("next") or "/"))
     with console.db.session() as session:
         user = await run_in_threadpool(
             auth.authenticate, session, str(form.get("name", "")), str(form.get("password", ""))
         )
         if user is None:
             return page(request, "login.html", None, next=target, failed=True, status_code=401)
-        request.session.clear()
-        request.session["user_id"] = user.id
-    return back(target if target.startswith("/") else "/")
+        secret = auth.open_session(session, user)
+        session.commit()
+    request.session.clear()  # a fresh cookie: no session fixation
+    request.session["sid"] = secret
+    return back(target)
 
 
 @router.post("/logout")
-async def logout(request: Request, who: Viewer) -> Response:
+async def logout(request: Request, session: SessionDep, who: Viewer) -> Response:
+    """Log out: the session ends on the console, not only in this browser."""
+    secret = request.session.get("sid")
+    if secret:
+        auth.close_session(session, str(secret))
+        session.commit()
     request.session.clear()
     return back("/login")
 
@@ -113,7 +133,7 @@ def new_configuration(request: Request, who: Builder) -> HTMLResponse:
     return page(request, "configuration_new.html", who, form={"recipe": EXAMPLE}, error=None)
 
 
-@router.post("/configurations")
+@router.post("/configurations", openapi_extra=max_body(CONFIGURATION_BODY))
 async def create_configuration(request: Request, session: SessionDep, who: Builder) -> Response:
     form = await form_of(request)
     name = str(form.get("name", "")).strip()
@@ -121,8 +141,8 @@ async def create_configuration(request: Request, session: SessionDep, who: Build
         upload = form.get("archive")
         source = "web"
         if isinstance(upload, UploadFile) and upload.filename:
-            files = configs.from_archive(await upload.read())
-            source = f"archive {upload.filename}"
+            files = await run_in_threadpool(configs.from_upload, upload.file)
+            source = f"archive {upload.filename[:200]}"
         elif str(form.get("git_url", "")).strip():
             url = str(form["git_url"]).strip()
             if configs.is_local_git(url) and not who.allows(Role.ADMIN):
@@ -155,13 +175,14 @@ async def create_configuration(request: Request, session: SessionDep, who: Build
     except OsbakeError as exc:
         session.rollback()
         form.pop("archive", None)
+        form.pop("csrf_token", None)
         return page(request, "configuration_new.html", who, form=form, error=exc, status_code=422)
     return back(f"/configurations/{name}")
 
 
 @router.get("/configurations/{name}")
 def configuration_page(
-    request: Request, name: str, session: SessionDep, who: Viewer
+    request: Request, name: ConfigName, session: SessionDep, who: Viewer
 ) -> HTMLResponse:
     configuration = builds.get_configuration(session, name)
     recent = session.scalars(
@@ -191,7 +212,11 @@ def configuration_page(
 
 @router.get("/configurations/{name}/edit")
 def edit_page(
-    request: Request, name: str, session: SessionDep, who: Builder, file: str | None = None
+    request: Request,
+    name: ConfigName,
+    session: SessionDep,
+    who: Builder,
+    file: Annotated[str | None, Query(max_length=1024, pattern=LINE)] = None,
 ) -> HTMLResponse:
     configuration = builds.get_configuration(session, name)
     latest = configuration.versions[-1]
@@ -209,8 +234,8 @@ def edit_page(
     )
 
 
-@router.post("/configurations/{name}/edit")
-async def edit(request: Request, name: str, session: SessionDep, who: Builder) -> Response:
+@router.post("/configurations/{name}/edit", openapi_extra=max_body(CONFIGURATION_BODY))
+async def edit(request: Request, name: ConfigName, session: SessionDep, who: Builder) -> Response:
     form = await form_of(request)
     configuration = builds.get_configuration(session, name)
     latest = configuration.versions[-1]
@@ -249,11 +274,11 @@ async def edit(request: Request, name: str, session: SessionDep, who: Builder) -
 @router.get("/configurations/{name}/versions/{number}")
 def version_page(
     request: Request,
-    name: str,
-    number: int,
+    name: ConfigName,
+    number: Id,
     session: SessionDep,
     who: Viewer,
-    file: str | None = None,
+    file: Annotated[str | None, Query(max_length=1024, pattern=LINE)] = None,
 ) -> HTMLResponse:
     configuration = builds.get_configuration(session, name)
     version = builds.get_version(session, configuration, number)
@@ -272,7 +297,12 @@ def version_page(
 
 @router.get("/configurations/{name}/diff")
 def diff_page(
-    request: Request, name: str, session: SessionDep, who: Viewer, a: int, b: int
+    request: Request,
+    name: ConfigName,
+    session: SessionDep,
+    who: Viewer,
+    a: Annotated[int, Query(ge=1, le=MAX_ID)],
+    b: Annotated[int, Query(ge=1, le=MAX_ID)],
 ) -> HTMLResponse:
     configuration = builds.get_configuration(session, name)
     text = configs.diff(
@@ -285,12 +315,13 @@ def diff_page(
 
 @router.post("/configurations/{name}/builds")
 async def start_build(
-    request: Request, name: str, session: SessionDep, console: ConsoleDep, who: Builder
+    request: Request, name: ConfigName, session: SessionDep, console: ConsoleDep, who: Builder
 ) -> Response:
     form = await form_of(request)
     configuration = builds.get_configuration(session, name)
     number = str(form.get("version", "")).strip()
-    version = builds.get_version(session, configuration, int(number) if number.isdigit() else None)
+    chosen = int(number) if number.isdigit() and len(number) < 10 else None
+    version = builds.get_version(session, configuration, chosen)
     milestone = str(form.get("milestone_text", "")).strip() or str(form.get("milestone", "daily"))
     queued = builds.request_builds(
         session,
@@ -308,7 +339,9 @@ async def start_build(
 
 
 @router.post("/configurations/{name}/schedules")
-async def add_schedule(request: Request, name: str, session: SessionDep, who: Builder) -> Response:
+async def add_schedule(
+    request: Request, name: ConfigName, session: SessionDep, who: Builder
+) -> Response:
     form = await form_of(request)
     configuration = builds.get_configuration(session, name)
     schedules.create(
@@ -324,10 +357,10 @@ async def add_schedule(request: Request, name: str, session: SessionDep, who: Bu
 
 
 @router.post("/schedules/{schedule_id}/delete")
-async def delete_schedule(schedule_id: int, session: SessionDep, who: Builder) -> Response:
+async def delete_schedule(schedule_id: Id, session: SessionDep, who: Builder) -> Response:
     schedule = session.get(Schedule, schedule_id)
     if schedule is None:
-        raise builds.NotFound(f"there is no schedule {schedule_id}")
+        raise NotFound(f"there is no schedule {schedule_id}")
     name = schedule.configuration.name
     schedules.delete(session, schedule)
     return back(f"/configurations/{name}")
@@ -338,7 +371,7 @@ async def delete_schedule(schedule_id: int, session: SessionDep, who: Builder) -
 
 @router.get("/builds/{build_id}")
 def build_page(
-    request: Request, build_id: int, session: SessionDep, console: ConsoleDep, who: Viewer
+    request: Request, build_id: Id, session: SessionDep, console: ConsoleDep, who: Viewer
 ) -> HTMLResponse:
     build = builds.get_build(session, build_id)
     data = views.build_json(session, build)
@@ -347,14 +380,14 @@ def build_page(
 
 
 @router.post("/builds/{build_id}/cancel")
-async def cancel_build(build_id: int, session: SessionDep, who: Builder) -> Response:
+async def cancel_build(build_id: Id, session: SessionDep, who: Builder) -> Response:
     builds.cancel(session, builds.get_build(session, build_id))
     return back(f"/builds/{build_id}")
 
 
 @router.post("/builds/{build_id}/retry")
 async def retry_build(
-    build_id: int, session: SessionDep, console: ConsoleDep, who: Builder
+    build_id: Id, session: SessionDep, console: ConsoleDep, who: Builder
 ) -> Response:
     fresh = builds.retry(session, console.queue, builds.get_build(session, build_id), who.name)
     return back(f"/builds/{fresh.id}")
@@ -362,7 +395,7 @@ async def retry_build(
 
 @router.post("/builds/{build_id}/bless")
 async def bless_build(
-    build_id: int, session: SessionDep, console: ConsoleDep, who: Admin
+    build_id: Id, session: SessionDep, console: ConsoleDep, who: Admin
 ) -> Response:
     retention.bless(
         session,
@@ -375,12 +408,10 @@ async def bless_build(
 
 
 @router.get("/builds/{build_id}/manifest")
-def manifest_page(
-    request: Request, build_id: int, session: SessionDep, who: Viewer
-) -> HTMLResponse:
+def manifest_page(request: Request, build_id: Id, session: SessionDep, who: Viewer) -> HTMLResponse:
     build = builds.get_build(session, build_id)
     if build.manifest is None:
-        raise builds.NotFound(f"build {build_id} has no manifest (it did not succeed)")
+        raise NotFound(f"build {build_id} has no manifest (it did not succeed)")
     return page(
         request,
         "manifest.html",
@@ -395,7 +426,11 @@ def manifest_page(
 
 @router.get("/search")
 def search_page(
-    request: Request, session: SessionDep, who: Viewer, package: str = "", version: str = ""
+    request: Request,
+    session: SessionDep,
+    who: Viewer,
+    package: Annotated[str, Query(max_length=256, pattern=LINE)] = "",
+    version: Annotated[str, Query(max_length=256, pattern=LINE)] = "",
 ) -> HTMLResponse:
     results = (
         builds.search_packages(session, package.strip(), version.strip() or None)
@@ -417,7 +452,7 @@ def lookup_page(request: Request, who: Viewer) -> HTMLResponse:
     return page(request, "lookup.html", who, origin=None, error=None, sha256="", manifest="")
 
 
-@router.post("/lookup")
+@router.post("/lookup", openapi_extra=max_body(REPORT_BODY))
 async def lookup(request: Request, session: SessionDep, who: Viewer) -> HTMLResponse:
     form = await form_of(request)
     sha256 = str(form.get("sha256", "")).strip()
@@ -425,6 +460,7 @@ async def lookup(request: Request, session: SessionDep, who: Viewer) -> HTMLResp
     upload = form.get("manifest_file")
     if isinstance(upload, UploadFile) and upload.filename:
         text = (await upload.read()).decode(errors="replace")
+    sha256 = sha256 if len(sha256) <= 128 else sha256[:128]
     try:
         manifest = None
         if not sha256:
@@ -444,7 +480,7 @@ async def lookup(request: Request, session: SessionDep, who: Viewer) -> HTMLResp
             error=exc,
             sha256=sha256,
             manifest=text,
-            status_code=404 if isinstance(exc, builds.NotFound) else 422,
+            status_code=404 if isinstance(exc, NotFound) else 422,
         )
     assert origin.build is not None
     return page(
@@ -483,12 +519,9 @@ def admin_page(
 @router.post("/admin/users")
 async def admin_add_user(request: Request, session: SessionDep, who: Admin) -> Response:
     form = await form_of(request)
-    auth.create_user(
-        session,
-        str(form.get("name", "")),
-        str(form.get("password", "")),
-        auth.parse_role(str(form.get("role", "viewer"))),
-    )
+    role = auth.parse_role(str(form.get("role", "viewer")))
+    auth.check_grant(who.role, role)
+    auth.create_user(session, str(form.get("name", "")), str(form.get("password", "")), role)
     session.commit()
     return back("/admin")
 
@@ -497,11 +530,17 @@ async def admin_add_user(request: Request, session: SessionDep, who: Admin) -> R
 async def admin_add_token(request: Request, session: SessionDep, who: Admin) -> Response:
     form = await form_of(request)
     user = session.get(User, who.user_id) if who.user_id else None
+    days = str(form.get("expires_days", "")).strip()
+    if days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        raise UsageError(f"'{days[:20]}' is not a number of days", hint="1 to 3650, or empty")
     _, secret = auth.create_token(
         session,
-        str(form.get("name", "token")),
+        str(form.get("name", "token"))[:128],
         auth.parse_role(str(form.get("role", "viewer"))),
-        user,
+        granter=who.role,
+        user_id=user.id if user else None,
+        created_by=who.name,
+        expires=now() + int(days) * 86400 if days else None,
     )
     session.commit()
     request.session["new_token"] = secret
@@ -509,11 +548,12 @@ async def admin_add_token(request: Request, session: SessionDep, who: Admin) -> 
 
 
 @router.post("/admin/tokens/{token_id}/delete")
-async def admin_revoke_token(token_id: int, session: SessionDep, who: Admin) -> Response:
+async def admin_revoke_token(token_id: Id, session: SessionDep, who: Admin) -> Response:
     token = session.get(Token, token_id)
-    if token is not None:
-        session.delete(token)
-        session.commit()
+    if token is None:
+        raise NotFound(f"there is no token {token_id}")
+    auth.revoke_token(token)
+    session.commit()
     return back("/admin")
 
 

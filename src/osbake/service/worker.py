@@ -10,26 +10,33 @@ console's host (embedded) and on any build host of a farm.
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import io
 import json
 import os
+import queue
 import shlex
 import shutil
 import signal
 import socket
+import stat
 import sys
+import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
 from osbake import run as runner
-from osbake.errors import OsbakeError, UsageError
+from osbake.errors import HostError, OsbakeError, UsageError
 from osbake.events import Event, Events
-from osbake.service import configs
+from osbake.service import build_users, configs
+from osbake.service.build_users import BuildUser
 from osbake.service.builds import DISK_FORMATS
 
 FLUSH_SECONDS = 0.5
@@ -55,6 +62,7 @@ class WorkerSettings:
     work_dir: Path
     name: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     concurrency: int = 1
+    build_user: str | None = None  # run builds as this user (slot k: USER-k); root only
     build_command: list[str] = field(
         default_factory=lambda: _command_from_env("OSBAKE_BUILD_COMMAND", python_command("build"))
     )
@@ -114,16 +122,18 @@ class ConsoleClient:
         response = self._check(self.http.post(f"/builds/{build_id}/events", json=events))
         return bool(response.json().get("cancel"))
 
-    def upload(self, build_id: int, path: Path) -> None:
+    def upload(self, build_id: int, name: str, handle: BinaryIO, sha256: str) -> None:
+        """Send a file with the sha256 the worker claims for it (the console checks it)."""
+
         def chunks() -> Any:
-            with path.open("rb") as handle:
-                while chunk := handle.read(1 << 20):
-                    yield chunk
+            while chunk := handle.read(1 << 20):
+                yield chunk
 
         self._check(
             self.http.put(
-                f"/builds/{build_id}/files/{path.name}",
+                f"/builds/{build_id}/files/{name}",
                 content=chunks(),
+                headers={"X-Checksum-Sha256": sha256},
                 timeout=httpx.Timeout(600.0, connect=10.0),
             )
         )
@@ -225,54 +235,158 @@ def orphan_guard() -> list[str]:
     return []
 
 
-def run_build(client: ConsoleClient, settings: WorkerSettings, build_id: int) -> None:
+class Slots:
+    """Who builds run as: one build user per concurrent build, or this process's user."""
+
+    def __init__(self, users: list[BuildUser]) -> None:
+        self.free: queue.Queue[BuildUser] = queue.Queue()
+        for user in users:
+            self.free.put(user)
+        self.dropping = bool(users)
+
+    @contextlib.contextmanager
+    def take(self) -> Iterator[BuildUser | None]:
+        if not self.dropping:
+            yield None
+            return
+        user = self.free.get()
+        try:
+            yield user
+        finally:
+            self.free.put(user)
+
+
+def as_user(user: BuildUser | None, argv: list[str]) -> list[str]:
+    return user.command(argv) if user is not None else [*orphan_guard(), *argv]
+
+
+def run_build(
+    client: ConsoleClient, settings: WorkerSettings, build_id: int, slots: Slots | None = None
+) -> None:
     """Run one queued build from start to finish (a Huey task)."""
     spec = client.claim(build_id, settings.name)
     if spec is None:
         return  # cancelled while queued, or another worker has it
-    folder = settings.work_dir / f"build-{build_id}"
-    shutil.rmtree(folder, ignore_errors=True)
+    try:
+        with (slots or Slots([])).take() as user:
+            result = _build(client, settings, build_id, spec, user)
+    except Lost:
+        return  # the console gave up on the build (cancelled or reaped)
+    try:
+        client.finish(build_id, result)
+    except Lost:
+        pass
+
+
+def _build(
+    client: ConsoleClient,
+    settings: WorkerSettings,
+    build_id: int,
+    spec: dict[str, Any],
+    user: BuildUser | None,
+) -> dict[str, Any]:
+    settings.work_dir.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix=f"build-{build_id}-", dir=settings.work_dir))
+    folder.chmod(0o711)  # root's; its user can reach config/ and out/ only
     source, outdir = folder / "config", folder / "out"
-    source.mkdir(parents=True)
+    source.mkdir()
+    outdir.mkdir()
     result: dict[str, Any] = {"ok": False}
     try:
         with Reporter(client, build_id) as reporter:
             events = Events(reporter)
             configs.extract(client.configuration(build_id), source)
-            argv = [
-                *orphan_guard(),
-                *settings.build_command,
-                spec["recipe_file"],
-                "-o",
-                str(outdir),
-                "--json",
-            ]
+            if user is not None:
+                build_users.give(source, user)
+                build_users.give(outdir, user)
+            argv = [*settings.build_command, spec["recipe_file"], "-o", str(outdir), "--json"]
             if spec.get("variant"):
                 argv += ["--variant", spec["variant"]]
             argv += ["--arch", spec["arch"]]
             completed = runner.run(
-                argv, events=events, cwd=source, check=False, started=reporter.started
+                as_user(user, argv),
+                events=events,
+                cwd=source,
+                env=build_users.environment(user),
+                clear_env=True,
+                check=False,
+                started=reporter.started,
             )
             result = _outcome(completed.returncode, completed.tail, reporter)
             if result["ok"]:
-                manifest_file = _manifest(outdir)
-                manifest = json.loads(manifest_file.read_text(encoding="utf-8"))
+                outputs = Outputs(outdir, user)
+                manifest_name, manifest_data = outputs.manifest()
+                manifest = json.loads(manifest_data)
                 for artifact in manifest.get("artifacts", []):
-                    events.emit("log", line=f"uploading {artifact['file']}")
-                    client.upload(build_id, outdir / artifact["file"])
-                client.upload(build_id, manifest_file)
+                    name = str(artifact.get("file", ""))
+                    events.emit("log", line=f"uploading {name}")
+                    with outputs.open(name) as handle:
+                        client.upload(build_id, name, handle, str(artifact.get("sha256", "")))
+                client.upload(
+                    build_id,
+                    manifest_name,
+                    io.BytesIO(manifest_data),
+                    hashlib.sha256(manifest_data).hexdigest(),
+                )
                 result["manifest"] = manifest
-                result.update(boot_test(settings, manifest, outdir, events))
+                result.update(boot_test(settings, manifest, outputs, events, user))
     except Lost:
-        return
+        raise
     except (OsbakeError, OSError, httpx.HTTPError, ValueError) as exc:
         result = {"ok": False, "error": f"the worker failed: {exc}", "step": "worker"}
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    try:
-        client.finish(build_id, result)
-    except Lost:
-        pass
+    return result
+
+
+class Outputs:
+    """A build's output folder, read by the worker without trusting what the build left.
+
+    The build ran as another user and may have left links to files it could not
+    read itself: every file is opened without following links, must be a plain
+    file owned by the build's user, and is named without a folder.
+    """
+
+    MAX_MANIFEST = 64 << 20
+
+    def __init__(self, folder: Path, user: BuildUser | None) -> None:
+        self.folder = folder
+        self.uid = user.uid if user is not None else os.geteuid()
+
+    @contextlib.contextmanager
+    def open(self, name: str) -> Iterator[BinaryIO]:
+        if not name or "/" in name or name in (".", "..") or "\0" in name:
+            raise UsageError(f"the build names an output '{name[:80]}' outside its folder")
+        folder = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+        except OSError as exc:
+            raise UsageError(
+                f"the build's output '{name}' cannot be read: {exc.strerror}"
+            ) from None
+        finally:
+            os.close(folder)
+        info = os.fstat(fd)
+        # Owned by the build's user: a link (hard or soft) to a file of anyone else is refused.
+        # (Its own files may have more names: outputs are hard links into its step cache.)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != self.uid:
+            os.close(fd)
+            raise UsageError(
+                f"the build's output '{name}' is not a plain file of the build's own",
+                hint="a build's outputs are files it wrote, not links",
+            )
+        with os.fdopen(fd, "rb") as handle:
+            yield handle
+
+    def manifest(self) -> tuple[str, bytes]:
+        found = sorted(p.name for p in self.folder.iterdir() if p.name.endswith(".manifest.json"))
+        if len(found) != 1:
+            raise UsageError(f"expected one manifest in {self.folder}, found {len(found)}")
+        with self.open(found[0]) as handle:
+            data = handle.read(self.MAX_MANIFEST + 1)
+        if len(data) > self.MAX_MANIFEST:
+            raise UsageError("the build's manifest is too large")
+        return found[0], data
 
 
 def _outcome(returncode: int, tail: list[str], reporter: Reporter) -> dict[str, Any]:
@@ -289,17 +403,16 @@ def _outcome(returncode: int, tail: list[str], reporter: Reporter) -> dict[str, 
     }
 
 
-def _manifest(outdir: Path) -> Path:
-    found = sorted(outdir.glob("*.manifest.json"))
-    if len(found) != 1:
-        raise UsageError(f"expected one manifest in {outdir}, found {len(found)}")
-    return found[0]
-
-
 def boot_test(
-    settings: WorkerSettings, manifest: dict[str, Any], outdir: Path, events: Events
+    settings: WorkerSettings,
+    manifest: dict[str, Any],
+    outputs: Outputs,
+    events: Events,
+    user: BuildUser | None = None,
 ) -> dict[str, Any]:
-    """Boot each disk image under QEMU (`osbake boot`); tarballs have nothing to boot."""
+    """Boot each disk image under QEMU (`osbake boot`, as the build's user); tarballs
+    have nothing to boot."""
+    outdir = outputs.folder
     disks = [a for a in manifest.get("artifacts", []) if a.get("format") in DISK_FORMATS]
     if not disks:
         return {"boot_state": "none", "boot_detail": "no boot test: no disk image"}
@@ -311,15 +424,24 @@ def boot_test(
             name = f"boot test ({disk['file']}, {firmware})"
             events.step(name)
             started = time.monotonic()
+            with outputs.open(str(disk["file"])):
+                pass  # a plain file of the build's own, in its folder
             argv = [
                 *settings.boot_command,
                 str(outdir / disk["file"]),
                 "--firmware",
-                firmware,
+                str(firmware),
                 "--expect",
                 settings.boot_expect,
             ]
-            completed = runner.run(argv, events=events, check=False)
+            completed = runner.run(
+                as_user(user, argv),
+                events=events,
+                cwd=outdir,
+                env=build_users.environment(user),
+                clear_env=True,
+                check=False,
+            )
             ok = completed.returncode == 0
             events.result(name, time.monotonic() - started, status="done" if ok else "failed")
             if ok:
@@ -332,6 +454,39 @@ def boot_test(
                     f"(exit {completed.returncode}):\n{tail}"
                 )
     return {"boot_state": "passed" if passed else "failed", "boot_detail": "\n".join(details)}
+
+
+def prepare(settings: WorkerSettings) -> Slots:
+    """The build users and the work folder; refuses to start when builds could not run."""
+    if settings.build_user is None:
+        settings.work_dir.mkdir(parents=True, exist_ok=True)
+        return Slots([])
+    users = build_users.ensure(settings.build_user, settings.concurrency)
+    build_users.private_work_dir(settings.work_dir)
+    for user in users:
+        for what, argv in (
+            (f"reach the work folder {settings.work_dir}", ["test", "-x", str(settings.work_dir)]),
+            (
+                f"run the build command ({settings.build_command[0]})",
+                [*settings.build_command, "--help"],
+            ),
+        ):
+            probe = runner.run(
+                user.command(argv),
+                env=build_users.environment(user),
+                clear_env=True,
+                cwd="/",
+                check=False,
+                capture=True,
+            )
+            if probe.returncode != 0:
+                raise HostError(
+                    f"the build user '{user.name}' cannot {what}: " + " ".join(probe.tail[-3:]),
+                    hint="install osbake where every user can run it (e.g. a venv under /opt "
+                    "made with /usr/bin/python3) and give --work-dir a folder whose parents "
+                    "every user can enter",
+                )
+    return Slots(users)
 
 
 def serve_queue(settings: WorkerSettings, on_ready: Callable[[str], None] | None = None) -> None:
@@ -348,8 +503,10 @@ def serve_queue(settings: WorkerSettings, on_ready: Callable[[str], None] | None
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.5)
-    settings.work_dir.mkdir(parents=True, exist_ok=True)
-    queue = HueyQueue(hello["queue"], run=lambda build_id: run_build(client, settings, build_id))
+    slots = prepare(settings)
+    builds = HueyQueue(
+        hello["queue"], run=lambda build_id: run_build(client, settings, build_id, slots)
+    )
     if on_ready is not None:
         on_ready(hello["queue"])
-    queue.consumer(settings.concurrency).run()
+    builds.consumer(settings.concurrency).run()

@@ -32,7 +32,7 @@ class Harness:
         self.tokens: dict[str, str] = {}
         with self.console.db.session() as session:
             for role in ("viewer", "builder", "admin", "worker"):
-                _, secret = auth.create_token(session, role, Role(role), None)
+                _, secret = auth.create_token(session, role, Role(role), granter=Role.ADMIN)
                 self.tokens[role] = secret
             auth.create_user(session, "alice", "alice-password", Role.ADMIN)
             auth.create_user(session, "victor", "victor-password", Role.VIEWER)
@@ -42,7 +42,21 @@ class Harness:
         return {"Authorization": f"Bearer {self.tokens[role]}"}
 
     def call(self, method: str, url: str, role: str = "admin", **kwargs: Any) -> Any:
-        return self.client.request(method, url, headers=self.headers(role), **kwargs)
+        headers = {**self.headers(role), **kwargs.pop("headers", {})}
+        return self.client.request(method, url, headers=headers, **kwargs)
+
+    def upload(self, build_id: int, name: str, data: bytes, role: str = "worker") -> Any:
+        import hashlib
+
+        reply = self.call(
+            "PUT",
+            f"/api/worker/builds/{build_id}/files/{name}",
+            role,
+            content=data,
+            headers={"X-Checksum-Sha256": hashlib.sha256(data).hexdigest()},
+        )
+        assert reply.status_code == 201, reply.text
+        return reply
 
     def configuration(self, name: str = "demo", recipe: str = RECIPE, **extra: Any) -> Any:
         response = self.call(
@@ -126,19 +140,17 @@ class Harness:
                 "sha256": hashlib.sha256(data).hexdigest(),
             }
         ]
-        self.call("PUT", f"/api/worker/builds/{build_id}/files/demo.tar", w, content=data)
+        self.upload(build_id, "demo.tar", data)
         if disk:
             artifacts.append(
                 {
                     "file": "demo.raw",
                     "format": "raw",
-                    "size": len(data),
+                    "size": len(data) + 3,
                     "sha256": hashlib.sha256(data + b"raw").hexdigest(),
                 }
             )
-            self.call(
-                "PUT", f"/api/worker/builds/{build_id}/files/demo.raw", w, content=data + b"raw"
-            )
+            self.upload(build_id, "demo.raw", data + b"raw")
         manifest = {
             "osbake_version": "test",
             "image": "demo",

@@ -153,7 +153,7 @@ def test_a_failed_build_names_the_failing_step_and_shows_its_log_first(harness: 
     assert "step 'packages' failed" in data["reason"]
     assert any("packages output" in line for line in data["log_tail"])
     assert not any("bootstrap output" in line for line in data["log_tail"])
-    assert [s["state"] for s in data["steps"]] == ["done", "failed", "pending"]
+    assert [s["state"] for s in data["steps"]] == ["done", "failed", "skipped"]
 
 
 def test_cancel_queued_and_running_builds(harness: Harness) -> None:

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
+from osbake.errors import UsageError
 from osbake.events import Events
-from osbake.service.worker import Reporter, WorkerSettings, _outcome, boot_test
+from osbake.service import build_users
+from osbake.service.worker import Outputs, Reporter, WorkerSettings, _outcome, boot_test
 
 
 class FakeClient:
@@ -50,7 +55,55 @@ def test_tarballs_get_no_boot_test(tmp_path: Path) -> None:
             {"file": "a.oci.tar", "format": "oci"},
         ]
     }
-    assert boot_test(settings, manifest, tmp_path, Events()) == {
+    assert boot_test(settings, manifest, Outputs(tmp_path, None), Events()) == {
         "boot_state": "none",
         "boot_detail": "no boot test: no disk image",
     }
+
+
+def test_outputs_are_plain_files_of_the_build_and_nothing_it_links_to(tmp_path: Path) -> None:
+    secret = tmp_path / "secret_key"
+    secret.write_text("the console's key")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "image.tar").write_bytes(b"image")
+    (out / "link.tar").symlink_to(secret)
+    os.link(out / "image.tar", out / "cached.tar")  # its own file, also in its step cache
+    outputs = Outputs(out, None)
+    with outputs.open("image.tar") as handle:
+        assert handle.read() == b"image"
+    with outputs.open("cached.tar") as handle:
+        assert handle.read() == b"image"
+    for name in ("link.tar", "../secret_key", "missing.tar", ".."):
+        with pytest.raises(UsageError), outputs.open(name):
+            pass
+
+
+def test_a_file_of_another_user_is_not_an_output(tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root to give a file to another user")
+    (tmp_path / "theirs.tar").write_bytes(b"x")
+    os.chown(tmp_path / "theirs.tar", 65534, 65534)
+    (tmp_path / "secret").write_bytes(b"root's")
+    os.link(tmp_path / "secret", tmp_path / "hard.tar")  # a second name of root's file
+    build_user = Outputs(tmp_path, None)
+    build_user.uid = 65533
+    for name in ("theirs.tar", "hard.tar"):
+        with pytest.raises(UsageError, match="plain file"), build_user.open(name):
+            pass
+
+
+def test_a_build_gets_no_secret_of_the_worker(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OSBAKE_WORKER_TOKEN", "osb_secret")
+    monkeypatch.setenv("OSBAKE_DATABASE_URL", "postgresql://u:pw@db/x")
+    monkeypatch.setenv("OSBAKE_MIRROR", "http://mirror.invalid/debian")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "aws")
+    user = build_users.BuildUser("osbake-build", 999, 999, Path("/var/lib/osbake-build"))
+    env = build_users.environment(user)
+    assert "osb_secret" not in env.values()
+    assert "AWS_SECRET_ACCESS_KEY" not in env
+    assert "OSBAKE_DATABASE_URL" not in env
+    assert env["OSBAKE_MIRROR"] == "http://mirror.invalid/debian"
+    assert env["HOME"] == "/var/lib/osbake-build"
+    assert user.command(["osbake", "build"])[-2:] == ["osbake", "build"]
+    assert "--reuid=999" in user.command(["true"])
