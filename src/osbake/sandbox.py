@@ -49,6 +49,27 @@ PR_SET_PDEATHSIG = 1
 APT_ARCHIVES = "/var/cache/apt/archives"
 # Where osbake puts what phase scripts may read (elements, staged files) in the image.
 RUN_DIR = "/run/osbake"
+# What a command in the tree keeps of real root's capabilities: what package
+# installation needs (ownership, modes, file capabilities, dropping to _apt). Not
+# CAP_DAC_READ_SEARCH (open_by_handle_at reads any host file), CAP_SYS_ADMIN
+# (mounts), CAP_MKNOD (a device node of a host disk), CAP_SYS_RAWIO, CAP_SYS_PTRACE,
+# CAP_SYS_MODULE or CAP_NET_ADMIN. In a user namespace (rootless) capabilities only
+# reach what the namespace owns, so nothing is dropped there.
+TREE_CAPABILITIES = (
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_SETFCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_RAW",
+    "CAP_SYS_CHROOT",
+    "CAP_AUDIT_WRITE",
+)
 
 
 def _libc() -> ctypes.CDLL:
@@ -289,6 +310,10 @@ def run_in_tree(
     ]
     if not network:
         args.append("--unshare-net")
+    if os.geteuid() == 0 and not in_user_namespace():
+        args += ["--cap-drop", "ALL"]
+        for capability in TREE_CAPABILITIES:
+            args += ["--cap-add", capability]
     if resolver:
         args += _resolver_binds(tree)
     if package_cache is not None:
