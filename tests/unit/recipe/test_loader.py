@@ -231,11 +231,11 @@ def test_diamond_extends_merges_the_shared_parent_once(tmp_path: Path) -> None:
 
 
 def test_child_variants_merge_with_the_parents(tmp_path: Path) -> None:
-    write(tmp_path / "base.yaml", "name: base\nvariants:\n  a: {packages: [x]}\n")
+    write(tmp_path / "base.yaml", "name: base\nvariants:\n  a: {packages: [xx]}\n")
     recipe = load(
         write(
             tmp_path / "child.yaml",
-            "extends: base.yaml\nname: c\nvariants:\n  b: {packages: [y]}\n",
+            "extends: base.yaml\nname: c\nvariants:\n  b: {packages: [yy]}\n",
         )
     )
     assert set(recipe.variants) == {"a", "b"}
