@@ -27,6 +27,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import Composer
+from yaml.constructor import ConstructorError, SafeConstructor
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import Resolver
+from yaml.scanner import Scanner
 
 from osbake.errors import Location, OsbakeError, RecipeError
 
@@ -43,8 +49,90 @@ MAX_DEPTH = 64
 # Documents up to this size are parsed again by PyYAML's parser for its clearer message.
 CLEARER_LIMIT = 256 * 1024
 
+
+class _Constructor(SafeConstructor):
+    """PyYAML's safe constructor, with its ValueErrors (a 5,000-digit number, the 45th
+    of a month) turned into YAML errors that name the line."""
+
+    def _guarded(self, node: yaml.Node, build: Any, what: str) -> Any:
+        try:
+            return build(self, node)
+        except (ValueError, OverflowError) as exc:
+            detail = str(exc).split(":")[0]
+            raise ConstructorError(
+                None, None, f"{node.value[:40]!r} is not a valid {what} ({detail})", node.start_mark
+            ) from None
+
+    def construct_yaml_int(self, node: yaml.Node) -> Any:
+        return self._guarded(node, SafeConstructor.construct_yaml_int, "number")
+
+    def construct_yaml_float(self, node: yaml.Node) -> Any:
+        return self._guarded(node, SafeConstructor.construct_yaml_float, "number")
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        return self._guarded(node, SafeConstructor.construct_yaml_timestamp, "date")
+
+
+class _PlainConstructor(_Constructor):
+    """For recipes and element.yaml: only what JSON has. A date stays the text it is;
+    binary values, sets and ordered maps mean nothing to osbake and are refused."""
+
+    def construct_yaml_timestamp(self, node: yaml.Node) -> Any:
+        assert isinstance(node, yaml.ScalarNode)
+        return self.construct_scalar(node)
+
+    def _refuse(self, node: yaml.Node) -> Any:
+        raise ConstructorError(
+            None,
+            None,
+            f"the tag {node.tag} is not used in recipes (write a plain string, list or mapping)",
+            node.start_mark,
+        )
+
+
+for _tag, _method in (
+    ("tag:yaml.org,2002:int", _Constructor.construct_yaml_int),
+    ("tag:yaml.org,2002:float", _Constructor.construct_yaml_float),
+    ("tag:yaml.org,2002:timestamp", _Constructor.construct_yaml_timestamp),
+):
+    _Constructor.add_constructor(_tag, _method)  # type: ignore[type-var]
+_PlainConstructor.add_constructor(  # type: ignore[type-var]
+    "tag:yaml.org,2002:timestamp", _PlainConstructor.construct_yaml_timestamp
+)
+for _tag in ("binary", "set", "omap", "pairs"):
+    _PlainConstructor.add_constructor(  # type: ignore[type-var]
+        f"tag:yaml.org,2002:{_tag}", _PlainConstructor._refuse
+    )
+
 # libyaml when it is there: the same YAML, an order of magnitude faster.
-_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_CParser: Any = getattr(yaml, "CParser", None)
+
+
+def _loader_class(constructor: type[SafeConstructor]) -> Any:
+    if _CParser is not None:
+
+        class CLoader(_CParser, constructor, Resolver):  # type: ignore[misc, valid-type]
+            def __init__(self, stream: str) -> None:
+                _CParser.__init__(self, stream)
+                constructor.__init__(self)
+                Resolver.__init__(self)
+
+        return CLoader
+
+    class Loader(Reader, Scanner, Parser, Composer, constructor, Resolver):  # type: ignore[misc, valid-type]
+        def __init__(self, stream: str) -> None:
+            Reader.__init__(self, stream)
+            Scanner.__init__(self)
+            Parser.__init__(self)
+            Composer.__init__(self)
+            constructor.__init__(self)
+            Resolver.__init__(self)
+
+    return Loader
+
+
+_PLAIN_LOADER = _loader_class(_PlainConstructor)
+_LOADER = _loader_class(_Constructor)
 
 
 def format_path(path: KeyPath) -> str:
@@ -154,7 +242,7 @@ def load(
             location=Location(path),
             hint=f"make it smaller: {what} files may be at most {_size_text(limit)}",
         )
-    node, loader = _compose(text, path, RecipeError)
+    node, loader = _compose(text, path, RecipeError, plain=True)
     if node is None:
         return None, {}
     try:
@@ -208,9 +296,10 @@ def _compose(
     where: Location | None = None,
     what: str = "YAML",
     style: tuple[str, str | None] = ("this", None),
+    plain: bool = False,
 ) -> tuple[yaml.Node | None, Any]:
     """The document's node graph, checked for size and depth before anything is built."""
-    loader = _Loader(text)
+    loader = (_PLAIN_LOADER if plain else _LOADER)(text)
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -342,7 +431,7 @@ def _positions(root: yaml.Node, file: Path) -> Positions:
 def _clearer(exc: yaml.MarkedYAMLError, text: str | None) -> yaml.MarkedYAMLError:
     """PyYAML's own parser says more than libyaml ("found character '\\t'"): for a small
     document, ask it too."""
-    if _Loader is yaml.SafeLoader or text is None or len(text) > CLEARER_LIMIT:
+    if _CParser is None or text is None or len(text) > CLEARER_LIMIT:
         return exc
     loader = yaml.SafeLoader(text)
     try:
@@ -377,8 +466,7 @@ def _yaml_error(
         location = Location(None, line, column, where.key)
     else:
         location = Location(path, line, column if where is not None else None)
-    return error(
-        f"{style[0]} is not valid {what}: {problem}",
-        location=location,
-        hint=style[1] or "check the indentation and quoting on that line and the one before it",
-    )
+    hint = style[1] or "check the indentation and quoting on that line and the one before it"
+    if isinstance(exc, ConstructorError) and exc.problem_mark is not None:
+        hint = "quote the value to make it a string, or write a value of the right kind"
+    return error(f"{style[0]} is not valid {what}: {problem}", location=location, hint=hint)
