@@ -9,9 +9,9 @@ import argparse
 import importlib
 import json
 import os
-import re
 import sys
 import traceback
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -113,12 +113,17 @@ def _silence_stdout() -> None:
         pass
 
 
-CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
-
-
 def printable(text: str) -> str:
-    """Text for the terminal: control characters shown as escapes, never sent."""
-    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    """Text for the terminal: control and format characters (escape sequences, bidi
+    overrides) shown as escapes, never sent; newlines and tabs kept."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c
+        if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs")
+        else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in text
+    )
 
 
 def _print_error(console: Console, exc: OsbakeError) -> None:

@@ -415,15 +415,17 @@ def _spec_error(
         hint = (
             f"did you mean '{close[0]}'? " if close else ""
         ) + f"the keys allowed here are: {', '.join(known)}"
-    elif err["type"] in ("list_type", "string_type", "dict_type", "bool_type"):
+    elif err["type"] in ("list_type", "string_type", "dict_type", "bool_type", "model_type"):
         message = (
             f"'{key}' must be "
             + {
                 "list_type": "a list",
                 "string_type": "a string",
                 "dict_type": "a mapping",
+                "model_type": "a mapping",
                 "bool_type": "true or false",
             }[err["type"]]
+            + f", not {formats.type_name(err.get('input'))}"
         )
     elif err["type"] in ("literal_error", "enum"):
         message = f"'{key}': {formats.shown(err.get('input'))} is not allowed"

@@ -80,7 +80,7 @@ def load_input(source: Path | str | bytes, name: str) -> Input:
     return Input(bytes(data), name)
 
 
-def parse_yaml(item: Input, *, what: str) -> Any:
+def parse_yaml(item: Input, *, what: str, plain: bool = False) -> Any:
     """Parse YAML (JSON is YAML too), turning errors into a message with a line.
 
     The same bounds as for recipes apply: aliases that expand to too many values, or
@@ -92,6 +92,7 @@ def parse_yaml(item: Input, *, what: str) -> Any:
         error=UsageError,
         what=what,
         subject=item.name,
+        plain=plain,
         hint="fix the YAML syntax there (indent with spaces, not tabs; quote values "
         "that contain ': ' or start with a special character)",
     )
@@ -226,7 +227,15 @@ def check_cloud_config(config: dict[str, Any], item: Input) -> None:
                 groups = [g.strip() for g in groups.split(",")]
             for group in groups if isinstance(groups, list) else []:
                 _check_name(formats.group_name, group, item, "users")
-            for key in entry.get("ssh_authorized_keys") or []:
+            keys = entry.get("ssh_authorized_keys")
+            if keys is not None and not isinstance(keys, list):
+                raise UsageError(
+                    f"{item.name}: 'ssh_authorized_keys' of user {formats.shown(entry['name'])} "
+                    "must be a list of public keys",
+                    hint="write it as ssh_authorized_keys: ['ssh-ed25519 AAAA... you@host']",
+                    location=_key_location(item, "users"),
+                )
+            for key in keys or []:
                 parse_ssh_key_line(str(key), item, _key_location(item, "users"))
         else:
             raise UsageError(
@@ -316,9 +325,11 @@ def check_instance_id(value: str, flag: str = "--instance-id") -> str:
     return value
 
 
-def check_mapping(item: Input, *, what: str) -> dict[str, Any]:
-    """A YAML or JSON document that must be a mapping (meta-data, network config)."""
-    value = parse_yaml(item, what=what)
+def check_mapping(item: Input, *, what: str, plain: bool = False) -> dict[str, Any]:
+    """A YAML or JSON document that must be a mapping (meta-data, network config).
+
+    With `plain` (a document written out as JSON), only what JSON has is accepted."""
+    value = parse_yaml(item, what=what, plain=plain)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -371,7 +382,7 @@ def check_network_config(item: Input) -> dict[str, Any]:
 
 def check_network_data_json(item: Input) -> dict[str, Any]:
     """An OpenStack network_data.json (links, networks, services)."""
-    config = check_mapping(item, what="network_data JSON")
+    config = check_mapping(item, what="network_data JSON", plain=True)
     if "links" not in config:
         hint = "a config drive carries OpenStack network_data.json: {links, networks, services}"
         if "version" in config or "network" in config:
@@ -388,12 +399,19 @@ def check_network_data_json(item: Input) -> dict[str, Any]:
     for key in ("links", "networks", "services"):
         if key in config and not isinstance(config[key], list):
             raise UsageError(f"{item.name}: '{key}' must be a list", location=item.where())
-    ids = {link.get("id") for link in config["links"] if isinstance(link, dict)}
     for link in config["links"]:
-        if not isinstance(link, dict) or "id" not in link or "type" not in link:
+        if (
+            not isinstance(link, dict)
+            or not isinstance(link.get("id"), str | int)
+            or not isinstance(link.get("type"), str)
+        ):
             raise UsageError(
-                f"{item.name}: every link needs an 'id' and a 'type'", location=item.where()
+                f"{item.name}: every link needs an 'id' and a 'type'",
+                hint="write each link as {id: eth0, type: phy, ethernet_mac_address: ...}",
+                location=item.where(),
             )
+    ids = {link["id"] for link in config["links"]}
+    for link in config["links"]:
         if (
             link["type"] not in ("bond", "vlan")
             and not link.get("ethernet_mac_address")
@@ -407,7 +425,11 @@ def check_network_data_json(item: Input) -> dict[str, Any]:
                 location=item.where(),
             )
     for network in config.get("networks", []):
-        if not isinstance(network, dict) or network.get("link") not in ids:
+        if (
+            not isinstance(network, dict)
+            or not isinstance(network.get("link"), str | int)
+            or network["link"] not in ids
+        ):
             raise UsageError(
                 f"{item.name}: every network needs a 'link' that names one of the links' ids",
                 location=item.where(),

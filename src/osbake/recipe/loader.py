@@ -184,6 +184,7 @@ def _load_tree(
         raise RecipeError(
             "'extends' must be a file name or a list of file names",
             location=_locate(positions, ("extends",)),
+            hint="e.g. extends: base.yaml, or extends: [base.yaml, extra.yaml]",
         )
     merged: dict[str, Any] = {}
     merged_positions: Positions = {}

@@ -265,14 +265,16 @@ def load_data(
     what: str = "YAML",
     subject: str = "this",
     hint: str | None = None,
+    plain: bool = False,
 ) -> Any:
     """Load one YAML (or JSON) document with the same bounds, without positions.
 
     A syntax error says "<subject> is not valid <what>: <problem>", with `hint`.
+    With `plain`, only what JSON has is built (for data that is written out as JSON).
     """
     path = where.file if where is not None else None
     style = (subject, hint)
-    node, loader = _compose(text, path, error, where=where, what=what, style=style)
+    node, loader = _compose(text, path, error, where=where, what=what, style=style, plain=plain)
     if node is None:
         return None
     try:
