@@ -73,6 +73,8 @@ def guarded(fn: Callable[[], int], *, verbose: bool = False) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return EXIT_BROKEN_PIPE
+    except SystemExit as exc:  # Rich ends a command so when standard output closes
+        return exc.code if isinstance(exc.code, int) else 1
     except Exception as exc:
         if verbose:
             traceback.print_exc()
@@ -159,7 +161,9 @@ def cmd_build(args: argparse.Namespace) -> int:
 def _targets(base: recipe_mod.Recipe, args: argparse.Namespace) -> list[tuple[str | None, str]]:
     if args.all:
         if args.variant or args.arch:
-            raise UsageError("--all builds every variant and arch; drop --variant/--arch")
+            raise UsageError(
+                "--all builds every variant and arch", hint="drop --variant and --arch"
+            )
         variants: list[str | None] = [None, *base.variants]
         targets = []
         for variant in variants:

@@ -53,7 +53,10 @@ CONTROL_BUT_LAYOUT = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # tab and newline 
 
 def _string(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise FormatError(f"{what} must be a string, not {type_name(value)}")
+        raise FormatError(
+            f"{what} must be a string, not {type_name(value)}",
+            "write the value as text (quote it if YAML would read it as something else)",
+        )
     return value
 
 
@@ -127,7 +130,7 @@ ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 def name(given: Any, what: str = "the name", limit: int = 64) -> str:
     """An osbake name (image, variant, element, partition, repository)."""
     value = _string(given, what)
-    if not NAME.match(value):
+    if not NAME.fullmatch(value):
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "use lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
@@ -138,7 +141,7 @@ def name(given: Any, what: str = "the name", limit: int = 64) -> str:
 def identifier(given: Any, what: str = "the value", limit: int = 128) -> str:
     """A word such as a datasource, a key type or a locale folder: no spaces, no paths."""
     value = _string(given, what)
-    if not IDENTIFIER.match(value):
+    if not IDENTIFIER.fullmatch(value):
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "use letters, digits, '.', '_', '+' and '-', starting with a letter or digit",
@@ -153,7 +156,7 @@ def hostname(given: Any, what: str = "host name") -> str:
     if (
         not value
         or len(value) > 253
-        or not all(HOSTNAME_LABEL.match(label) for label in labels)
+        or not all(HOSTNAME_LABEL.fullmatch(label) for label in labels)
         or value.isdigit()
     ):
         raise FormatError(
@@ -167,7 +170,7 @@ def hostname(given: Any, what: str = "host name") -> str:
 def user_name(given: Any, what: str = "user name") -> str:
     """A user name useradd accepts everywhere: [a-z_][a-z0-9_-]*, at most 32 characters."""
     value = _string(given, what)
-    if not USER_NAME.match(value):
+    if not USER_NAME.fullmatch(value):
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "start with a lower-case letter or '_', then lower-case letters, digits, "
@@ -187,7 +190,9 @@ MAX_ID = 4294967294  # (uid_t)-1 means "no id"
 def numeric_id(value: Any, what: str = "id") -> int:
     """A numeric user or group id (a number or a string of digits)."""
     if isinstance(value, bool) or not isinstance(value, int | str):
-        raise FormatError(f"{what} must be a number, not {type_name(value)}")
+        raise FormatError(
+            f"{what} must be a number, not {type_name(value)}", "write a whole number"
+        )
     if isinstance(value, str) and (not value.isascii() or not value.isdigit() or len(value) > 10):
         raise FormatError(f"{shown(value)} is not a valid {what}", "write a whole number")
     number = int(value)
@@ -207,7 +212,7 @@ def owner(given: Any, what: str = "owner") -> str:
 
 def env_name(given: Any, what: str = "variable name") -> str:
     value = _string(given, what)
-    if not ENV_NAME.match(value) or len(value) > 128:
+    if not ENV_NAME.fullmatch(value) or len(value) > 128:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "use letters, digits and '_', not starting with a digit",
@@ -235,7 +240,7 @@ SUITE = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._+~/-]*|\.?/)$")
 def package(given: Any, what: str = "package name") -> str:
     """A Debian package name (policy 5.6.1), without version or release."""
     value = _string(given, what)
-    if not PACKAGE.match(value) or len(value) > 128:
+    if not PACKAGE.fullmatch(value) or len(value) > 128:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "Debian package names are lower-case letters, digits, '+', '-' and '.', "
@@ -247,7 +252,7 @@ def package(given: Any, what: str = "package name") -> str:
 def package_spec(given: Any, what: str = "package") -> str:
     """A package as apt-get install takes it: name[:arch][=version | /release]."""
     value = _string(given, what)
-    if not PACKAGE_SPEC.match(value) or len(value) > 256:
+    if not PACKAGE_SPEC.fullmatch(value) or len(value) > 256:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "write a Debian package name (lower-case letters, digits, '+', '-', '.'; at "
@@ -258,7 +263,7 @@ def package_spec(given: Any, what: str = "package") -> str:
 
 def codename(given: Any, what: str = "release") -> str:
     value = _string(given, what)
-    if not CODENAME.match(value) or len(value) > 64:
+    if not CODENAME.fullmatch(value) or len(value) > 64:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "write a release codename such as bookworm (lower-case letters, digits, "
@@ -269,7 +274,7 @@ def codename(given: Any, what: str = "release") -> str:
 
 def component(given: Any, what: str = "component") -> str:
     value = _string(given, what)
-    if not COMPONENT.match(value) or len(value) > 64:
+    if not COMPONENT.fullmatch(value) or len(value) > 64:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "write an archive component such as main or non-free-firmware",
@@ -279,7 +284,7 @@ def component(given: Any, what: str = "component") -> str:
 
 def suite(given: Any, what: str = "suite") -> str:
     value = _string(given, what)
-    if not SUITE.match(value) or len(value) > 128:
+    if not SUITE.fullmatch(value) or len(value) > 128:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "write a suite such as bookworm-backports (letters, digits, '.', '_', '+', "
@@ -304,7 +309,7 @@ def url(given: Any, what: str = "URL", schemes: tuple[str, ...] | None = URL_SCH
     `schemes` lists the schemes allowed; None allows any.
     """
     value = _bounded(_string(given, what), what, 2048)
-    match = URL.match(value)
+    match = URL.fullmatch(value)
     allowed = ", ".join(f"{s}://" for s in schemes or ("http", "https"))
     if match is None:
         raise FormatError(
@@ -359,27 +364,38 @@ def mount_point(given: Any, what: str = "mount point") -> str:
     return value
 
 
-def relative_path(given: Any, what: str = "path", limit: int = 4096) -> str:
+RECIPE_FOLDER_HINT = (
+    "files must be inside the recipe's folder: copy the file there and name it "
+    "relative to the recipe, e.g. files/motd"
+)
+
+
+def relative_path(
+    given: Any,
+    what: str = "path",
+    limit: int = 4096,
+    *,
+    inside: str = "the recipe's folder",
+    hint: str = RECIPE_FOLDER_HINT,
+) -> str:
     """A path relative to a folder, that cannot leave it: no '/' at the start, no '..'."""
     value = line(given, what, limit)
     if not value or value.startswith("/"):
-        raise FormatError(
-            f"{what} {shown(value)} must be a path relative to the recipe's folder",
-            "files must be inside the recipe's folder: copy the file there and name it "
-            "relative to the recipe, e.g. files/motd",
-        )
+        raise FormatError(f"{what} {shown(value)} must be a path relative to {inside}", hint)
     if ".." in value.split("/"):
-        raise FormatError(
-            f"{what} {shown(value)} leaves the recipe's folder ('..')",
-            "files must be inside the recipe's folder: copy the file there and name it "
-            "relative to the recipe, e.g. files/motd",
-        )
+        raise FormatError(f"{what} {shown(value)} leaves {inside} ('..')", hint)
     return value
 
 
 def module_path(given: Any, what: str = "module path") -> str:
     """A path under /lib/modules/<version>/kernel/: relative, no '..', no glob characters."""
-    value = relative_path(given, what, 1024)
+    value = relative_path(
+        given,
+        what,
+        1024,
+        inside="/lib/modules/<version>/kernel/",
+        hint="write a path such as drivers/gpu/drm/amd",
+    )
     if not re.fullmatch(r"[A-Za-z0-9._+/-]+", value):
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
@@ -412,7 +428,7 @@ def timezone(given: Any, what: str = "time zone") -> str:
     if (
         not value
         or len(value) > 128
-        or not all(TZ_PART.match(p) and p not in (".", "..") for p in parts)
+        or not all(TZ_PART.fullmatch(p) and p not in (".", "..") for p in parts)
     ):
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
@@ -423,7 +439,7 @@ def timezone(given: Any, what: str = "time zone") -> str:
 
 def locale(given: Any, what: str = "locale") -> str:
     value = _string(given, what)
-    if not LOCALE.match(value) or len(value) > 64:
+    if not LOCALE.fullmatch(value) or len(value) > 64:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
             "write a locale such as en_US.UTF-8, de_DE.UTF-8@euro or C.UTF-8",
@@ -446,7 +462,7 @@ def cmdline(given: Any, what: str = "kernel command line") -> str:
             "shorten it",
         )
     for word in value.split(" "):
-        if word and not CMDLINE_WORD.match(word):
+        if word and not CMDLINE_WORD.fullmatch(word):
             raise FormatError(
                 f"{shown(word)} is not a valid word of the {what}",
                 "write words separated by single spaces, of letters, digits and "
@@ -579,7 +595,7 @@ def size_bytes(
     from osbake.disk.sizes import format_size
 
     value = _string(value, what)
-    match = SIZE.match(value)
+    match = SIZE.fullmatch(value)
     if match is None or match.group(2).lower() not in UNITS:
         raise FormatError(
             f"{shown(value)} is not a valid {what}",
@@ -589,7 +605,7 @@ def size_bytes(
     try:
         amount = Decimal(match.group(1)) * UNITS[match.group(2).lower()]
     except InvalidOperation:  # pragma: no cover - the pattern keeps numbers small
-        raise FormatError(f"{shown(value)} is not a valid {what}") from None
+        raise FormatError(f"{shown(value)} is not a valid {what}", "e.g. 512MiB") from None
     if amount > maximum:
         raise FormatError(
             f"the {what} {value} is larger than osbake's limit of {format_size(maximum)}",
@@ -654,7 +670,9 @@ CHECKS: dict[Format, Callable[..., Any]] = {
     Format.GROUP: group_name,
     Format.URL: lambda value, what="URL": url(value, what, schemes=None),
     Format.PATH: image_path,
-    Format.RELATIVE_PATH: relative_path,
+    Format.RELATIVE_PATH: lambda value, what="path": relative_path(
+        value, what, inside="its folder", hint="write a relative path without '..'"
+    ),
     Format.MODULE_PATH: module_path,
     Format.PACKAGE: package,
     Format.TIMEZONE: timezone,
@@ -663,7 +681,7 @@ CHECKS: dict[Format, Callable[..., Any]] = {
     Format.CRYPT: crypt_hash,
     Format.SHELL: login_shell,
     Format.CMDLINE: cmdline,
-    Format.UID: numeric_id,
+    Format.UID: lambda value, what="user id": numeric_id(value, what),
 }
 
 

@@ -74,7 +74,9 @@ class Catalog:
     def get(self, name: str) -> Element:
         if name not in self._loaded:
             if name not in self._paths:
-                raise ElementError(f"no element named '{name}'")
+                raise ElementError(
+                    f"no element named '{name}'", hint=f"elements: {', '.join(self.names())}"
+                )
             path, origin = self._paths[name]
             self._loaded[name] = load_element(path, origin)
         return self._loaded[name]

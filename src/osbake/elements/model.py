@@ -50,7 +50,7 @@ MAX_INTEGER = 2**63 - 1
 
 
 def _option_name(value: str) -> str:
-    if not OPTION_NAME.match(value):
+    if not OPTION_NAME.fullmatch(value):
         raise formats.FormatError(
             f"{formats.shown(value)} is not a valid option name",
             "start with a lower-case letter, then lower-case letters, digits, '_' or '-' "
@@ -174,7 +174,9 @@ def _typed(
 ) -> Any:
     if kind == "string":
         if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise formats.FormatError(f"{what} must be a string, not {formats.type_name(value)}")
+            raise formats.FormatError(
+                f"{what} must be a string, not {formats.type_name(value)}", "write it as text"
+            )
         value = str(value)
         if choices and value not in choices:
             raise formats.FormatError(
@@ -188,7 +190,7 @@ def _typed(
         return value
     if kind == "integer":
         if not isinstance(value, int) or isinstance(value, bool):
-            raise formats.FormatError(f"{what} must be a whole number")
+            raise formats.FormatError(f"{what} must be a whole number", "e.g. 3")
         if abs(value) > MAX_INTEGER:
             raise formats.FormatError(f"{what} is out of range", f"use at most {MAX_INTEGER}")
         if fmt is not None:
@@ -196,7 +198,9 @@ def _typed(
         return value
     if kind == "boolean":
         if not isinstance(value, bool):
-            raise formats.FormatError(f"{what} must be true or false")
+            raise formats.FormatError(
+                f"{what} must be true or false", "write true or false (not yes, no or a string)"
+            )
         return value
     # a list (a single string is a one-item list)
     if isinstance(value, str):
@@ -204,7 +208,7 @@ def _typed(
     if not isinstance(value, list) or not all(
         isinstance(v, str | int) and not isinstance(v, bool) for v in value
     ):
-        raise formats.FormatError(f"{what} must be a list of strings")
+        raise formats.FormatError(f"{what} must be a list of strings", "e.g. [one, two]")
     items = [str(v) for v in value]
     for index, item in enumerate(items):
         try:
@@ -218,13 +222,18 @@ def _records(spec: OptionSpec, value: Any, what: str) -> Any:
     fields = spec.field_specs()
     names = ", ".join(fields)
     if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-        raise formats.FormatError(f"{what} must be a list of mappings with the keys {names}")
+        raise formats.FormatError(
+            f"{what} must be a list of mappings with the keys {names}",
+            f"e.g. [{{{next(iter(fields), 'name')}: ...}}]",
+        )
     for number, record in enumerate(value, start=1):
         extra = [str(k) for k in record if k not in fields]
         if extra:
             raise formats.FormatError(
                 f"{what} must be a list of mappings with only the keys {names} "
-                f"(not {', '.join(sorted(formats.shown(e) for e in extra))})"
+                f"(not {', '.join(sorted(formats.shown(e) for e in extra))})",
+                f"remove {', '.join(sorted(formats.shown(e) for e in extra))}",
+                (number - 1,),
             )
         for name, item in record.items():
             field = fields[name]
@@ -246,7 +255,9 @@ def _untyped(value: Any, what: str) -> None:
     items = value if isinstance(value, list) else [value]
     for item in items:
         if isinstance(item, dict | list):
-            raise formats.FormatError(f"{what} must be a value or a list of values")
+            raise formats.FormatError(
+                f"{what} must be a value or a list of values", "e.g. name: x or groups: [a, b]"
+            )
         if isinstance(item, str):
             formats.check(formats.Format.LINE, item, what)
 
@@ -349,7 +360,7 @@ def load_element(path: Path, origin: str) -> Element:
     """Read and check one element directory."""
     name = path.name
     yaml_path = path / "element.yaml"
-    if not ELEMENT_NAME.match(name) or len(name) > 64:
+    if not ELEMENT_NAME.fullmatch(name) or len(name) > 64:
         raise ElementError(
             f"{formats.shown(name)} is not a valid element name",
             location=Location(path),
@@ -363,6 +374,7 @@ def load_element(path: Path, origin: str) -> Element:
         raise ElementError(
             f"element '{name}': element.yaml must be a mapping of keys (description:, ...)",
             location=Location(yaml_path, 1),
+            hint="write 'key: value' lines, e.g. 'description: what the element does'",
         )
     try:
         spec = ElementSpec.model_validate(data or {})
@@ -375,6 +387,7 @@ def load_element(path: Path, origin: str) -> Element:
             raise ElementError(
                 f"element '{name}': option '{option}' of type records needs 'fields'",
                 location=element.location("options", option),
+                hint="add fields: [name, ...] (or a mapping of field to {type, format})",
             )
         try:
             check_value(
@@ -493,7 +506,7 @@ def _check_confined(name: str, path: Path, yaml_path: Path) -> None:
 def _check_scripts(element: Element) -> None:
     for phase in Phase:
         for script in element.scripts(phase):
-            if not SCRIPT_NAME.match(script.path.name):
+            if not SCRIPT_NAME.fullmatch(script.path.name):
                 raise ElementError(
                     f"element '{element.name}': script '{phase}/{script.path.name}' has no "
                     "numeric prefix",

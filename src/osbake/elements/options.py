@@ -46,6 +46,7 @@ def resolve_options(recipe: Recipe, elements: list[Element]) -> OptionValues:
             raise RecipeError(
                 f"options for '{element.name}' must be a mapping",
                 location=locate(recipe, ("options", element.name)),
+                hint=f"write them as {element.name}: {{option: value}}",
             )
         declared = element.spec.options
         for key in given:
@@ -79,7 +80,7 @@ def _check(
             location=locate(recipe, (*where, *exc.path))
             if given
             else element.location("options", key, "default", *exc.path),
-            hint=exc.hint or spec.description or None,
+            hint=exc.hint or spec.description or f"osbake elements show {element.name}",
         ) from None
 
 

@@ -338,6 +338,7 @@ def _meta_data(source: Source | None, fmt: SeedFormat) -> dict[str, Any]:
             raise UsageError(
                 "meta-data: public-keys must be a list of ssh public keys",
                 location=item.where(),
+                hint="write public-keys: ['ssh-ed25519 AAAA... you@host']",
             )
         normal["public-keys"] = [validate.parse_ssh_key_line(str(k), item) for k in keys]
     return normal

@@ -164,6 +164,7 @@ def check_user_data(item: Input) -> tuple[str, dict[str, Any] | None]:
             raise UsageError(
                 f"{item.name} is #cloud-config-archive but its YAML is not a list of parts",
                 location=item.where(2),
+                hint="write '- content: ...' items, or use #cloud-config",
             )
     if kind == "cloud-config-jsonp":
         body = item.text().split("\n", 1)[1] if "\n" in item.text() else ""
@@ -173,6 +174,7 @@ def check_user_data(item: Input) -> tuple[str, dict[str, Any] | None]:
             raise UsageError(
                 f"{item.name} is #cloud-config-jsonp but not valid JSON: {exc}",
                 location=item.where(),
+                hint="fix the JSON after the first line",
             ) from None
     return kind, None
 
@@ -193,6 +195,7 @@ def check_cloud_config(config: dict[str, Any], item: Input) -> None:
             raise UsageError(
                 f"{item.name}: 'ssh_authorized_keys' must be a list of public keys",
                 location=_key_location(item, "ssh_authorized_keys"),
+                hint="write it as ssh_authorized_keys: ['ssh-ed25519 AAAA... you@host']",
             )
         for key in keys:
             parse_ssh_key_line(str(key), item, _key_location(item, "ssh_authorized_keys"))
@@ -210,6 +213,7 @@ def check_cloud_config(config: dict[str, Any], item: Input) -> None:
         raise UsageError(
             f"{item.name}: 'users' must be a list of users",
             location=_key_location(item, "users"),
+            hint="write users: [default, {name: ops, ...}]",
         )
     for entry in users:
         if isinstance(entry, str):
@@ -220,6 +224,7 @@ def check_cloud_config(config: dict[str, Any], item: Input) -> None:
                 raise UsageError(
                     f"{item.name}: an entry of 'users' has no 'name'",
                     location=_key_location(item, "users"),
+                    hint="give every user a name: {name: ops, ...}",
                 )
             _check_name(formats.user_name, entry["name"], item, "users")
             groups = entry.get("groups")
@@ -241,6 +246,7 @@ def check_cloud_config(config: dict[str, Any], item: Input) -> None:
             raise UsageError(
                 f"{item.name}: an entry of 'users' must be a user name or a mapping",
                 location=_key_location(item, "users"),
+                hint="write users: [default, {name: ops, ...}]",
             )
 
 
@@ -359,6 +365,7 @@ def check_network_config(item: Input) -> dict[str, Any]:
         raise UsageError(
             f"{item.name}: a version 1 network config needs a 'config:' list",
             location=item.where(),
+            hint="or write a version 2 (netplan style) config",
         )
     if version == 2:
         known = {
@@ -398,7 +405,11 @@ def check_network_data_json(item: Input) -> dict[str, Any]:
         )
     for key in ("links", "networks", "services"):
         if key in config and not isinstance(config[key], list):
-            raise UsageError(f"{item.name}: '{key}' must be a list", location=item.where())
+            raise UsageError(
+                f"{item.name}: '{key}' must be a list",
+                hint="network_data.json has lists of links, networks and services",
+                location=item.where(),
+            )
     for link in config["links"]:
         if (
             not isinstance(link, dict)
@@ -433,5 +444,6 @@ def check_network_data_json(item: Input) -> dict[str, Any]:
             raise UsageError(
                 f"{item.name}: every network needs a 'link' that names one of the links' ids",
                 location=item.where(),
+                hint="set each network's link to the id of a link",
             )
     return config

@@ -41,6 +41,11 @@ LINK_HINT = (
 class MissingSource(FormatError):
     """The file does not exist (reported with the path it was looked for at)."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(
+            message, "paths in 'files' are relative to the recipe file that names them"
+        )
+
 
 def _parts(relative: str) -> list[str]:
     parts = [p for p in relative.split("/") if p not in ("", ".")]
@@ -68,7 +73,9 @@ def check_source(folder: Path, relative: str, *, what: str = "src") -> Path:
         except FileNotFoundError:
             raise MissingSource(f"the file {shown(relative)} does not exist ({path})") from None
         except OSError as exc:
-            raise FormatError(f"cannot read {path}: {exc.strerror}") from None
+            raise FormatError(
+                f"cannot read {path}: {exc.strerror}", "check its permissions"
+            ) from None
         if stat.S_ISLNK(info.st_mode):
             raise FormatError(
                 f"{what} {shown(relative)} goes through a symlink ({path} -> "
@@ -155,7 +162,7 @@ def _refusal(relative: str, exc: OSError) -> FormatError:
         )
     if exc.errno == errno.ENOENT:
         return MissingSource(f"the file {shown(relative)} does not exist")
-    return FormatError(f"cannot read {shown(relative)}: {exc.strerror}")
+    return FormatError(f"cannot read {shown(relative)}: {exc.strerror}", "check its permissions")
 
 
 def read_source(folder: Path, relative: str, limit: int) -> bytes:
@@ -174,7 +181,10 @@ def read_source(folder: Path, relative: str, limit: int) -> bytes:
         with os.fdopen(os.dup(fd), "rb") as handle:
             data = handle.read(limit + 1)
         if len(data) > limit:
-            raise FormatError(f"{shown(relative)} is larger than the limit of {limit} bytes")
+            raise FormatError(
+                f"{shown(relative)} is larger than the limit of {limit} bytes",
+                f"use a file of at most {limit} bytes",
+            )
         return data
     finally:
         os.close(fd)

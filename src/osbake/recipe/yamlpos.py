@@ -46,6 +46,7 @@ MAX_ELEMENT_BYTES = 1 * MiB
 # with 40,000 packages has 40,000), far below what hurts.
 MAX_VALUES = 250_000
 MAX_DEPTH = 64
+YAML_HINT = "check the indentation and quoting on that line and the one before it"
 # Documents up to this size are parsed again by PyYAML's parser for its clearer message.
 CLEARER_LIMIT = 256 * 1024
 
@@ -85,7 +86,8 @@ class _PlainConstructor(_Constructor):
         raise ConstructorError(
             None,
             None,
-            f"the tag {node.tag} is not used in recipes (write a plain string, list or mapping)",
+            f"the tag {node.tag} is not allowed here (only strings, numbers, booleans, lists "
+            "and mappings are)",
             node.start_mark,
         )
 
@@ -105,7 +107,7 @@ for _tag in ("binary", "set", "omap", "pairs"):
     )
 
 # libyaml when it is there: the same YAML, an order of magnitude faster.
-_CParser: Any = getattr(yaml, "CParser", None)
+_CParser: Any = getattr(yaml.cyaml, "CParser", None) if yaml.__with_libyaml__ else None
 
 
 def _loader_class(constructor: type[SafeConstructor]) -> Any:
@@ -175,15 +177,22 @@ def read_bounded(
             hint=f"check the path; {what} paths are relative to the current directory",
         ) from None
     except IsADirectoryError:
-        raise error(f"{path} is a directory, not a {what} file") from None
+        raise error(
+            f"{path} is a directory, not a {what} file", hint=f"give the path of the {what} file"
+        ) from None
     except OSError as exc:
         if exc.errno == errno.ELOOP:
             raise error(f"{path} is a symlink", hint=f"give the {what} file itself") from None
-        raise error(f"cannot read {path}: {exc.strerror}") from None
+        raise error(
+            f"cannot read {path}: {exc.strerror}", hint="check the path and its permissions"
+        ) from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):
-            raise error(f"{path} is a directory, not a {what} file")
+            raise error(
+                f"{path} is a directory, not a {what} file",
+                hint=f"give the path of the {what} file",
+            )
         if regular and not stat.S_ISREG(info.st_mode):
             raise error(
                 f"{path} is not a regular file (a device, FIFO or socket)",
@@ -197,7 +206,7 @@ def read_bounded(
             try:
                 chunk = os.read(fd, min(1 * MiB, limit + 1 - total))
             except OSError as exc:
-                raise error(f"cannot read {path}: {exc.strerror}") from None
+                raise error(f"cannot read {path}: {exc.strerror}", hint="check the file") from None
             if not chunk:
                 break
             chunks.append(chunk)
@@ -251,7 +260,9 @@ def load(
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, text, path, RecipeError) from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"this is not valid YAML: {exc}", location=Location(path)) from None
+        raise RecipeError(
+            f"this is not valid YAML: {exc}", location=Location(path), hint=YAML_HINT
+        ) from None
     finally:
         loader.dispose()
     return data, positions
@@ -282,7 +293,9 @@ def load_data(
     except yaml.MarkedYAMLError as exc:
         raise _yaml_error(exc, text, path, error, where=where, what=what, style=style) from None
     except yaml.YAMLError as exc:
-        raise error(f"{subject} is not valid {what}: {exc}", location=where) from None
+        raise error(
+            f"{subject} is not valid {what}: {exc}", location=where, hint=hint or YAML_HINT
+        ) from None
     finally:
         loader.dispose()
 
@@ -312,7 +325,9 @@ def _compose(
     except yaml.YAMLError as exc:
         loader.dispose()
         raise error(
-            f"{style[0]} is not valid {what}: {exc}", location=where or Location(path)
+            f"{style[0]} is not valid {what}: {exc}",
+            location=where or Location(path),
+            hint=style[1] or YAML_HINT,
         ) from None
     except RecursionError:
         loader.dispose()
@@ -343,8 +358,8 @@ def _check_expansion(
     Each distinct node is visited once (sizes of shared nodes are remembered), so a
     document whose aliases expand exponentially is measured in linear time.
     """
-    sizes: dict[int, int] = {}
-    depths: dict[int, int] = {}
+    # (size, depth) of each collection node measured so far; a scalar is (1, 1).
+    measured: dict[int, tuple[int, int]] = {}
     on_path: set[int] = set()
     stack: list[tuple[yaml.Node, bool]] = [(root, False)]
 
@@ -353,14 +368,23 @@ def _check_expansion(
             return where
         return Location(path, node.start_mark.line + 1, node.start_mark.column + 1)
 
+    if isinstance(root, yaml.ScalarNode):
+        return
     while stack:
         node, finished = stack.pop()
         key = id(node)
         children = _children(node)
         if finished:
             on_path.discard(key)
-            size = 1 + sum(sizes[id(c)] for c in children)
-            depth = 1 + max((depths[id(c)] for c in children), default=0)
+            size, depth = 1, 1
+            for child in children:
+                if isinstance(child, yaml.ScalarNode):
+                    size += 1
+                    depth = max(depth, 2)
+                else:
+                    child_size, child_depth = measured[id(child)]
+                    size += child_size
+                    depth = max(depth, child_depth + 1)
             if size > MAX_VALUES:
                 raise error(
                     f"this document expands to more than {MAX_VALUES:,} values "
@@ -375,21 +399,23 @@ def _check_expansion(
                     location=location(node),
                     hint=f"nest values at most {MAX_DEPTH} levels deep",
                 )
-            sizes[key] = size
-            depths[key] = depth
+            measured[key] = (size, depth)
             continue
-        if key in sizes:
+        if key in measured:
             continue
         on_path.add(key)
         stack.append((node, True))
         for child in children:
-            if id(child) in on_path:
+            if isinstance(child, yaml.ScalarNode):
+                continue
+            child_key = id(child)
+            if child_key in on_path:
                 raise error(
                     "an alias refers to the value that contains it (a recursive alias)",
                     location=location(child),
                     hint="an anchor (&name) cannot be used (*name) inside its own value",
                 )
-            if id(child) not in sizes:
+            if child_key not in measured:
                 stack.append((child, False))
 
 
@@ -468,7 +494,7 @@ def _yaml_error(
         location = Location(None, line, column, where.key)
     else:
         location = Location(path, line, column if where is not None else None)
-    hint = style[1] or "check the indentation and quoting on that line and the one before it"
+    hint = style[1] or YAML_HINT
     if isinstance(exc, ConstructorError) and exc.problem_mark is not None:
         hint = "quote the value to make it a string, or write a value of the right kind"
     return error(f"{style[0]} is not valid {what}: {problem}", location=location, hint=hint)
