@@ -11,7 +11,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from osbake import formats
 from osbake.errors import ElementError, Location
@@ -122,17 +122,29 @@ class OptionSpec(BaseModel):
         description="the format of a string (or of each item of a list); without it, one "
         "line of text",
     )
-    fields: list[OptionName] | dict[OptionName, FieldSpec] | None = Field(
+    fields: dict[OptionName, FieldSpec | None] | None = Field(
         None,
         description="record fields, for type records: a list of names, or a mapping of "
         "name to {type, format}",
     )
 
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _field_list(cls, value: Any) -> Any:
+        """A list of names is the short form of fields without a declared type."""
+        if isinstance(value, list):
+            if any(not isinstance(v, str) for v in value):
+                raise formats.FormatError(
+                    "fields must be a list of names", "e.g. fields: [name, groups]"
+                )
+            if len(set(value)) != len(value):
+                raise formats.FormatError("a field is listed twice", "list each field once")
+            return dict.fromkeys(value)
+        return value
+
     def field_specs(self) -> dict[str, FieldSpec | None]:
         """The record fields in their order; None for an untyped one."""
-        if isinstance(self.fields, dict):
-            return dict(self.fields)
-        return {name: None for name in self.fields or []}
+        return dict(self.fields or {})
 
 
 class ElementSpec(BaseModel):
@@ -183,7 +195,7 @@ def _typed(
                 f"{what} must be one of: {', '.join(choices)} (not {formats.shown(value)})",
                 "YAML reads yes/no/on/off as booleans: quote them"
                 if value in ("True", "False")
-                else None,
+                else f"use one of: {', '.join(choices)}",
             )
         if value:
             formats.check(fmt or formats.Format.LINE, value, what)
@@ -406,9 +418,7 @@ def _spec_error(
     name: str, exc: ValidationError, positions: yamlpos.Positions, yaml_path: Path
 ) -> ElementError:
     err = exc.errors()[0]
-    loc = tuple(err["loc"])
-    if loc and isinstance(loc[-1], str) and loc[-1].startswith(("function-", "lax-")):
-        loc = loc[:-1]
+    loc = tuple(p for p in err["loc"] if not _pydantic_step(p))
     where: Location | None = None
     for n in range(len(loc), -1, -1):
         where = positions.get(loc[:n])
@@ -447,6 +457,13 @@ def _spec_error(
         f"element '{name}': {message}",
         location=Location(where.file, where.line, None, key or None),
         hint=hint,
+    )
+
+
+def _pydantic_step(part: Any) -> bool:
+    """A step of pydantic's error location that names its own validators, not a key."""
+    return isinstance(part, str) and part.startswith(
+        ("function-", "lax-", "list[", "dict[", "nullable[", "json-or-python[")
     )
 
 

@@ -424,14 +424,8 @@ def _recipe_error(
 ) -> RecipeError:
     problems: list[tuple[Location, str, str | None]] = []
     for err in exc.errors():
-        loc: KeyPath = tuple(err["loc"])
-        if (
-            err["type"] in ("literal_error", "enum")
-            and loc
-            and isinstance(loc[-1], str)
-            and loc[-1].startswith(("function-", "lax-"))
-        ):
-            loc = loc[:-1]
+        # Without pydantic's own steps (its validators' names, union members).
+        loc: KeyPath = tuple(p for p in err["loc"] if not _pydantic_step(p))
         location = _locate(positions, loc, source)
         if prefix:
             location = Location(
@@ -452,6 +446,12 @@ def _recipe_error(
             others += f"\n  ... and {more} more"
         message = f"{message}\n{others}"
     return RecipeError(message, location=location, hint=hint)
+
+
+def _pydantic_step(part: Any) -> bool:
+    return isinstance(part, str) and part.startswith(
+        ("function-", "lax-", "list[", "dict[", "nullable[", "json-or-python[")
+    )
 
 
 def _locate(positions: Positions, loc: KeyPath, source: Path | None = None) -> Location:
