@@ -39,8 +39,9 @@ from osbake.distros import Distro
 from osbake.elements import Phase
 from osbake.elements.options import OptionValues
 from osbake.elements.phases import run_phase
-from osbake.errors import Interrupted, OsbakeError, StepError
+from osbake.errors import Interrupted, OsbakeError, RecipeError, StepError
 from osbake.events import Events
+from osbake.formats import FormatError
 from osbake.manifest import (
     IN_IMAGE_DIR,
     ArtifactEntry,
@@ -56,7 +57,9 @@ from osbake.manifest import (
 )
 from osbake.outputs import get_output
 from osbake.plan import Plan, Step, StepKind, resolve_plan
-from osbake.recipe import Recipe, resolve_path
+from osbake.recipe import Recipe, locate
+from osbake.recipe.files import copy_source
+from osbake.recipe.loader import source_folder
 from osbake.settings import Settings
 
 
@@ -340,12 +343,15 @@ def stage_inputs(ctx: Context) -> None:
     (stage / "files" / "data").mkdir(parents=True, exist_ok=True)
     lines = []
     for index, spec in enumerate(recipe.files):
-        src = resolve_path(recipe, ("files", index, "src"), spec.src)
-        link = stage / "files" / "data" / str(index)
-        if src.is_dir():
-            runner.run(["cp", "-a", "--", str(src), str(link)])
-        else:
-            runner.run(["cp", "--", str(src), str(link)])
+        where = ("files", index, "src")
+        # Copied without following any symlink (checked again here: the folder may have
+        # changed since the recipe was loaded).
+        try:
+            copy_source(
+                source_folder(recipe, where), spec.src, stage / "files" / "data" / str(index)
+            )
+        except FormatError as exc:
+            raise RecipeError(exc.message, location=locate(recipe, where), hint=exc.hint) from None
         lines.append(f"{index}\t{spec.mode or '-'}\t{spec.owner}\t{spec.group}\t{spec.dest}")
     (stage / "files" / "list").write_text("".join(f"{line}\n" for line in lines))
     script = "#!/bin/sh\nset -ex\n" + "".join(f"{command}\n" for command in recipe.run)

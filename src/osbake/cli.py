@@ -8,12 +8,16 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
+import traceback
+import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 
 import osbake
 from osbake import recipe as recipe_mod
@@ -35,44 +39,131 @@ COMMAND_MODULES: list[str] = [
 ]
 
 
+# Exit codes (docs/cli.md): 0 success, 1 a failure (also: standard output was closed
+# early, as Rich and Python's own guidance do), 2 bad input or usage, 3 a missing host
+# tool, 4 a refused signature or checksum, 70 an unexpected error (a bug in osbake:
+# EX_SOFTWARE), 130 interrupted.
+EXIT_UNEXPECTED = 70
+EXIT_BROKEN_PIPE = 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
+    verbose = bool(getattr(args, "debug", False) or getattr(args, "verbose", False))
+    code = guarded(lambda: args.handler(args), verbose=verbose)
+    return _flush(code)
+
+
+def guarded(fn: Callable[[], int], *, verbose: bool = False) -> int:
+    """Run a command: errors become one paragraph and an exit code, never a traceback
+    (unless `verbose`); a reader that closed standard output early ends it quietly."""
     err = Console(stderr=True, highlight=False)
     try:
-        code: int = args.handler(args)
-        return code
+        return fn()
     except OsbakeError as exc:
         _print_error(err, exc)
         return exc.exit_code
     except KeyboardInterrupt:
         _print_error(err, Interrupted())
         return 130
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except SystemExit as exc:  # Rich ends a command so when standard output closes
+        return exc.code if isinstance(exc.code, int) else 1
+    except Exception as exc:
+        if verbose:
+            traceback.print_exc()
+        detail = " ".join(str(exc).split())[:300]
+        _print_error(
+            err,
+            OsbakeError(
+                f"osbake failed unexpectedly: {type(exc).__name__}"
+                + (f": {detail}" if detail else ""),
+                hint="this is a bug in osbake; run the command again with -v to see where "
+                "it happened, and report it with that output"
+                if not verbose
+                else "this is a bug in osbake; please report it with the traceback above",
+            ),
+        )
+        return EXIT_UNEXPECTED
+
+
+def _flush(code: int) -> int:
+    """Flush standard output now, so a closed pipe is noticed here and not at exit."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        _silence_stdout()
+        return EXIT_BROKEN_PIPE
+    except (OSError, ValueError):
+        pass
+    return code
+
+
+def _silence_stdout() -> None:
+    """Point standard output at /dev/null: Python flushes it again at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
+
+
+def printable(text: str) -> str:
+    """Text for the terminal: control and format characters (escape sequences, bidi
+    overrides) shown as escapes, never sent; newlines and tabs kept."""
+    if text.isprintable():
+        return text
+    return "".join(
+        c
+        if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf", "Zl", "Zp", "Co", "Cs")
+        else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+        for c in text
+    )
 
 
 def _print_error(console: Console, exc: OsbakeError) -> None:
-    console.print(
-        f"[bold red]error:[/] {exc.render()}", soft_wrap=True, markup=True, highlight=False
-    )
+    try:
+        console.print(
+            f"[bold red]error:[/] {escape(printable(exc.render()))}",
+            soft_wrap=True,
+            markup=True,
+            highlight=False,
+        )
+    except BrokenPipeError:
+        pass
 
 
 # -- build -------------------------------------------------------------------------------------
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    base = recipe_mod.load(args.recipe)  # validate before entering namespaces
+    from osbake.plan import check_recipe
+
+    # Validate everything that can be checked offline (every variant's elements and
+    # options too) before entering namespaces or touching the cache and output folders.
+    base = recipe_mod.load(args.recipe)
     targets = _targets(base, args)
+    check_recipe(base)
+    verbose = bool(args.verbose or args.debug)
     # Everything else happens in the build's own namespaces (see osbake.sandbox).
-    return sandbox.isolate(lambda: _run_builds(base, targets, args))
+    return sandbox.isolate(
+        lambda: _flush(guarded(lambda: _run_builds(base, targets, args), verbose=verbose))
+    )
 
 
 def _targets(base: recipe_mod.Recipe, args: argparse.Namespace) -> list[tuple[str | None, str]]:
     if args.all:
         if args.variant or args.arch:
-            raise UsageError("--all builds every variant and arch; drop --variant/--arch")
+            raise UsageError(
+                "--all builds every variant and arch", hint="drop --variant and --arch"
+            )
         variants: list[str | None] = [None, *base.variants]
         targets = []
         for variant in variants:
@@ -209,7 +300,7 @@ def cmd_elements_list(args: argparse.Namespace) -> int:
     for name in catalog.names():
         element = catalog.get(name)
         shadow = " (replaces a lower one)" if catalog.shadowed(name) else ""
-        description = " ".join(element.spec.description.split())
+        description = escape(" ".join(element.spec.description.split()))
         out.print(
             f"[bold]{name:<16}[/] [dim]{element.origin:<10}[/] {description}{shadow}",
             soft_wrap=True,
@@ -229,8 +320,8 @@ def cmd_elements_show(args: argparse.Namespace) -> int:
     element = catalog.get(args.name)
     spec = element.spec
     out = Console(highlight=False)
-    out.print(f"[bold]{element.name}[/]  ({element.origin}: {element.path})")
-    out.print(" ".join(spec.description.split()))
+    out.print(f"[bold]{element.name}[/]  ({element.origin}: {escape(str(element.path))})")
+    out.print(" ".join(spec.description.split()), markup=False)
     for label, values in (
         ("depends", spec.depends),
         ("provides", spec.provides),
@@ -249,20 +340,19 @@ def cmd_elements_show(args: argparse.Namespace) -> int:
                 f"  {key} ({option.type}{choices}{fields}, default {default}): "
                 + " ".join(option.description.split()),
                 soft_wrap=True,
+                markup=False,
             )
     for phase in Phase:
         scripts = element.scripts(phase)
         if scripts:
-            out.print(f"{phase}: {', '.join(s.path.name for s in scripts)}")
+            out.print(f"{phase}: {', '.join(s.path.name for s in scripts)}", markup=False)
     if element.static_dir:
-        out.print(
-            "static: "
-            + ", ".join(
-                "/" + str(p.relative_to(element.static_dir))
-                for p in sorted(element.static_dir.rglob("*"))
-                if p.is_file()
-            )
+        static = ", ".join(
+            "/" + str(p.relative_to(element.static_dir))
+            for p in sorted(element.static_dir.rglob("*"))
+            if p.is_file()
         )
+        out.print(f"static: {static}", markup=False)
     return 0
 
 
@@ -275,7 +365,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     # Rootless caches hold files of subordinate ids: work on them in the build's namespace.
-    return sandbox.isolate(lambda: _cache_action(args))
+    return sandbox.isolate(lambda: _flush(guarded(lambda: _cache_action(args), verbose=args.debug)))
 
 
 def _cache_action(args: argparse.Namespace) -> int:
@@ -336,6 +426,13 @@ def _parser() -> argparse.ArgumentParser:
         prog="osbake", description="Build, test and publish Linux OS images from recipes."
     )
     parser.add_argument("--version", action="version", version=f"osbake {osbake.__version__}")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        dest="debug",
+        action="store_true",
+        help="on an unexpected error, also print the traceback (commands have their own -v)",
+    )
     sub = parser.add_subparsers(metavar="COMMAND")
 
     def command(name: str, handler: Handler, help_text: str) -> argparse.ArgumentParser:

@@ -167,10 +167,11 @@ def check_recipe(
 ) -> list[tuple[str | None, Arch]]:
     """Check every variant x arch as far as possible without the network."""
     targets: list[tuple[str | None, Arch]] = []
+    # Variants share the recipe's folders, so one catalog (elements load once) serves all.
+    catalog = Catalog(search or SearchPath.for_recipe(base.source_dirs))
     for variant in [None, *base.variants]:
         recipe = select_variant(base, variant)
         check_distro(recipe)
-        catalog = Catalog(search or SearchPath.for_recipe(recipe.source_dirs))
         elements = resolve(catalog, _requests(recipe))
         options = resolve_options(recipe, elements)
         for arch in recipe.arch:

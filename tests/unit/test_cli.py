@@ -54,3 +54,65 @@ def test_elements_show(capsys: pytest.CaptureFixture[str]) -> None:
 def test_inspect_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "inspect", str(tmp_path / "nope.tar.zst"))
     assert code == 2 and "is not a file" in err
+
+
+# -- unexpected errors, closed pipes, what reaches the terminal ------------------------------
+
+
+def failing(exc: BaseException):  # type: ignore[no-untyped-def]
+    def handler(args: object) -> int:
+        raise exc
+
+    return handler
+
+
+def test_an_unexpected_error_is_exit_70_with_a_hint(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import osbake.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_schema", failing(KeyError("surprise")))
+    code, _, err = run_cli(capsys, "schema")
+    assert code == 70
+    assert err.startswith("error: osbake failed unexpectedly: KeyError: 'surprise'")
+    assert "hint: this is a bug in osbake; run the command again with -v" in err
+    assert "Traceback" not in err
+
+
+def test_with_v_the_traceback_is_shown(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import osbake.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_schema", failing(ZeroDivisionError("x")))
+    code, _, err = run_cli(capsys, "-v", "schema")
+    assert code == 70
+    assert "Traceback (most recent call last)" in err and "ZeroDivisionError" in err
+
+
+def test_a_closed_standard_output_is_quiet(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import osbake.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_schema", failing(BrokenPipeError(32, "Broken pipe")))
+    code, _, err = run_cli(capsys, "schema")
+    assert code == 1
+    assert err == ""
+
+
+def test_error_text_is_not_markup_and_not_control_sequences(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text('name: "[bold]x[/bold]\\e]0;title\\a\\u202e"\n')
+    code, _, err = run_cli(capsys, "validate", str(path))
+    assert code == 2
+    assert "[bold]x[/bold]" in err  # shown as written, not as markup
+    assert "\x1b" not in err and "\u202e" not in err and "\x07" not in err
+
+
+def test_printable_escapes_control_and_format_characters() -> None:
+    from osbake.cli import printable
+
+    assert printable("a\x1b[2Jb\nc\td\u202ee\x85") == "a\\x1b[2Jb\nc\td\\u202ee\\x85"

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from osbake.elements.model import Element, load_element
-from osbake.errors import ElementError
+from osbake.errors import ElementError, Location
 
 BUILTIN_DIR = Path(__file__).parent / "builtin"
 
@@ -28,8 +28,16 @@ class SearchPath:
         folders: list[tuple[Path, str]] = []
         dirs = recipe_dir if isinstance(recipe_dir, list) else [recipe_dir] if recipe_dir else []
         for folder in dirs:
-            if (folder / "elements").is_dir():
-                folders.append(((folder / "elements").resolve(), "recipe"))
+            own = folder / "elements"
+            if own.is_symlink():
+                raise ElementError(
+                    f"the recipe's elements folder {own} is a symlink (to {os.readlink(own)})",
+                    location=Location(own),
+                    hint="a recipe's elements must be inside its folder: make elements/ a "
+                    "real folder, or add the other folder to OSBAKE_ELEMENTS_PATH",
+                )
+            if own.is_dir():
+                folders.append((own.resolve(), "recipe"))
         value = os.environ.get("OSBAKE_ELEMENTS_PATH", "") if env is None else env
         for entry in value.split(":"):
             if entry:
@@ -66,7 +74,9 @@ class Catalog:
     def get(self, name: str) -> Element:
         if name not in self._loaded:
             if name not in self._paths:
-                raise ElementError(f"no element named '{name}'")
+                raise ElementError(
+                    f"no element named '{name}'", hint=f"elements: {', '.join(self.names())}"
+                )
             path, origin = self._paths[name]
             self._loaded[name] = load_element(path, origin)
         return self._loaded[name]

@@ -11,11 +11,13 @@ ASCII record separator (0x1E).
 
 from __future__ import annotations
 
+import copy
 import difflib
 from typing import Any
 
-from osbake.elements.model import Element, OptionSpec
+from osbake.elements.model import Element, OptionSpec, check_value
 from osbake.errors import RecipeError
+from osbake.formats import FormatError, shown
 from osbake.recipe import Recipe, locate
 
 OptionValues = dict[str, dict[str, Any]]
@@ -33,7 +35,7 @@ def resolve_options(recipe: Recipe, elements: list[Element]) -> OptionValues:
                 f"did you mean '{close[0]}'? " if close else ""
             ) + f"add '{name}' to elements, or remove its options"
             raise RecipeError(
-                f"options are given for element '{name}', which this image does not use",
+                f"options are given for element {shown(name)}, which this image does not use",
                 location=locate(recipe, ("options", name)),
                 hint=hint,
             )
@@ -44,6 +46,7 @@ def resolve_options(recipe: Recipe, elements: list[Element]) -> OptionValues:
             raise RecipeError(
                 f"options for '{element.name}' must be a mapping",
                 location=locate(recipe, ("options", element.name)),
+                hint=f"write them as {element.name}: {{option: value}}",
             )
         declared = element.spec.options
         for key in given:
@@ -51,7 +54,7 @@ def resolve_options(recipe: Recipe, elements: list[Element]) -> OptionValues:
                 close = difflib.get_close_matches(key, list(declared), n=1)
                 known = ", ".join(declared) or "none"
                 raise RecipeError(
-                    f"element '{element.name}' has no option '{key}'",
+                    f"element '{element.name}' has no option {shown(key)}",
                     location=locate(recipe, ("options", element.name, key)),
                     hint=(f"did you mean '{close[0]}'? " if close else "")
                     + f"its options: {known} (osbake elements show {element.name})",
@@ -67,45 +70,18 @@ def _check(
     recipe: Recipe, element: Element, key: str, spec: OptionSpec, value: Any, given: bool
 ) -> Any:
     where = ("options", element.name, key)
-
-    def fail(expected: str) -> RecipeError:
-        return RecipeError(
-            f"option '{key}' of element '{element.name}' must be {expected}",
-            location=locate(recipe, where) if given else element.location("options", key),
-            hint=spec.description or None,
+    try:
+        return check_value(
+            spec, copy.deepcopy(value), f"option '{key}' of element '{element.name}'"
         )
-
-    if value is None:
-        return None
-    if spec.type == "string":
-        if not isinstance(value, str | int | float) or isinstance(value, bool):
-            raise fail("a string")
-        value = str(value)
-        if spec.choices and value not in spec.choices:
-            raise fail(f"one of: {', '.join(spec.choices)}")
-    elif spec.type == "integer":
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise fail("a whole number")
-    elif spec.type == "boolean":
-        if not isinstance(value, bool):
-            raise fail("true or false")
-    elif spec.type == "list":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list) or not all(isinstance(v, str | int) for v in value):
-            raise fail("a list of strings")
-        value = [str(v) for v in value]
-    elif spec.type == "records":
-        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
-            raise fail(f"a list of mappings with the keys {', '.join(spec.fields or [])}")
-        for record in value:
-            extra = set(record) - set(spec.fields or [])
-            if extra:
-                raise fail(
-                    f"a list of mappings with only the keys "
-                    f"{', '.join(spec.fields or [])} (not {', '.join(sorted(extra))})"
-                )
-    return value
+    except FormatError as exc:
+        raise RecipeError(
+            exc.message,
+            location=locate(recipe, (*where, *exc.path))
+            if given
+            else element.location("options", key, "default", *exc.path),
+            hint=exc.hint or spec.description or f"osbake elements show {element.name}",
+        ) from None
 
 
 def option_environment(values: dict[str, Any], element: Element) -> dict[str, str]:
@@ -128,7 +104,7 @@ def export_value(spec: OptionSpec, value: Any) -> str:
         lines = []
         for record in value:
             fields = []
-            for name in spec.fields or []:
+            for name in spec.field_specs():
                 item = record.get(name, "")
                 if isinstance(item, list):
                     item = RS.join(str(i) for i in item)

@@ -316,7 +316,7 @@ def _meta_data(source: Source | None, fmt: SeedFormat) -> dict[str, Any]:
         return {}
     what = "meta_data JSON" if fmt is SeedFormat.CONFIGDRIVE else "meta-data YAML"
     item = validate.load_input(source, "meta-data")
-    meta = validate.check_mapping(item, what=what)
+    meta = validate.check_mapping(item, what=what, plain=fmt is SeedFormat.CONFIGDRIVE)
     normal: dict[str, Any] = {}
     for key, value in meta.items():
         normal[OPENSTACK_KEYS.get(key, key)] = value
@@ -338,6 +338,7 @@ def _meta_data(source: Source | None, fmt: SeedFormat) -> dict[str, Any]:
             raise UsageError(
                 "meta-data: public-keys must be a list of ssh public keys",
                 location=item.where(),
+                hint="write public-keys: ['ssh-ed25519 AAAA... you@host']",
             )
         normal["public-keys"] = [validate.parse_ssh_key_line(str(k), item) for k in keys]
     return normal
@@ -353,7 +354,7 @@ def _vendor_data(source: Source | None, fmt: SeedFormat) -> bytes | None:
     # vendor_data.json: a JSON object whose "cloud-init" key holds the vendor-data, or
     # vendor-data (cloud-config, script...) that osbake wraps into one.
     if item.data.lstrip().startswith(b"{"):
-        value = validate.check_mapping(item, what="vendor_data JSON")
+        value = validate.check_mapping(item, what="vendor_data JSON", plain=True)
         return _json(value)
     validate.check_user_data(item)
     return _json({"cloud-init": item.text()})

@@ -8,17 +8,14 @@ is reported with the file, the line and how to fix it.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from osbake import formats
 from osbake.errors import Location, UsageError
+from osbake.recipe import yamlpos
 
 # cloud-init's user-data type prefixes (cloudinit/handlers: INCLUSION_TYPES_MAP),
 # longest first so that "#cloud-config-archive" is not taken for "#cloud-config".
@@ -35,24 +32,6 @@ USER_DATA_KINDS = (
     ("#!", "script"),
 )
 GZIP_MAGIC = b"\x1f\x8b"
-
-SSH_KEY_TYPES = frozenset(
-    {
-        "ssh-rsa",
-        "ssh-dss",
-        "ssh-ed25519",
-        "ssh-ed448",
-        "ecdsa-sha2-nistp256",
-        "ecdsa-sha2-nistp384",
-        "ecdsa-sha2-nistp521",
-        "sk-ssh-ed25519@openssh.com",
-        "sk-ecdsa-sha2-nistp256@openssh.com",
-    }
-)
-CERT_SUFFIX = "-cert-v01@openssh.com"
-
-HOSTNAME_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$", re.IGNORECASE)
-USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,30}\$?$")
 
 
 @dataclass(frozen=True)
@@ -80,42 +59,43 @@ class Input:
             ) from None
 
 
+# A seed input (user-data, meta-data, a key file, ...) larger than this is refused
+# unread: cloud-init's datasources carry far less (OpenStack limits user-data to 64 KiB).
+MAX_INPUT_BYTES = 16 * 1024 * 1024
+
+
 def load_input(source: Path | str | bytes, name: str) -> Input:
     """Read a seed input: a Path is a file to read; str or bytes is the content itself."""
     if isinstance(source, Path):
-        try:
-            return Input(source.read_bytes(), name, source)
-        except FileNotFoundError:
-            raise UsageError(
-                f"{name}: the file {source} does not exist", hint="check the path"
-            ) from None
-        except IsADirectoryError:
-            raise UsageError(f"{name}: {source} is a directory, not a file") from None
-        except OSError as exc:
-            raise UsageError(f"{name}: cannot read {source}: {exc.strerror}") from None
-    if isinstance(source, str):
-        return Input(source.encode("utf-8"), name)
-    return Input(bytes(source), name)
-
-
-def parse_yaml(item: Input, *, what: str) -> Any:
-    """Parse YAML (JSON is YAML too), turning errors into a message with a line."""
-    text = item.text()
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        context = getattr(exc, "context", None)
-        detail = f"{context}, {problem}" if context else problem
-        line = mark.line + 1 if mark is not None else None
-        column = mark.column + 1 if mark is not None else None
+        data = yamlpos.read_bounded(
+            source, MAX_INPUT_BYTES, what=f"{name} input", error=UsageError, regular=False
+        )
+        return Input(data, name, source)
+    data = source.encode("utf-8", errors="surrogatepass") if isinstance(source, str) else source
+    if len(data) > MAX_INPUT_BYTES:
         raise UsageError(
-            f"{item.name} is not valid {what}: {detail}",
-            hint="fix the YAML syntax there (indent with spaces, not tabs; quote values "
-            "that contain ': ' or start with a special character)",
-            location=item.where(line, column),
-        ) from None
+            f"{name} is larger than the limit of {MAX_INPUT_BYTES // (1024 * 1024)} MiB",
+            hint=f"seed inputs may be at most {MAX_INPUT_BYTES // (1024 * 1024)} MiB",
+        )
+    return Input(bytes(data), name)
+
+
+def parse_yaml(item: Input, *, what: str, plain: bool = False) -> Any:
+    """Parse YAML (JSON is YAML too), turning errors into a message with a line.
+
+    The same bounds as for recipes apply: aliases that expand to too many values, or
+    nesting too deep, are refused before anything is built.
+    """
+    return yamlpos.load_data(
+        item.text(),
+        where=item.where(),
+        error=UsageError,
+        what=what,
+        subject=item.name,
+        plain=plain,
+        hint="fix the YAML syntax there (indent with spaces, not tabs; quote values "
+        "that contain ': ' or start with a special character)",
+    )
 
 
 def user_data_kind(item: Input) -> str:
@@ -149,8 +129,8 @@ def user_data_kind(item: Input) -> str:
         "'#cloud-config', '#!/bin/sh' or '#include'"
     )
     try:
-        parsed = yaml.safe_load(stripped)
-    except yaml.YAMLError:
+        parsed = yamlpos.load_data(stripped, error=UsageError)
+    except UsageError:
         parsed = None
     if isinstance(parsed, dict):
         hint = "this looks like cloud-config: add '#cloud-config' as its first line"
@@ -184,6 +164,7 @@ def check_user_data(item: Input) -> tuple[str, dict[str, Any] | None]:
             raise UsageError(
                 f"{item.name} is #cloud-config-archive but its YAML is not a list of parts",
                 location=item.where(2),
+                hint="write '- content: ...' items, or use #cloud-config",
             )
     if kind == "cloud-config-jsonp":
         body = item.text().split("\n", 1)[1] if "\n" in item.text() else ""
@@ -193,6 +174,7 @@ def check_user_data(item: Input) -> tuple[str, dict[str, Any] | None]:
             raise UsageError(
                 f"{item.name} is #cloud-config-jsonp but not valid JSON: {exc}",
                 location=item.where(),
+                hint="fix the JSON after the first line",
             ) from None
     return kind, None
 
@@ -213,28 +195,70 @@ def check_cloud_config(config: dict[str, Any], item: Input) -> None:
             raise UsageError(
                 f"{item.name}: 'ssh_authorized_keys' must be a list of public keys",
                 location=_key_location(item, "ssh_authorized_keys"),
+                hint="write it as ssh_authorized_keys: ['ssh-ed25519 AAAA... you@host']",
             )
         for key in keys:
             parse_ssh_key_line(str(key), item, _key_location(item, "ssh_authorized_keys"))
     users = config.get("users")
-    if users is None or isinstance(users, str):
+    for key in ("hostname", "fqdn"):
+        if key in config:
+            _check_name(formats.hostname, config[key], item, key)
+    if users is None:
         return
+    if isinstance(users, str):  # "default" or names separated by commas
+        users = [u.strip() for u in users.split(",") if u.strip()]
     if isinstance(users, dict):
         users = [users]
     if not isinstance(users, list):
         raise UsageError(
             f"{item.name}: 'users' must be a list of users",
             location=_key_location(item, "users"),
+            hint="write users: [default, {name: ops, ...}]",
         )
     for entry in users:
-        if isinstance(entry, dict):
+        if isinstance(entry, str):
+            if entry != "default":
+                _check_name(formats.user_name, entry, item, "users")
+        elif isinstance(entry, dict):
             if "name" not in entry:
                 raise UsageError(
                     f"{item.name}: an entry of 'users' has no 'name'",
                     location=_key_location(item, "users"),
+                    hint="give every user a name: {name: ops, ...}",
                 )
-            for key in entry.get("ssh_authorized_keys") or []:
+            _check_name(formats.user_name, entry["name"], item, "users")
+            groups = entry.get("groups")
+            if isinstance(groups, str):
+                groups = [g.strip() for g in groups.split(",")]
+            for group in groups if isinstance(groups, list) else []:
+                _check_name(formats.group_name, group, item, "users")
+            keys = entry.get("ssh_authorized_keys")
+            if keys is not None and not isinstance(keys, list):
+                raise UsageError(
+                    f"{item.name}: 'ssh_authorized_keys' of user {formats.shown(entry['name'])} "
+                    "must be a list of public keys",
+                    hint="write it as ssh_authorized_keys: ['ssh-ed25519 AAAA... you@host']",
+                    location=_key_location(item, "users"),
+                )
+            for key in keys or []:
                 parse_ssh_key_line(str(key), item, _key_location(item, "users"))
+        else:
+            raise UsageError(
+                f"{item.name}: an entry of 'users' must be a user name or a mapping",
+                location=_key_location(item, "users"),
+                hint="write users: [default, {name: ops, ...}]",
+            )
+
+
+def _check_name(check: Any, value: Any, item: Input, key: str) -> None:
+    try:
+        check(value if isinstance(value, str) else str(value))
+    except formats.FormatError as exc:
+        raise UsageError(
+            f"{item.name}: '{key}': {exc.message}",
+            hint=exc.hint,
+            location=_key_location(item, key),
+        ) from None
 
 
 def _key_location(item: Input, key: str) -> Location:
@@ -254,57 +278,10 @@ def _key_location(item: Input, key: str) -> Location:
 
 def parse_ssh_key_line(line: str, item: Input, where: Location | None = None) -> str:
     """Check one public key line (authorized_keys syntax); return it normalised."""
-    text = line.strip()
-    location = where or item.where()
-    if "PRIVATE KEY" in text:
-        raise UsageError(
-            f"{item.name} holds a PRIVATE ssh key",
-            hint="give the public key: the file ending in .pub (never hand out a private key)",
-            location=location,
-        )
-    words = text.split()
-    position = next(
-        (i for i, w in enumerate(words) if w in SSH_KEY_TYPES or w.endswith(CERT_SUFFIX)), None
-    )
-    if position is None or position + 1 >= len(words):
-        raise UsageError(
-            f"{item.name}: not an ssh public key: {text[:50]!r}",
-            hint="a public key line looks like 'ssh-ed25519 AAAAC3... comment' "
-            "(make one with ssh-keygen -t ed25519)",
-            location=location,
-        )
-    key_type, blob = words[position], words[position + 1]
     try:
-        raw = base64.b64decode(blob, validate=True)
-    except (binascii.Error, ValueError):
-        raise UsageError(
-            f"{item.name}: the {key_type} key is not valid base64 (was it cut or wrapped?)",
-            hint="copy the whole key as one line",
-            location=location,
-        ) from None
-    if len(raw) < 4 or raw[4 : 4 + int.from_bytes(raw[:4], "big")] != key_type.encode():
-        raise UsageError(
-            f"{item.name}: the key's data does not match its type {key_type}",
-            hint="the line may have been edited or cut; copy it again from the .pub file",
-            location=location,
-        )
-    if not key_type.endswith(CERT_SUFFIX) and not _whole_fields(raw):
-        raise UsageError(
-            f"{item.name}: the {key_type} key is incomplete (cut short or padded)",
-            hint="copy the whole key as one line from the .pub file",
-            location=location,
-        )
-    return text
-
-
-def _whole_fields(raw: bytes) -> bool:
-    """A public key blob is length-prefixed fields that use up every byte."""
-    position = 0
-    while position < len(raw):
-        if position + 4 > len(raw):
-            return False
-        position += 4 + int.from_bytes(raw[position : position + 4], "big")
-    return position == len(raw)
+        return formats.ssh_public_key(line, item.name)
+    except formats.FormatError as exc:
+        raise UsageError(exc.message, hint=exc.hint, location=where or item.where()) from None
 
 
 def parse_ssh_keys(item: Input) -> list[str]:
@@ -327,28 +304,26 @@ def parse_ssh_keys(item: Input) -> list[str]:
 
 
 def check_hostname(name: str, flag: str = "--hostname") -> str:
-    labels = name.split(".")
-    if len(name) > 253 or not all(HOSTNAME_LABEL.match(label) for label in labels):
-        raise UsageError(
-            f"{flag} {name!r} is not a valid host name",
-            hint="use letters, digits and '-' (not at the start or end of a part), "
-            "at most 63 characters per dot-separated part",
-        )
-    return name
+    try:
+        return formats.hostname(name)
+    except formats.FormatError as exc:
+        raise UsageError(f"{flag}: {exc.message}", hint=exc.hint) from None
 
 
 def check_user_name(name: str, flag: str = "--user") -> str:
-    if not USER_NAME.match(name):
-        raise UsageError(
-            f"{flag} {name!r} is not a valid user name",
-            hint="start with a lower-case letter or '_', then lower-case letters, digits, "
-            "'_' or '-', 32 characters at most",
-        )
-    return name
+    try:
+        return formats.user_name(name)
+    except formats.FormatError as exc:
+        raise UsageError(f"{flag}: {exc.message}", hint=exc.hint) from None
 
 
 def check_instance_id(value: str, flag: str = "--instance-id") -> str:
-    if not value or len(value) > 255 or any(c.isspace() for c in value) or "/" in value:
+    if (
+        not value
+        or len(value) > 255
+        or any(c.isspace() or not c.isprintable() for c in value)
+        or "/" in value
+    ):
         raise UsageError(
             f"{flag} {value!r} is not a usable instance id",
             hint="use 1 to 255 characters without spaces or '/', e.g. a UUID",
@@ -356,9 +331,11 @@ def check_instance_id(value: str, flag: str = "--instance-id") -> str:
     return value
 
 
-def check_mapping(item: Input, *, what: str) -> dict[str, Any]:
-    """A YAML or JSON document that must be a mapping (meta-data, network config)."""
-    value = parse_yaml(item, what=what)
+def check_mapping(item: Input, *, what: str, plain: bool = False) -> dict[str, Any]:
+    """A YAML or JSON document that must be a mapping (meta-data, network config).
+
+    With `plain` (a document written out as JSON), only what JSON has is accepted."""
+    value = parse_yaml(item, what=what, plain=plain)
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -388,6 +365,7 @@ def check_network_config(item: Input) -> dict[str, Any]:
         raise UsageError(
             f"{item.name}: a version 1 network config needs a 'config:' list",
             location=item.where(),
+            hint="or write a version 2 (netplan style) config",
         )
     if version == 2:
         known = {
@@ -411,7 +389,7 @@ def check_network_config(item: Input) -> dict[str, Any]:
 
 def check_network_data_json(item: Input) -> dict[str, Any]:
     """An OpenStack network_data.json (links, networks, services)."""
-    config = check_mapping(item, what="network_data JSON")
+    config = check_mapping(item, what="network_data JSON", plain=True)
     if "links" not in config:
         hint = "a config drive carries OpenStack network_data.json: {links, networks, services}"
         if "version" in config or "network" in config:
@@ -427,13 +405,24 @@ def check_network_data_json(item: Input) -> dict[str, Any]:
         )
     for key in ("links", "networks", "services"):
         if key in config and not isinstance(config[key], list):
-            raise UsageError(f"{item.name}: '{key}' must be a list", location=item.where())
-    ids = {link.get("id") for link in config["links"] if isinstance(link, dict)}
-    for link in config["links"]:
-        if not isinstance(link, dict) or "id" not in link or "type" not in link:
             raise UsageError(
-                f"{item.name}: every link needs an 'id' and a 'type'", location=item.where()
+                f"{item.name}: '{key}' must be a list",
+                hint="network_data.json has lists of links, networks and services",
+                location=item.where(),
             )
+    for link in config["links"]:
+        if (
+            not isinstance(link, dict)
+            or not isinstance(link.get("id"), str | int)
+            or not isinstance(link.get("type"), str)
+        ):
+            raise UsageError(
+                f"{item.name}: every link needs an 'id' and a 'type'",
+                hint="write each link as {id: eth0, type: phy, ethernet_mac_address: ...}",
+                location=item.where(),
+            )
+    ids = {link["id"] for link in config["links"]}
+    for link in config["links"]:
         if (
             link["type"] not in ("bond", "vlan")
             and not link.get("ethernet_mac_address")
@@ -447,9 +436,14 @@ def check_network_data_json(item: Input) -> dict[str, Any]:
                 location=item.where(),
             )
     for network in config.get("networks", []):
-        if not isinstance(network, dict) or network.get("link") not in ids:
+        if (
+            not isinstance(network, dict)
+            or not isinstance(network.get("link"), str | int)
+            or network["link"] not in ids
+        ):
             raise UsageError(
                 f"{item.name}: every network needs a 'link' that names one of the links' ids",
                 location=item.where(),
+                hint="set each network's link to the id of a link",
             )
     return config

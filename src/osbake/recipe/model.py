@@ -8,16 +8,20 @@ no-op.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
+from osbake import formats
 from osbake.recipe.yamlpos import Positions
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
-SIZE_PATTERN = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT]i?B?|B)?\s*$", re.IGNORECASE)
+NAME_SCHEMA = {"pattern": NAME_PATTERN, "maxLength": 64}
+# At most this many variants in one recipe (each is checked whenever it is loaded).
+MAX_VARIANTS = 256
 
 
 class Arch(StrEnum):
@@ -84,95 +88,202 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=False)
 
 
+ImageName = Annotated[
+    str, AfterValidator(lambda v: formats.name(v, "name")), Field(json_schema_extra=NAME_SCHEMA)
+]
+ElementName = Annotated[
+    str,
+    AfterValidator(lambda v: _removable(formats.name, v, "element name")),
+    Field(json_schema_extra={"pattern": r"^-?[a-z0-9][a-z0-9._-]*$", "maxLength": 65}),
+]
+PackageSpec = Annotated[
+    str,
+    AfterValidator(lambda v: _removable(formats.package_spec, v, "package")),
+    Field(json_schema_extra={"pattern": r"^-?[a-z0-9][a-z0-9+.-]+([:=/].*)?$"}),
+]
+Component = Annotated[str, AfterValidator(lambda v: formats.component(v, "component"))]
+Suite = Annotated[str, AfterValidator(lambda v: formats.suite(v, "suite"))]
+Uri = Annotated[
+    str,
+    AfterValidator(lambda v: formats.url(v, "URL")),
+    Field(json_schema_extra={"format": "uri", "pattern": r"^(https?|ftp|file|copy)://\S+$"}),
+]
+SourcePath = Annotated[str, AfterValidator(lambda v: formats.relative_path(v, "src"))]
+DestPath = Annotated[str, AfterValidator(lambda v: formats.image_path(v, "dest"))]
+Owner = Annotated[str, AfterValidator(lambda v: formats.owner(v, "owner"))]
+Group = Annotated[str, AfterValidator(lambda v: formats.owner(v, "group"))]
+RunLine = Annotated[str, AfterValidator(lambda v: formats.script_line(v, "the command"))]
+
+
+def _kernel(value: str) -> str:
+    if value in ("cloud", "generic", "server", "none"):
+        return value
+    try:
+        return formats.package(value, "kernel")
+    except formats.FormatError as exc:
+        raise formats.FormatError(
+            exc.message, "use cloud, generic, server, none or a kernel package name"
+        ) from None
+
+
+def _removable(check: Callable[[Any, str], str], value: str, what: str) -> str:
+    """An entry of elements or packages: a name, or "-name" to remove one."""
+    check(value[1:] if value.startswith("-") else value, what)
+    return value
+
+
 class FileSpec(Strict):
     """A file from the recipe's folder copied into the image."""
 
-    src: str = Field(description="path relative to the recipe file")
-    dest: str = Field(description="absolute path inside the image")
+    src: SourcePath = Field(
+        description="path relative to the recipe file that names it; it must stay inside "
+        "that file's folder (no absolute path, no '..', no symlink leading out)"
+    )
+    dest: DestPath = Field(description="absolute, normalised path inside the image")
     mode: str | None = Field(
         None,
         description='octal permissions as a quoted string, e.g. "0755"; by default 0644 for '
         "a file, and a folder's own modes are kept",
     )
-    owner: str = Field("root", description="user name or numeric id inside the image")
-    group: str = Field("root", description="group name or numeric id inside the image")
-
-    @field_validator("dest")
-    @classmethod
-    def _absolute(cls, value: str) -> str:
-        if not value.startswith("/") or "/../" in value + "/":
-            raise ValueError(
-                "must be an absolute path inside the image without '..', e.g. /etc/motd"
-            )
-        return value
+    owner: Owner = Field("root", description="user name or numeric id inside the image")
+    group: Group = Field("root", description="group name or numeric id inside the image")
 
     @field_validator("mode", mode="before")
     @classmethod
     def _octal(cls, value: Any) -> Any:
-        if value is not None and (
-            not isinstance(value, str) or not re.fullmatch(r"0?[0-7]{3,4}", value)
-        ):
-            raise ValueError(
-                'must be an octal mode in quotes, e.g. mode: "0644" '
-                "(unquoted, YAML reads 0644 as a number)"
-            )
-        return value
+        return None if value is None else formats.file_mode(value, "mode")
 
 
 class Repository(Strict):
     """An extra apt repository."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="name of its sources file")
-    uri: str
-    suites: list[str] = Field(min_length=1)
-    components: list[str] = Field(default_factory=lambda: ["main"])
-    key: str | None = Field(
+    name: Annotated[
+        str,
+        AfterValidator(lambda v: formats.name(v, "repository name")),
+        Field(json_schema_extra=NAME_SCHEMA),
+    ] = Field(description="name of its sources file")
+    uri: Uri
+    suites: list[Suite] = Field(min_length=1)
+    components: list[Component] = Field(default_factory=lambda: ["main"])
+    key: SourcePath | None = Field(
         None,
         description="keyring file (binary or armored) "
         "relative to the recipe; without it apt's default keys apply",
     )
 
 
+def _unit_needed(value: Any, what: str) -> Any:
+    """A bare number where a size is expected: say what is wrong with it."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        if value <= 0:
+            raise formats.FormatError(f"the {what} {value} is zero", "give a size larger than 0")
+        raise formats.FormatError(
+            f"the {what} {value} has no unit",
+            f'write it with a unit, as a string, e.g. "{value}MiB" or "{value}GiB"',
+        )
+    return value
+
+
 class Partition(Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: Annotated[
+        str,
+        AfterValidator(lambda v: formats.name(v, "partition name", 36)),
+        Field(json_schema_extra={**NAME_SCHEMA, "maxLength": 36}),
+    ]
     type: PartitionType = PartitionType.LINUX
     size: str = Field(description="e.g. 512MiB, 2GiB, 25%, or rest")
     fs: FsType | None = None
     mount: str | None = Field(None, description="mount point inside the image")
-    label: str | None = None
+    label: str | None = Field(
+        None, description="file system label: 1 to 16 letters, digits, '.', '_', '-'"
+    )
     options: str | None = Field(None, description="mount options for fstab")
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _bare_size(cls, value: Any) -> Any:
+        return _unit_needed(value, "partition size")
 
     @field_validator("size")
     @classmethod
     def _size(cls, value: str) -> str:
-        if value == "rest" or re.fullmatch(r"\d+(\.\d+)?%", value) or SIZE_PATTERN.match(value):
+        if value == "rest":
             return value
-        raise ValueError("must be a size like 512MiB or 2GiB, a percentage like 25%, or rest")
+        if value.endswith("%"):
+            formats.percent(value, "partition size")
+        else:
+            formats.size_bytes(value, "partition size")
+        return value
 
     @field_validator("mount")
     @classmethod
     def _mount(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith("/"):
-            raise ValueError("must be an absolute path, e.g. /boot/efi")
+        return None if value is None else formats.mount_point(value, "mount point")
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,16}", value):
+            raise formats.FormatError(
+                f"the label {formats.shown(value)} is not a valid file system label",
+                "use 1 to 16 letters, digits, '.', '_' and '-' (vfat keeps 11, upper-cased)",
+            )
         return value
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_=,.:/@+-]{1,256}", value):
+            raise formats.FormatError(
+                f"{formats.shown(value)} are not valid mount options",
+                "write fstab options separated by commas, without spaces, e.g. "
+                "noatime,errors=remount-ro",
+            )
+        return value
+
+
+MAX_ALIGNMENT = 1024**3
 
 
 class Disk(Strict):
     table: PartitionTable = PartitionTable.GPT
-    size: str = Field("auto", description="auto (contents + free), or a size like 4GiB")
-    free: str = Field(
-        "256MiB", description="free space left in the root filesystem when size is auto"
+    size: str = Field(
+        "auto",
+        description=f"auto (contents + free), or a size like 4GiB (at most "
+        f"{formats.MAX_DISK_SIZE // 1024**4} TiB)",
     )
-    alignment: str = Field("1MiB", description="partition start alignment")
+    free: str = Field(
+        "256MiB", description="free space left in the root filesystem when size is auto (0 or more)"
+    )
+    alignment: str = Field("1MiB", description="partition start alignment (512 bytes to 1 GiB)")
     sector_size: int = Field(512, description="logical sector size: 512 or 4096")
-    partitions: list[Partition] = Field(default_factory=list)
+    partitions: list[Partition] = Field(default_factory=list, max_length=128)
 
-    @field_validator("size", "free", "alignment")
+    @field_validator("size", "free", "alignment", mode="before")
+    @classmethod
+    def _bare_size(cls, value: Any) -> Any:
+        if isinstance(value, int) and value == 0 and not isinstance(value, bool):
+            return "0"  # checked (and for most, refused) below
+        return _unit_needed(value, "size")
+
+    @field_validator("size")
     @classmethod
     def _size(cls, value: str) -> str:
-        if value == "auto" or SIZE_PATTERN.match(value):
-            return value
-        raise ValueError("must be a size like 4GiB (or auto for the disk size)")
+        if value != "auto":
+            formats.size_bytes(value, "disk size")
+        return value
+
+    @field_validator("free")
+    @classmethod
+    def _free(cls, value: str) -> str:
+        formats.size_bytes(value, "free space", minimum=0)
+        return value
+
+    @field_validator("alignment")
+    @classmethod
+    def _alignment(cls, value: str) -> str:
+        formats.size_bytes(value, "alignment", minimum=512, maximum=MAX_ALIGNMENT)
+        return value
 
     @field_validator("sector_size")
     @classmethod
@@ -181,9 +292,6 @@ class Disk(Strict):
             raise ValueError("must be 512 or 4096")
         return value
 
-
-ElementName = Annotated[str, Field(pattern=r"^-?[a-z0-9][a-z0-9._-]*$")]
-PackageName = Annotated[str, Field(pattern=r"^-?[a-z0-9][a-z0-9+.:=~-]*$")]
 
 # Keys whose lists a variant or an extending recipe adds to (the rest replace).
 ADDITIVE_KEYS = ("elements", "packages", "files", "run", "repositories")
@@ -196,27 +304,42 @@ TOP_ONLY_KEYS = ("name", "variants", "extends")
 class Recipe(Strict):
     """An image recipe: what to build, from what, into which outputs."""
 
-    name: str = Field(pattern=NAME_PATTERN, description="image name; names the artifacts")
-    description: str = ""
+    name: ImageName = Field(description="image name; names the artifacts")
+    description: Annotated[str, AfterValidator(lambda v: formats.text(v, "description", 4096))] = ""
     extends: str | list[str] | None = Field(
-        None, description="recipe file(s), relative to this one, that this one builds on"
+        None,
+        description="recipe file(s), relative to this one, that this one builds on",
     )
-    distro: str = Field("debian", description="distribution plugin")
-    release: str = Field("bookworm", description="distribution release (codename)")
+    distro: Annotated[str, AfterValidator(lambda v: formats.name(v, "distro"))] = Field(
+        "debian", description="distribution plugin"
+    )
+    release: Annotated[str, AfterValidator(lambda v: formats.codename(v, "release"))] = Field(
+        "bookworm", description="distribution release (codename)"
+    )
     arch: list[Arch] = Field(default_factory=lambda: [Arch.AMD64], min_length=1)
-    mirror: str | None = Field(
-        None, description="package mirror; the default comes from the host's apt sources"
+    mirror: Uri | None = Field(
+        None,
+        description="package mirror URL (http, https, ftp, file or copy); the default comes "
+        "from the host's apt sources",
     )
-    components: list[str] = Field(default_factory=lambda: ["main"])
+    components: list[Component] = Field(default_factory=lambda: ["main"])
     repositories: list[Repository] = Field(default_factory=list)
     elements: list[ElementName] = Field(default_factory=list)
-    packages: list[PackageName] = Field(default_factory=list)
-    kernel: str = Field("none", description="cloud | generic | server | none | a package name")
-    cmdline: str | None = Field(None, description="kernel command line (elements add to it)")
+    packages: list[PackageSpec] = Field(default_factory=list)
+    kernel: Annotated[str, AfterValidator(_kernel)] = Field(
+        "none", description="cloud | generic | server | none | a package name"
+    )
+    cmdline: Annotated[str, AfterValidator(lambda v: formats.cmdline(v, "cmdline"))] | None = Field(
+        None,
+        description="kernel command line (elements add to it); words of letters, digits "
+        f"and ._,:=/+@%~!*^?[]-, at most {formats.MAX_CMDLINE} characters",
+    )
     boot: list[Firmware] = Field(default_factory=list)
     disk: Disk | None = None
     files: list[FileSpec] = Field(default_factory=list)
-    run: list[str] = Field(default_factory=list, description="shell commands run in the image")
+    run: list[RunLine] = Field(
+        default_factory=list, description="shell commands run in the image (no NUL byte)"
+    )
     outputs: list[OutputFormat] = Field(default_factory=lambda: [OutputFormat.TAR], min_length=1)
     output_options: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
@@ -226,13 +349,19 @@ class Recipe(Strict):
         default_factory=dict, description="element options: {element: {option: value}}"
     )
     variants: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="named overlays merged onto this recipe"
+        default_factory=dict,
+        description=f"named overlays merged onto this recipe (at most {MAX_VARIANTS})",
     )
 
     # Where the recipe came from: its file (for relative paths and errors).
     _source: Path | None = PrivateAttr(default=None)
     _positions: Positions = PrivateAttr(default_factory=dict)
     _variant: str | None = PrivateAttr(default=None)
+    # Set by the loader: the folders of every recipe file, the positions by top-level
+    # key, and each variant's own keys, validated (see loader.select_variant).
+    _folders: list[Path] = PrivateAttr(default_factory=list)
+    _groups: dict[str, Positions] = PrivateAttr(default_factory=dict)
+    _overlays: dict[str, tuple[Recipe, Positions]] = PrivateAttr(default_factory=dict)
 
     @field_validator("arch", "boot", "outputs", mode="before")
     @classmethod
@@ -253,14 +382,23 @@ class Recipe(Strict):
             seen[file_kind] = fmt
         return value
 
+    @field_validator("extends")
+    @classmethod
+    def _extends(cls, value: str | list[str] | None) -> str | list[str] | None:
+        for item in [value] if isinstance(value, str) else value or []:
+            formats.line(item, "extends")
+        return value
+
     @field_validator("variants")
     @classmethod
     def _variant_names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        if len(value) > MAX_VARIANTS:
+            raise formats.FormatError(
+                f"the recipe has {len(value)} variants; the limit is {MAX_VARIANTS}",
+                "split the recipe into several files that extend a common one",
+            )
         for name in value:
-            if not re.fullmatch(NAME_PATTERN, name):
-                raise ValueError(
-                    f"variant name '{name}' must be lowercase letters, digits, '.', '_' or '-'"
-                )
+            formats.name(name, "variant name")
         return value
 
     @property
@@ -279,11 +417,9 @@ class Recipe(Strict):
     @property
     def source_dirs(self) -> list[Path]:
         """The folders of this recipe's file and of every file it extends, this one first."""
-        folders = [self._source.resolve().parent] if self._source else []
-        for location in self._positions.values():
-            if location.file is not None and location.file.parent not in folders:
-                folders.append(location.file.parent)
-        return folders
+        if self._folders:
+            return list(self._folders)
+        return [self._source.resolve().parent] if self._source else []
 
     @property
     def base_dir(self) -> Path:

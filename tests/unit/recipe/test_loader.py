@@ -231,11 +231,11 @@ def test_diamond_extends_merges_the_shared_parent_once(tmp_path: Path) -> None:
 
 
 def test_child_variants_merge_with_the_parents(tmp_path: Path) -> None:
-    write(tmp_path / "base.yaml", "name: base\nvariants:\n  a: {packages: [x]}\n")
+    write(tmp_path / "base.yaml", "name: base\nvariants:\n  a: {packages: [xx]}\n")
     recipe = load(
         write(
             tmp_path / "child.yaml",
-            "extends: base.yaml\nname: c\nvariants:\n  b: {packages: [y]}\n",
+            "extends: base.yaml\nname: c\nvariants:\n  b: {packages: [yy]}\n",
         )
     )
     assert set(recipe.variants) == {"a", "b"}
@@ -257,3 +257,119 @@ def test_recipe_elements_folders_of_every_file(tmp_path: Path) -> None:
     write(tmp_path / "base" / "base.yaml", "name: base\n")
     recipe = load(write(tmp_path / "child.yaml", "extends: base/base.yaml\nname: c\n"))
     assert recipe.source_dirs == [tmp_path, tmp_path / "base"]
+
+
+# -- extends: itself, cycles, confinement --------------------------------------------------
+
+
+def test_extends_itself_names_the_line(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path / "a.yaml", "name: a\nextends: a.yaml\n"))
+    assert "extends itself" in err.message
+    assert err.location is not None and err.location.line == 2
+    assert err.location.file == tmp_path / "a.yaml"
+    assert err.hint
+
+
+def test_extends_itself_through_another_path_is_found(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    err = error_of(write(tmp_path / "a.yaml", "name: a\nextends: sub/../a.yaml\n"))
+    assert "extends itself" in err.message
+
+
+def test_a_cycle_through_several_files_names_the_entry_that_closes_it(tmp_path: Path) -> None:
+    write(tmp_path / "b.yaml", "extends: c.yaml\n")
+    write(tmp_path / "c.yaml", "release: trixie\nextends: [b.yaml]\n")
+    err = error_of(write(tmp_path / "a.yaml", "name: a\nextends: b.yaml\n"))
+    assert "cycle" in err.message and "b.yaml -> " in err.message
+    assert err.location is not None
+    assert err.location.file == tmp_path / "c.yaml" and err.location.line == 2
+
+
+def test_a_stored_configuration_cannot_extend_outside_itself(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    write(tmp_path / "base.yaml", "release: trixie\n")
+    path = write(tmp_path / "config" / "r.yaml", "name: r\nextends: ../base.yaml\n")
+    assert load(path).release == "trixie"  # the CLI: extends may go anywhere
+    with pytest.raises(RecipeError, match="outside the configuration") as caught:
+        load(path, root=tmp_path / "config")
+    assert caught.value.location is not None and caught.value.location.line == 2
+
+
+def test_too_many_files(tmp_path: Path) -> None:
+    for n in range(40):
+        write(tmp_path / f"r{n}.yaml", f"extends: r{n + 1}.yaml\n")
+    write(tmp_path / "r40.yaml", "name: r\n")
+    err = error_of(tmp_path / "r0.yaml")
+    assert "more than 32 files" in err.message
+
+
+def test_a_removal_must_name_a_valid_name(tmp_path: Path) -> None:
+    err = error_of(write(tmp_path / "r.yaml", "name: r\npackages: [curl, --force-yes]\n"))
+    assert "is not a valid package" in err.message
+    assert err.location is not None and err.location.line == 2
+
+
+def test_files_of_a_parent_stay_in_the_parent_folder(tmp_path: Path) -> None:
+    (tmp_path / "base").mkdir()
+    (tmp_path / "secret").write_text("x")
+    write(tmp_path / "base" / "base.yaml", "files:\n  - {src: ../secret, dest: /x}\n")
+    err = error_of(write(tmp_path / "r.yaml", "name: r\nextends: base/base.yaml\n"))
+    assert "leaves the recipe's folder" in err.message
+    assert err.location is not None and err.location.file == tmp_path / "base" / "base.yaml"
+
+
+def test_files_of_a_variant_are_checked_at_load(tmp_path: Path) -> None:
+    (tmp_path / "link").symlink_to("/etc/hostname")
+    err = error_of(
+        write(tmp_path / "r.yaml", "name: r\nvariants:\n  v:\n    files: [{src: link, dest: /x}]\n")
+    )
+    assert "symlink" in err.message
+    assert err.location is not None and err.location.key == "variants.v.files[0].src"
+
+
+# -- variants are merged from validated values -------------------------------------------------
+
+
+def test_variant_merge_keeps_the_rules_and_positions(tmp_path: Path) -> None:
+    (tmp_path / "a").write_text("a")
+    (tmp_path / "b").write_text("b")
+    recipe = load(
+        write(
+            tmp_path / "r.yaml",
+            """\
+name: r
+packages: [curl, less, curl]
+files: [{src: a, dest: /a}]
+run: [echo base]
+output_options: {qcow2: {compression: zlib}}
+variants:
+  v:
+    packages: [-curl, vim, vim]
+    files: [{src: b, dest: /b}]
+    run: [echo v]
+    output_options: {qcow2: {compression: none}}
+    release: trixie
+""",
+        )
+    )
+    v = select_variant(recipe, "v")
+    assert recipe.packages == ["curl", "less"]
+    assert v.packages == ["less", "vim"]
+    assert [f.dest for f in v.files] == ["/a", "/b"]
+    assert v.run == ["echo base", "echo v"]
+    assert v.output_options == {"qcow2": {"compression": "none"}}
+    assert v.release == "trixie" and recipe.release == "bookworm"
+    assert v.variants == {}
+    # A key from the variant points into the variant, an inherited one into the base.
+    assert v.positions[("files", 1, "src")].line == 9
+    assert v.positions[("files", 0, "src")].line == 3
+    assert v.positions[("release",)].line == 12
+
+
+def test_a_large_recipe_with_many_variants_loads(tmp_path: Path) -> None:
+    """40,000 packages and 200 variants (bench/recipe_load.py measures how fast)."""
+    text = "name: big\npackages:\n" + "".join(f"  - package-{i}\n" for i in range(40_000))
+    text += "variants:\n" + "".join(f"  v{i}: {{packages: [extra-{i}]}}\n" for i in range(200))
+    recipe = load(write(tmp_path / "r.yaml", text))
+    assert len(recipe.packages) == 40_000
+    assert select_variant(recipe, "v199").packages[-1] == "extra-199"
