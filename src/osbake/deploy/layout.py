@@ -92,7 +92,7 @@ def is_partitioned_disk(head: bytes, size: int) -> bool:
         return False
     if layout.table == "gpt":
         (header_size,) = struct.unpack("<I", head[SECTOR + 12 : SECTOR + 16])
-        entries_lba, count, entry_size = struct.unpack("<QII", head[SECTOR + 72 : SECTOR + 88])
+        entries_lba, _, entry_size = struct.unpack("<QII", head[SECTOR + 72 : SECTOR + 88])
         return bool(92 <= header_size <= SECTOR and entries_lba >= 2 and entry_size >= 128)
     if head[0] in (0xEB, 0xE9) and any(
         head[at : at + len(name)] == name for at, name in _VOLUME_BOOT_SECTORS
