@@ -1,6 +1,7 @@
-"""A cloud image with a btrfs root, built and booted for real on a disk bigger than the
-image: btrfs-progs is in it, growroot grows the partition and the file system, and
-cloud-init finishes (its resizefs finds nothing left to do)."""
+"""A cloud image with a btrfs root and a separate /var, built and booted for real under
+TCG on a disk bigger than the image: btrfs-progs is in it, growroot grows the partition
+and the file system, /var is mounted (its fstab line waits for a slow device and is
+not nofail), and cloud-init finishes (its resizefs finds nothing left to do)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ def btrfs_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
         "partitions": [
             {"name": "esp", "type": "esp", "size": "127MiB", "fs": "vfat", "mount": "/boot/efi"},
             {"name": "bios", "type": "bios-grub", "size": "1MiB"},
+            {"name": "var", "type": "linux", "size": "1GiB", "fs": "ext4", "mount": "/var"},
             {"name": "root", "type": "linux", "size": "rest", "fs": "btrfs", "mount": "/"},
         ],
     }
@@ -73,6 +75,7 @@ def test_a_btrfs_root_grows_at_first_boot(btrfs_image: Path, tmp_path: Path) -> 
         "runcmd:\n"
         "  - sh -c 'echo OSBAKE-ROOT $(findmnt -n -o FSTYPE /)"
         " $(df -B1 --output=size / | tail -1) > /dev/ttyS0'\n"
+        "  - sh -c 'echo OSBAKE-VAR $(findmnt -n -o FSTYPE,OPTIONS /var) > /dev/ttyS0'\n"
     )
     seed = tmp_path / "seed.iso"
     made = osbake("seed", "-o", seed, "--user-data", user_data)
@@ -80,8 +83,8 @@ def test_a_btrfs_root_grows_at_first_boot(btrfs_image: Path, tmp_path: Path) -> 
     log = tmp_path / "console.log"
     result = osbake(
         "boot", disk, "--seed", seed, "--accel", "tcg", "--timeout", "500",
-        "--expect", "growroot: grew partition", "--expect", DONE,
-        "--expect", r"OSBAKE-ROOT btrfs \d+",
+        "--expect", "growroot: grew partition", "--expect", r"OSBAKE-ROOT btrfs \d+",
+        "--expect", "OSBAKE-VAR ext4", "--expect", DONE,
         "--fail-on", "Kernel panic", "--fail-on", "emergency mode",
         "--console-log", log,
         timeout=600,
@@ -91,3 +94,4 @@ def test_a_btrfs_root_grows_at_first_boot(btrfs_image: Path, tmp_path: Path) -> 
     assert "cannot grow" not in console and "btrfs: not found" not in console
     size = int(re.search(r"OSBAKE-ROOT btrfs (\d+)", console).group(1))  # type: ignore[union-attr]
     assert size > 3 * GIB, f"the root file system has {size} bytes on a 4 GiB disk"
+    assert "Dependency failed" not in console and "emergency" not in console
