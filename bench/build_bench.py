@@ -263,7 +263,7 @@ def main() -> None:
         lines += [
             "",
             "First boot of the cold image with a NoCloud seed, "
-            "`osbake boot --accel tcg` (2 vCPUs): cloud-init done after "
+            "`osbake boot --accel tcg` (1 vCPU): cloud-init done after "
             f"{boot_times['done']:.1f} s from starting QEMU (cloud-init's own count "
             f"from the kernel's start: {boot_times['uptime']:.1f} s).",
         ]

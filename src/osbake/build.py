@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import resource
 import secrets
 import shlex
@@ -124,11 +125,17 @@ class Context:
         proxy = self.host_apt_proxy
         return {"OSBAKE_APT_PROXY": proxy} if proxy else {}
 
+    # This build's token in the output folder (see OutputClaim); set by execute().
+    output_token: str = ""
+
     def output_path(self, suffix: str) -> Path:
         """A partial output file; it gets its final name when the whole build succeeded."""
-        final = self.outdir / f"{self.plan.image}{suffix}"
-        # Unique: two builds may write into one folder at once.
-        partial = self.outdir / f".{final.name}.{secrets.token_hex(4)}.partial"
+        return self.partial_for(self.outdir / f"{self.plan.image}{suffix}")
+
+    def partial_for(self, final: Path) -> Path:
+        """The partial name of `final`: this build's own, so two builds never share one."""
+        assert self.output_token, "the output folder is not claimed"
+        partial = self.outdir / partial_name(final.name, self.output_token)
         self.partials[partial] = final
         return partial
 
@@ -388,8 +395,9 @@ def execute(
     )
     settings.check_writable()
     outdir.mkdir(parents=True, exist_ok=True)
-    with workspace(settings, plan.image) as workdir:
+    with workspace(settings, plan.image) as workdir, claim_outputs(outdir) as token:
         ctx = Context(plan, settings, events, workdir, outdir)
+        ctx.output_token = token
         # Without the cache, steps still go through a store: a private one, thrown away.
         store = Store(settings.store_dir if use_cache else workdir / "store")
         runner = StepRunner(ctx, store)
@@ -719,9 +727,8 @@ def _finish(ctx: Context) -> BuildResult:
         }
     )
     final_manifest = manifest_path(ctx.outdir, ctx.plan.image)
-    partial_manifest = ctx.outdir / f".{final_manifest.name}.{secrets.token_hex(4)}.partial"
+    partial_manifest = ctx.partial_for(final_manifest)
     partial_manifest.write_text(manifest.to_json())
-    ctx.partials[partial_manifest] = final_manifest
     artifacts = []
     for partial, final in ctx.partials.items():
         os.replace(partial, final)
@@ -795,3 +802,118 @@ def _reap_stale(root: Path) -> None:
         if entry.is_dir() and not entry.with_name(entry.name + ".lock").exists():
             with contextlib.suppress(OsbakeError):
                 sandbox.remove_tree(entry)
+
+
+# -- the output folder ---------------------------------------------------------------------
+#
+# Outputs are written under partial names and renamed when the whole build
+# succeeded. A build killed on the way (SIGKILL, power loss) cannot remove its
+# partials, so each build claims the output folder with a lock file of its own,
+# `.osbake-<token>.lock`, held (flock) for as long as it runs, and names every
+# partial `.<final name>.<token>.partial`. The next build in the folder removes
+# the partials of every token whose lock is free or gone: only files of that
+# pattern, which osbake owns, and never those of a build that is still running.
+
+OUTPUT_LOCK_PREFIX = ".osbake-"
+OUTPUT_LOCK_SUFFIX = ".lock"
+_TOKEN = r"[0-9a-f]{16}"
+_PARTIAL = re.compile(rf"^\.(?P<final>.+)\.(?P<token>{_TOKEN})\.partial$")
+_OUTPUT_LOCK = re.compile(rf"^\.osbake-(?P<token>{_TOKEN})\.lock$")
+
+
+def partial_name(final: str, token: str) -> str:
+    return f".{final}.{token}.partial"
+
+
+def _output_lock(outdir: Path, token: str) -> Path:
+    return outdir / f"{OUTPUT_LOCK_PREFIX}{token}{OUTPUT_LOCK_SUFFIX}"
+
+
+@contextlib.contextmanager
+def claim_outputs(outdir: Path) -> Iterator[str]:
+    """Hold a token of this build in `outdir` for its partial outputs (see above).
+
+    Removes what interrupted builds left first. On the way out (however the build
+    ends) this build's own partials are removed and its lock file with them.
+    """
+    reap_partials(outdir)
+    while True:
+        token = secrets.token_hex(8)
+        path = _output_lock(outdir, token)
+        handle = path.open("a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        # A reaper removed the file between open and lock: take another token.
+        handle.close()
+    try:
+        yield token
+    finally:
+        _remove_partials(outdir, token)
+        path.unlink(missing_ok=True)
+        handle.close()
+
+
+def reap_partials(outdir: Path) -> list[Path]:
+    """Remove the partial outputs of builds that are gone; return what was removed."""
+    removed: list[Path] = []
+    try:
+        names = os.listdir(outdir)
+    except OSError:
+        return removed
+    live: set[str] = set()
+    for name in names:
+        match = _OUTPUT_LOCK.match(name)
+        if match is None:
+            continue
+        path = outdir / name
+        try:
+            handle = path.open("r")
+        except OSError:
+            continue
+        with handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                live.add(match["token"])  # a running build holds it
+                continue
+            removed += _remove_partials(outdir, match["token"])
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    # A build locks its token before its first partial and removes its partials
+    # before its lock file, so a partial whose token has no lock belongs to no
+    # running build (a reaper that was killed half-way, or an older osbake).
+    for name in names:
+        match = _PARTIAL.match(name)
+        token = match["token"] if match is not None else None
+        if token is not None and token not in live and not _output_lock(outdir, token).exists():
+            removed += _remove(outdir / name)
+    return removed
+
+
+def _remove_partials(outdir: Path, token: str) -> list[Path]:
+    removed: list[Path] = []
+    try:
+        names = os.listdir(outdir)
+    except OSError:
+        return removed
+    for name in names:
+        match = _PARTIAL.match(name)
+        if match is not None and match["token"] == token:
+            removed += _remove(outdir / name)
+    return removed
+
+
+def _remove(path: Path) -> list[Path]:
+    # Only plain files: osbake never writes anything else under a partial name.
+    try:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            return [path]
+    except FileNotFoundError:
+        pass
+    return []

@@ -142,7 +142,7 @@ def resolve_plan(
     distro = get_distro(recipe, chosen_arch, options.get(distro_element(recipe.distro), {}))
     disk = plan_disk(recipe, str(chosen_arch), elements)
     _check_boot(recipe, disk)
-    base_packages, recipe_packages = _packages(recipe, elements, distro)
+    base_packages, recipe_packages = _packages(recipe, elements, distro, disk)
     environment = _environment(recipe, chosen_arch, elements, distro)
     plan = Plan(
         recipe,
@@ -241,14 +241,17 @@ def _cmdline(recipe: Recipe, elements: list[Element]) -> str:
 
 
 def _packages(
-    recipe: Recipe, elements: list[Element], distro: Distro
+    recipe: Recipe, elements: list[Element], distro: Distro, disk: DiskPlan | None
 ) -> tuple[list[str], list[str]]:
-    """Elements', kernel and bootloader packages; then the recipe's own (each once)."""
+    """Elements', kernel, bootloader and file system packages; then the recipe's own
+    (each once)."""
     packages: list[str] = []
     for element in elements:
         packages += element.spec.packages
     packages += distro.kernel_packages()
     packages += distro.bootloader_packages(list(recipe.boot))
+    if disk is not None:
+        packages += distro.filesystem_packages([str(p.fs) for p in disk.partitions if p.fs])
     base = list(dict.fromkeys(packages))
     own = [p for p in dict.fromkeys(recipe.packages) if p not in base]
     return base, own

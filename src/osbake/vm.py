@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import collections
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -56,6 +57,13 @@ class Firmware(StrEnum):
 class Accel(StrEnum):
     KVM = "kvm"
     TCG = "tcg"
+
+
+class TcgThreads(StrEnum):
+    """How QEMU runs the vCPUs of an emulated (TCG) machine."""
+
+    SINGLE = "single"  # one host thread takes turns between the vCPUs
+    MULTI = "multi"  # a host thread per vCPU (MTTCG)
 
 
 class Outcome(StrEnum):
@@ -180,7 +188,13 @@ def choose_accelerator(events: Events | None = None) -> Accel:
 
 
 def kvm_works(events: Events | None = None, *, seconds: float = PROBE_SECONDS) -> bool:
-    """Whether a KVM guest runs the probe boot sector to its end within `seconds`."""
+    """Whether a KVM guest runs the probe boot sector to its end within `seconds`.
+
+    The probe's machine is the one real boots get (q35, `-cpu host`, their memory,
+    vCPUs and devices), so that a KVM that cannot set up that machine (an MSR it
+    refuses, an assertion in QEMU's kvm.c) fails here too. A boot in which KVM fails
+    anyway falls back to TCG (see `boot`).
+    """
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False
     qemu = run.require_tool(QEMU)
@@ -189,12 +203,15 @@ def kvm_works(events: Events | None = None, *, seconds: float = PROBE_SECONDS) -
         disk.write_bytes(PROBE_SECTOR)
         console = tmp / "console"
         console.touch()
-        argv = [
-            qemu, "-accel", "kvm", "-cpu", "host", "-machine", "q35", "-m", "32",
-            "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-chardev", f"file,id=console,path={_opt(console)}", "-serial", "chardev:console",
-            "-drive", f"file={_opt(disk)},format=raw,if=virtio,readonly=on",
-        ]  # fmt: skip
+        machine = Machine(
+            accel=Accel.KVM,
+            firmware=Firmware.BIOS,
+            memory=DEFAULT_MEMORY,
+            cpus=default_cpus(Accel.KVM),
+            drives=[Drive(Media(disk, "raw", MediaKind.DISK), readonly=True, boot=True)],
+            console_log=console,
+        )
+        argv = [*qemu_argv(machine, qemu), "-no-reboot"]
         started = time.monotonic()
         proc = run.start(argv, events=events)
         works = False
@@ -368,6 +385,7 @@ class Machine:
     interactive: bool = False
     vars_file: Path | None = None
     extra_args: list[str] = field(default_factory=list)
+    tcg_threads: TcgThreads | None = None  # None: QEMU's default (multi on x86 hosts)
 
 
 def _opt(value: str | os.PathLike[str]) -> str:
@@ -380,7 +398,10 @@ def qemu_argv(machine: Machine, qemu: str = QEMU) -> list[str]:
     files = firmware_files(machine.firmware)
     secure = files is not None and files.secure_boot
     argv = [qemu, "-name", "osbake-boot", "-machine", "q35,smm=on" if secure else "q35"]
-    argv += ["-accel", str(machine.accel)]
+    accel = str(machine.accel)
+    if machine.accel == Accel.TCG and machine.tcg_threads is not None:
+        accel += f",thread={machine.tcg_threads}"
+    argv += ["-accel", accel]
     if machine.accel == Accel.KVM:
         argv += ["-cpu", "host"]
     argv += ["-smp", str(machine.cpus), "-m", str(machine.memory)]
@@ -599,12 +620,26 @@ class BootReport:
     failure: PatternResult | None = None
     qemu_status: int | None = None
     qemu_messages: list[str] = field(default_factory=list)  # the end of QEMU's stderr
+    cpus: int = 1
+    tcg_threads: TcgThreads | None = None
+    notes: list[str] = field(default_factory=list)  # e.g. why KVM was given up for TCG
+
+    @property
+    def machine(self) -> str:
+        """The accelerator and vCPUs, as one phrase: 'tcg (thread=single), 2 vCPUs'."""
+        accel = str(self.accelerator)
+        if self.accelerator == Accel.TCG and self.tcg_threads is not None:
+            accel += f" (thread={self.tcg_threads})"
+        return f"{accel}, {self.cpus} vCPU" + ("s" if self.cpus != 1 else "")
 
     def to_json(self) -> dict[str, Any]:
         return {
             "image": str(self.image),
             "firmware": str(self.firmware),
             "accelerator": str(self.accelerator),
+            "cpus": self.cpus,
+            "tcg_threads": str(self.tcg_threads) if self.tcg_threads else None,
+            "notes": self.notes,
             "passed": self.passed,
             "outcome": str(self.outcome),
             "seconds": self.seconds,
@@ -654,6 +689,7 @@ class BootReport:
             )
         else:
             text += "\n  the console stayed empty"
+        text += "".join(f"\n  note: {note}" for note in self.notes)
         if self.outcome == Outcome.EXITED and self.qemu_messages:
             text += "\n  QEMU said:\n" + "\n".join(f"    | {m}" for m in self.qemu_messages)
         if self.console_log is not None:
@@ -757,6 +793,7 @@ def boot(
     interactive: bool = False,
     workdir: Path | None = None,
     extra_args: Sequence[str] = (),
+    tcg_threads: TcgThreads | None = None,
 ) -> BootReport:
     """Boot `image` under QEMU and watch its serial console (see module docstring).
 
@@ -766,6 +803,16 @@ def boot(
     `log_path` keeps the raw console (else it is removed with the overlay);
     `workdir` is where the temporary directory goes (default: $TMPDIR).
     `interactive` puts the console on this terminal and ignores the patterns.
+
+    Without `accel` (and OSBAKE_ACCEL), KVM is used when the probe says it works,
+    and a boot in which KVM fails after all (QEMU aborts at the start, or the
+    console stays silent) is started again with TCG; the report's notes say so.
+    A KVM that was asked for and fails raises HostError.
+
+    Without `cpus`, a TCG machine has one vCPU and a KVM machine two (one on a
+    one-CPU host). Several vCPUs under TCG take turns on one host thread
+    (thread=single) unless `tcg_threads` says otherwise: multi-threaded TCG hangs
+    x86 guests (see docs/boot.md).
 
     Bad input raises UsageError/ArtifactError, a missing tool HostError, QEMU
     failing to start CommandError; a boot that does not show the patterns returns
@@ -780,7 +827,8 @@ def boot(
         raise UsageError(f"--timeout {timeout} must be more than 0 seconds")
     if memory < 64:
         raise UsageError(f"--mem {memory} MiB is too little to boot", hint="give at least 64M")
-    cpus = cpus or min(2, os.cpu_count() or 1)
+    if cpus is not None and cpus < 1:
+        raise UsageError(f"--cpus {cpus} must be at least 1")
     qemu = run.require_tool(QEMU)
     run.require_tool("qemu-img")
     files = firmware_files(firmware)
@@ -789,52 +837,123 @@ def boot(
     if log_path is not None:
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)
+    forced = accel is not None or bool(os.environ.get("OSBAKE_ACCEL", "").strip())
+    chosen = accel or choose_accelerator(events)
+    notes: list[str] = []
 
     with workspace(workdir) as tmp:
         media = prepare_image(image, tmp, events)
-        if media.kind == MediaKind.DISK:
-            media = create_overlay(media, tmp / "overlay.qcow2", events)
-        drives = [Drive(media, boot=True)]
+        seed_drive = None
         if seed is not None:
-            drives.append(_prepare_seed_drive(Path(seed), SeedBus(seed_bus), events))
-        vars_file = None
-        if files is not None:
-            vars_file = tmp / "OVMF_VARS.fd"
-            shutil.copyfile(files.vars_template, vars_file)
-        chosen = accel or choose_accelerator(events)
-        console = log_path or tmp / "console.log"
-        console.write_bytes(b"")
-        machine = Machine(
-            accel=chosen,
-            firmware=firmware,
-            memory=memory,
-            cpus=cpus,
-            drives=drives,
-            console_log=console,
-            interactive=interactive,
-            vars_file=vars_file,
-            extra_args=list(extra_args),
-        )
-        argv = qemu_argv(machine, qemu)
-        events.emit(
-            "machine",
-            image=str(image),
-            firmware=str(firmware),
-            accelerator=str(chosen),
-            memory=memory,
-            cpus=cpus,
-            expect=[p.pattern for p in expect_re],
-            timeout=timeout,
-        )
-        events.step("boot")
-        if interactive:
-            report = _interactive(argv, image, machine, log_path, events)
-        else:
-            report = _watch(
-                argv, image, machine, expect_re, fail_re, timeout, log_path, tmp, events
+            seed_drive = _prepare_seed_drive(Path(seed), SeedBus(seed_bus), events)
+        while True:
+            attempt = tmp / f"attempt-{chosen}"
+            attempt.mkdir()
+            drives = [Drive(media, boot=True)]
+            if media.kind == MediaKind.DISK:
+                # A fresh overlay for each attempt: a failed KVM boot may have written.
+                drives = [
+                    Drive(create_overlay(media, attempt / "overlay.qcow2", events), boot=True)
+                ]
+            if seed_drive is not None:
+                drives.append(seed_drive)
+            vars_file = None
+            if files is not None:
+                vars_file = attempt / "OVMF_VARS.fd"
+                shutil.copyfile(files.vars_template, vars_file)
+            console = log_path or attempt / "console.log"
+            console.write_bytes(b"")
+            machine = Machine(
+                accel=chosen,
+                firmware=firmware,
+                memory=memory,
+                cpus=cpus or default_cpus(chosen),
+                drives=drives,
+                console_log=console,
+                interactive=interactive,
+                vars_file=vars_file,
+                extra_args=list(extra_args),
+                tcg_threads=_tcg_threads(chosen, cpus or default_cpus(chosen), tcg_threads),
             )
-        events.result("boot", report.seconds, status="done" if report.passed else "failed")
-        return report
+            argv = qemu_argv(machine, qemu)
+            events.emit(
+                "machine",
+                image=str(image),
+                firmware=str(firmware),
+                accelerator=str(chosen),
+                memory=memory,
+                cpus=machine.cpus,
+                tcg_threads=str(machine.tcg_threads) if machine.tcg_threads else None,
+                expect=[p.pattern for p in expect_re],
+                timeout=timeout,
+            )
+            events.step("boot")
+            try:
+                if interactive:
+                    report = _interactive(argv, image, machine, log_path, events)
+                else:
+                    report = _watch(
+                        argv, image, machine, expect_re, fail_re, timeout, log_path, attempt, events
+                    )
+            except KvmFailed as failure:
+                if forced:
+                    raise HostError(
+                        f"KVM does not work on this host: {failure.reason}",
+                        hint="boot with --accel tcg (or OSBAKE_ACCEL=tcg), or unset "
+                        "OSBAKE_ACCEL to let osbake fall back to TCG by itself",
+                    ) from None
+                note = f"KVM failed ({failure.reason}); booted with TCG instead"
+                notes.append(note)
+                events.emit("accel-fallback", reason=failure.reason, accelerator=str(Accel.TCG))
+                events.log(f"osbake: {note}")
+                _remember_tcg()
+                chosen = Accel.TCG
+                continue
+            report = dataclasses.replace(report, notes=notes)
+            events.result("boot", report.seconds, status="done" if report.passed else "failed")
+            return report
+
+
+def default_cpus(accel: Accel) -> int:
+    """vCPUs when none are asked for: one under TCG (see `boot`), else up to two."""
+    if accel == Accel.TCG:
+        return 1
+    return min(2, os.cpu_count() or 1)
+
+
+def _tcg_threads(accel: Accel, cpus: int, asked: TcgThreads | None) -> TcgThreads | None:
+    if accel != Accel.TCG:
+        return None
+    if asked is not None:
+        return asked
+    return TcgThreads.SINGLE if cpus > 1 else None
+
+
+class KvmFailed(Exception):
+    """QEMU could not run the machine with KVM (it aborted, or the guest never ran)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# QEMU's messages when KVM itself fails (an ioctl refused, an MSR KVM cannot set,
+# kvm.c asserting), as opposed to a bad command line or a missing file.
+_KVM_FAILURE = re.compile(
+    r"kvm|KVM|failed to set MSR|failed to get MSR|vmx|svm|Could not access KVM", re.IGNORECASE
+)
+# With KVM, firmware and bootloader write to the console within a second or two;
+# silence this long means the guest does not run (KVM hangs on some nested hosts).
+KVM_SILENCE_SECONDS = 20.0
+# An interactive QEMU's messages go to the terminal: a KVM machine that ends with an
+# error this soon is taken as KVM failing.
+KVM_EARLY_EXIT_SECONDS = 5.0
+
+
+def _remember_tcg() -> None:
+    """The rest of this process boots with TCG: KVM failed here once already."""
+    with _accel_lock:
+        _accel_choice["accel"] = Accel.TCG
 
 
 def _interactive(
@@ -843,6 +962,9 @@ def _interactive(
     started = time.monotonic()
     with run.start(argv, events=events, terminal=True) as qemu:
         status = qemu.wait()
+    early = time.monotonic() - started < KVM_EARLY_EXIT_SECONDS
+    if machine.accel == Accel.KVM and status not in (0, None) and early:
+        raise KvmFailed(f"QEMU stopped with status {status} as it started")
     return BootReport(
         image=image,
         firmware=machine.firmware,
@@ -878,6 +1000,17 @@ def _watch(
     events.progress("boot", 0, total)
     stderr_path = tmp / "qemu.stderr"
     self_exit: int | None = None
+    kvm_silent = False
+    heard = False
+
+    def silent_kvm(elapsed: float) -> bool:
+        """A KVM guest that has written nothing yet (only where patterns are awaited)."""
+        nonlocal heard
+        if heard or machine.accel != Accel.KVM or not total:
+            return False
+        heard = machine.console_log.stat().st_size > 0
+        return not heard and elapsed > min(KVM_SILENCE_SECONDS, timeout)
+
     with (
         stderr_path.open("wb") as stderr,
         machine.console_log.open("rb", buffering=0) as console,
@@ -908,11 +1041,21 @@ def _watch(
                 if elapsed > timeout:
                     outcome = Outcome.TIMEOUT
                     break
+                if silent_kvm(elapsed):
+                    outcome = Outcome.TIMEOUT
+                    kvm_silent = True
+                    break
                 time.sleep(POLL_SECONDS)
         finally:
             status = qemu.stop()
         seconds = round(time.monotonic() - started, 3)
     messages = stderr_path.read_text(errors="replace").splitlines()[-run.TAIL_LINES :]
+    if kvm_silent:
+        raise KvmFailed(f"the console stayed silent for {KVM_SILENCE_SECONDS:.0f}s")
+    if machine.accel == Accel.KVM and self_exit not in (None, 0) and outcome != Outcome.MATCHED:
+        said = [m for m in messages if _KVM_FAILURE.search(m)]
+        if said:
+            raise KvmFailed(f"QEMU stopped with status {self_exit}: {said[0].strip()}")
     if self_exit not in (None, 0) and outcome != Outcome.MATCHED:
         raise CommandError(
             qemu.argv,
@@ -933,4 +1076,6 @@ def _watch(
         failure=watcher.failure,
         qemu_status=status,
         qemu_messages=messages,
+        cpus=machine.cpus,
+        tcg_threads=machine.tcg_threads,
     )

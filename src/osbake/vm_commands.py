@@ -69,7 +69,11 @@ def register(command: CommandFactory, sub: Any) -> None:
         metavar="M",
         help=f"guest memory: MiB or 512M, 2G (default {vm.DEFAULT_MEMORY})",
     )
-    p.add_argument("--cpus", type=int, help="virtual CPUs (default: 2, or 1 on a 1-CPU host)")
+    p.add_argument(
+        "--cpus",
+        type=int,
+        help="virtual CPUs (default: 1 under TCG; 2 with KVM, or 1 on a 1-CPU host)",
+    )
     p.add_argument(
         "--accel",
         choices=[str(a) for a in vm.Accel],
@@ -141,6 +145,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if not args.json:
         out = Console(highlight=False)
         out.print(f"[green]passed:[/] {report.describe()}", soft_wrap=True)
+        for note in report.notes:
+            out.print(f"note: {note}", soft_wrap=True, highlight=False)
         if report.console_log is not None:
             out.print(f"console log: {report.console_log}", soft_wrap=True)
     return 0
@@ -180,6 +186,12 @@ class BootProgress:
         elif kind == "kvm-probe" and self.verbose:
             verdict = "works" if event["works"] else "does not run guests in time: using TCG"
             self.console.print(f"KVM probe ({event['seconds']:.1f}s): {verdict}")
+        elif kind == "accel-fallback":
+            self.stop()
+            self.console.print(
+                Text(f"KVM failed ({event['reason']}): booting with TCG instead", style="yellow"),
+                soft_wrap=True,
+            )
         elif kind == "command" and self.verbose:
             self.console.print(Text(f"$ {event['line']}", style="bold"), soft_wrap=True)
         elif kind == "step":

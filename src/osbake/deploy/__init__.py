@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import errno
-import gzip
 import json
 import os
 import tempfile
@@ -43,6 +42,8 @@ from osbake.errors import ArtifactError, DeployError, OsbakeError, UsageError
 from osbake.events import Events
 
 MAX_SEED_BYTES = 64 << 20  # Ironic's limit for a config drive partition
+# A target file deploy creates (--size): sparse, but a size past this is a typo.
+MAX_TARGET_FILE = 1 << 46  # 64 TiB
 SEED_LABELS = {
     "config-2": "configdrive",
     "CONFIG-2": "configdrive",
@@ -119,6 +120,7 @@ class _Context:
     sha256: str | None
     checksum: bool
     size: int | None
+    raw: bool
     events: Events
     host: Host
     tmp: Path
@@ -128,7 +130,9 @@ class _Context:
     expected: str | None = None
     seed: _SeedVolume | None = None
     fd: int | None = None
+    lock_fd: int | None = None  # held from the first write to the end (file targets)
     report: DeployReport | None = None
+    manifest_path: Path | None = None
 
     @property
     def disk(self) -> Path:
@@ -151,6 +155,7 @@ def deploy(
     sha256: str | None = None,
     checksum: bool = True,
     size: int | None = None,
+    raw: bool = False,
     events: Events | None = None,
     host: Host | None = None,
 ) -> DeployReport:
@@ -165,9 +170,12 @@ def deploy(
     sha256:      the expected sha256 of the image file when it has no manifest
     checksum:    False writes an image that has neither manifest nor sha256
     size:        create the target file with this size when it does not exist
+    raw:         write the image byte for byte even when it does not look like a disk
+                 image (no partition table and no disk image header)
     """
     if seed is not None and configdrive is not None:
         raise UsageError("give either --seed or --configdrive, not both")
+    _check_size(size)
     events = events or Events()
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="osbake-deploy-") as tmp:
@@ -182,6 +190,7 @@ def deploy(
             sha256=sha256.lower() if sha256 else None,
             checksum=checksum,
             size=size,
+            raw=raw,
             events=events,
             host=host or Host(),
             tmp=Path(tmp),
@@ -223,8 +232,11 @@ def deploy(
                 os.close(ctx.fd)
             if ctx.image is not None:
                 ctx.image.close()
-            if ctx.target is not None and ctx.target.created and ctx.disk.exists():
-                ctx.disk.unlink()  # a new target file only appears complete
+            if ctx.lock_fd is not None:
+                assert ctx.target is not None
+                if ctx.target.created and ctx.disk.exists():
+                    ctx.disk.unlink()  # a new target file only appears complete
+                os.close(ctx.lock_fd)
         assert ctx.report is not None
         ctx.report.seconds = round(time.monotonic() - started, 3)
         events.finish(True, artifacts=[str(target)])
@@ -250,9 +262,24 @@ def _os_error(step: str, exc: OSError) -> DeployError:
 # -- 1. check ----------------------------------------------------------------------------------
 
 
+def _check_size(size: int | None) -> None:
+    if size is None:
+        return
+    if isinstance(size, bool) or not isinstance(size, int) or size <= 0 or size % SECTOR:
+        raise UsageError(f"--size {size!r} must be a positive multiple of 512 bytes")
+    if size > MAX_TARGET_FILE:
+        raise UsageError(
+            f"--size {size} bytes is more than osbake creates ({MAX_TARGET_FILE >> 40} TiB)",
+            hint="check the unit (8G is 8 GiB); write to a block device for a bigger disk",
+        )
+
+
 def check(ctx: _Context) -> None:
     ctx.image = open_image(ctx.image_path)
-    ctx.layout = read_layout(ctx.image.head())
+    head = ctx.image.head()
+    ctx.layout = read_layout(head)
+    if not ctx.raw:
+        _check_disk_image(ctx, head)
     ctx.expected, source = _expected_sha256(ctx)
     if ctx.seed_path is not None:
         ctx.seed = _load_seed(ctx.seed_path, ctx.configdrive, ctx.tmp, ctx.events)
@@ -268,8 +295,14 @@ def check(ctx: _Context) -> None:
         ctx.layout, ctx.image.size, ctx.seed.size if ctx.seed else None
     )
     ctx.target = target_mod.describe_target(ctx.target_path, ctx.size, ctx.host)
+    inputs = [p for p in (ctx.seed_path, ctx.manifest_path) if p is not None]
     notes = target_mod.check_target(
-        ctx.target, image=ctx.image_path, needed=needed, force=ctx.force, host=ctx.host
+        ctx.target,
+        image=ctx.image_path,
+        needed=needed,
+        force=ctx.force,
+        host=ctx.host,
+        inputs=inputs,
     )
     ctx.report = DeployReport(
         image=str(ctx.image_path),
@@ -286,6 +319,24 @@ def check(ctx: _Context) -> None:
         ctx.report.notes.append("the image file's checksum was not verified (--no-checksum)")
 
 
+def _check_disk_image(ctx: _Context, head: bytes) -> None:
+    """Refuse what does not look like a whole-disk image (unless --raw)."""
+    assert ctx.image is not None
+    if ctx.image.format == "qcow2":
+        return  # a disk image format by its header
+    if layout_mod.is_partitioned_disk(head, ctx.image.size):
+        return
+    what = "the disk in the archive" if ctx.image.format == "raw.tar" else "it"
+    raise ArtifactError(
+        f"{ctx.image_path} does not look like a disk image: {what} has no partition table "
+        "(GPT or MBR) and it is not a qcow2, vmdk, vhd or vhdx file; deploy writes only "
+        "disk images",
+        hint="check that this is the image you meant (an osbake build's .raw, .qcow2, .vhd "
+        "or .raw.tar.xz); to write a disk without a partition table (a bare file system, "
+        "an ISO without a hybrid MBR) byte for byte, pass --raw",
+    )
+
+
 def _expected_sha256(ctx: _Context) -> tuple[str | None, str | None]:
     if ctx.sha256 is not None:
         if len(ctx.sha256) != 64 or any(c not in "0123456789abcdef" for c in ctx.sha256):
@@ -294,6 +345,7 @@ def _expected_sha256(ctx: _Context) -> tuple[str | None, str | None]:
     found = _manifest_entry(ctx.image_path)
     if found is not None:
         manifest, entry = found
+        ctx.manifest_path = manifest
         actual = ctx.image_path.stat().st_size
         if "size" in entry and entry["size"] != actual:
             raise ArtifactError(
@@ -380,23 +432,38 @@ def _load_seed(path: Path, configdrive: bool, tmp: Path, events: Events) -> _See
     return _SeedVolume(path, size, filesystem, label)
 
 
+def _seed_too_big(path: Path) -> UsageError:
+    return UsageError(
+        f"--configdrive {path} holds more than 64 MiB; a config partition holds 64 MiB at most",
+        hint="keep large files out of the seed (fetch them from the network at boot)",
+    )
+
+
 def _decode_ironic(path: Path, tmp: Path) -> Path:
     """A config drive as Ironic takes it: plain, gzipped, or gzipped then base64-encoded."""
     with path.open("rb") as handle:
         head = handle.read(4)
-    if head[:2] == b"\x1f\x8b":
-        data = path.read_bytes()
-    elif head[:4] == b"H4sI":  # base64 of the gzip magic
+    if head[:2] != b"\x1f\x8b" and head[:4] != b"H4sI":  # gzip, or base64 of its magic
+        return path
+    # Compressed, it is smaller than the volume (base64 adds a third): anything
+    # bigger, or anything that inflates past the limit, is not a config drive.
+    if path.stat().st_size > MAX_SEED_BYTES * 4 // 3 + 4096:
+        raise _seed_too_big(path)
+    data = path.read_bytes()
+    if head[:4] == b"H4sI":
         try:
-            data = base64.b64decode(path.read_bytes(), validate=False)
+            data = base64.b64decode(data, validate=False)
         except (binascii.Error, ValueError) as exc:
             raise UsageError(f"--configdrive {path}: bad base64 ({exc})") from None
-    else:
-        return path
+    inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip framing
     try:
-        raw = gzip.decompress(data)
-    except (OSError, EOFError, zlib.error) as exc:
+        raw = inflate.decompress(data, MAX_SEED_BYTES + 1)
+    except zlib.error as exc:
         raise UsageError(f"--configdrive {path}: cannot decompress it ({exc})") from None
+    if len(raw) > MAX_SEED_BYTES:
+        raise _seed_too_big(path)
+    if not inflate.eof:
+        raise UsageError(f"--configdrive {path}: cannot decompress it (the data ends early)")
     decoded = tmp / "configdrive.img"
     decoded.write_bytes(raw)
     return decoded
@@ -451,6 +518,8 @@ def write_image(ctx: _Context) -> None:
     assert ctx.image is not None
     assert ctx.target is not None
     assert ctx.report is not None
+    if not ctx.target.block_device:
+        ctx.lock_fd = target_mod.lock_target(ctx.target, ctx.disk)
     ctx.fd = target_mod.open_target(ctx.target, ctx.disk, force=ctx.force)
     if not ctx.target.block_device:
         # A fresh, all-zero file of the target's size: zeros need not be written.

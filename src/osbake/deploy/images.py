@@ -26,8 +26,16 @@ XZ_MAGIC = b"\xfd7zXZ\x00"
 GZIP_MAGIC = b"\x1f\x8b"
 BZIP2_MAGIC = b"BZh"
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-# Formats osbake writes but deploy does not read (convert them with qemu-img).
-FOREIGN = {b"KDMV": "vmdk", b"vhdxfile": "vhdx", b"conectix": "vhd"}
+# Formats osbake writes but deploy does not read (convert them with qemu-img). A
+# dynamic VHD starts with a copy of its footer; a fixed one is raw data and a footer.
+FOREIGN = {
+    b"KDMV": "vmdk",
+    b"# Disk DescriptorFile": "vmdk",
+    b"vhdxfile": "vhdx",
+    b"conectix": "vhd",
+}
+VHD_FOOTER = 512
+VHD_FIXED = 2
 
 
 class ImageSource(Protocol):
@@ -66,7 +74,20 @@ def open_image(path: Path) -> ImageSource:
         )
     if magic.startswith((XZ_MAGIC, GZIP_MAGIC, BZIP2_MAGIC)) or _is_tar(magic):
         return TarSource(path)
+    if _fixed_vhd(path):
+        return RawSource(path, size=path.stat().st_size - VHD_FOOTER, format="vhd")
     return RawSource(path)
+
+
+def _fixed_vhd(path: Path) -> bool:
+    """A fixed VHD: the raw disk followed by a 512-byte footer (cookie 'conectix')."""
+    size = path.stat().st_size
+    if size < 2 * VHD_FOOTER or size % VHD_FOOTER:
+        return False
+    with path.open("rb") as handle:
+        handle.seek(size - VHD_FOOTER)
+        footer = handle.read(VHD_FOOTER)
+    return footer[:8] == b"conectix" and int.from_bytes(footer[60:64], "big") == VHD_FIXED
 
 
 def _is_tar(block: bytes) -> bool:
@@ -83,15 +104,14 @@ def _corrupt(path: Path, exc: BaseException) -> ArtifactError:
 class RawSource:
     """A raw disk image; holes of a sparse file are skipped without reading them."""
 
-    format = "raw"
-
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, size: int | None = None, format: str = "raw") -> None:
         self.path = path
-        self.size = path.stat().st_size
+        self.format = format
+        self.size = path.stat().st_size if size is None else size
 
     def head(self, length: int = HEAD) -> bytes:
         with self.path.open("rb") as handle:
-            return handle.read(length)
+            return handle.read(min(length, self.size))
 
     def chunks(self) -> Iterator[tuple[int, bytes]]:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)

@@ -76,6 +76,32 @@ def read_layout(head: bytes) -> Layout:
     return Layout(None)
 
 
+# The OEM names and file system types of boot sectors that end in 55 AA like an MBR.
+_VOLUME_BOOT_SECTORS = ((3, b"NTFS"), (3, b"EXFAT"), (54, b"FAT"), (82, b"FAT32"))
+
+
+def is_partitioned_disk(head: bytes, size: int) -> bool:
+    """Whether these first bytes of a disk of `size` bytes hold a partition table with
+    at least one partition inside the disk: a GPT, or an MBR that is not the boot
+    sector of a bare file system (FAT and NTFS end their first sector in 55 AA too)."""
+    layout = read_layout(head)
+    if layout.table is None or not layout.partitions:
+        return False
+    sectors = size // SECTOR
+    if any(p.start < 1 or p.end < p.start or p.start >= sectors for p in layout.partitions):
+        return False
+    if layout.table == "gpt":
+        (header_size,) = struct.unpack("<I", head[SECTOR + 12 : SECTOR + 16])
+        entries_lba, _, entry_size = struct.unpack("<QII", head[SECTOR + 72 : SECTOR + 88])
+        return bool(92 <= header_size <= SECTOR and entries_lba >= 2 and entry_size >= 128)
+    if head[0] in (0xEB, 0xE9) and any(
+        head[at : at + len(name)] == name for at, name in _VOLUME_BOOT_SECTORS
+    ):
+        return False
+    # Each MBR entry's status byte is 00 or 80 (bootable).
+    return all(head[446 + index * 16] in (0x00, 0x80) for index in range(4))
+
+
 def _read_gpt(head: bytes) -> Layout:
     header = head[SECTOR : 2 * SECTOR]
     entries_lba, count, entry_size = struct.unpack("<QII", header[72:88])

@@ -17,7 +17,7 @@ import os
 import re
 import stat
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -271,10 +271,17 @@ def check_target(
     needed: int,
     force: bool = False,
     host: Host | None = None,
+    inputs: Sequence[Path] = (),
 ) -> list[str]:
-    """Refuse a target that must not be written; return notes for what --force let through."""
+    """Refuse a target that must not be written; return notes for what --force let through.
+
+    `inputs` are the other files the deploy reads (seed, manifest): the target may
+    be none of them, nor the image.
+    """
     host = host or Host()
     _check_not_image(target, image)
+    for path in inputs:
+        _check_not_input(target, path)
     problems = (
         _block_problems(target, host) if target.block_device else _file_problems(target, host)
     )
@@ -302,6 +309,20 @@ def _check_not_image(target: Target, image: Path) -> None:
     if same:
         raise UsageError(
             f"the target {target.path} is the image itself",
+            hint="give another file or disk as the target",
+        )
+
+
+def _check_not_input(target: Target, path: Path) -> None:
+    if target.created:
+        return
+    try:
+        same = os.path.samefile(target.path, path)
+    except OSError:
+        same = False
+    if same:
+        raise UsageError(
+            f"the target {target.path} is {path}, which this deploy reads",
             hint="give another file or disk as the target",
         )
 
@@ -388,11 +409,36 @@ def open_target(target: Target, path: Path | None = None, *, force: bool = False
     if target.block_device and not force:
         flags |= os.O_EXCL
     if target.created:
-        flags |= os.O_CREAT | os.O_TRUNC
+        flags |= os.O_CREAT  # not O_TRUNC: another deploy may be writing it (see below)
     try:
         return os.open(path, flags, 0o644)
     except OSError as exc:
         raise _access_error(target.path, exc) from None
+
+
+def lock_target(target: Target, path: Path | None = None) -> int:
+    """Hold a target file (or the file a new target is written to) for this deploy.
+
+    Two deploys into one file would interleave their writes: the second one stops
+    at once and says so. The lock is on a descriptor of its own, kept until the
+    deploy ends, so the tools that change the table and the file system in between
+    do not drop it. (A block device is opened O_EXCL instead.)
+    """
+    path = path or target.path
+    flags = os.O_RDONLY | os.O_CLOEXEC | (os.O_CREAT if target.created else 0)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as exc:
+        raise _access_error(target.path, exc) from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise DeployError(
+            f"another osbake deploy is writing {target.path}",
+            hint="wait for it to finish, or write to another target",
+        ) from None
+    return fd
 
 
 def zero_range(fd: int, offset: int, length: int) -> None:

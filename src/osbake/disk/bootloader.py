@@ -97,6 +97,34 @@ class BootSetup:
     efi_files: list[str] = field(default_factory=list)
 
 
+# How long systemd waits for the device of a mount, and for the mount itself, before
+# it gives up (its default, 90 s each, is not enough for an emulated machine on a
+# loaded host: udev and fsck run many times slower under TCG).
+SLOW_DEVICE_SECONDS = 300
+# Mount points the system cannot run without: if one is missing, booting on would
+# write into the root file system what belongs on it. Everything else is `nofail`:
+# the boot goes on without it, and a late device does not stop the machine.
+ESSENTIAL_MOUNTS = ("/", "/usr", "/var", "/boot")
+
+
+def is_essential(mount: str) -> bool:
+    return mount in ESSENTIAL_MOUNTS or mount.startswith(("/usr/", "/var/"))
+
+
+def _slow_hardware_options(options: str, mount: str | None, user_given: bool) -> str:
+    """Add a device and mount timeout, and `nofail` where a mount may be missing."""
+    words = options.split(",") if options else []
+    if mount != "/":
+        if not any(w.startswith("x-systemd.device-timeout=") for w in words):
+            words.append(f"x-systemd.device-timeout={SLOW_DEVICE_SECONDS}s")
+        if mount is not None and not any(w.startswith("x-systemd.mount-timeout=") for w in words):
+            words.append(f"x-systemd.mount-timeout={SLOW_DEVICE_SECONDS}s")
+        # The recipe's own options say what it wants; osbake adds nofail only to its own.
+        if (mount is None or not is_essential(mount)) and not user_given and "nofail" not in words:
+            words.append("nofail")
+    return ",".join(words)
+
+
 def fstab(disk: DiskPlan) -> str:
     lines = ["# /etc/fstab: written by osbake from the image's disk layout (by UUID)."]
     for part in disk.by_mount():
@@ -113,10 +141,12 @@ def fstab(disk: DiskPlan) -> str:
             passno = 1 if part.mount == "/" else 2
             if part.fs == FsType.BTRFS:
                 passno = 0
+        options = _slow_hardware_options(options, part.mount, part.options is not None)
         lines.append(f"{ident}\t{part.mount}\t{part.fs}\t{options}\t0\t{passno}")
     for part in disk.partitions:
         if part.fs == FsType.SWAP:
-            lines.append(f"UUID={part.fs_uuid}\tnone\tswap\tsw\t0\t0")
+            options = _slow_hardware_options("sw", None, False)
+            lines.append(f"UUID={part.fs_uuid}\tnone\tswap\t{options}\t0\t0")
     return "\n".join(lines) + "\n"
 
 

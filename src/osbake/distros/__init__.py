@@ -57,6 +57,11 @@ class Distro:
         """Packages the image needs to boot with these firmwares (osbake installs them)."""
         raise NotImplementedError
 
+    def filesystem_packages(self, filesystems: list[str]) -> list[str]:
+        """Packages the image needs for its own file systems: to check them at boot and
+        to grow them (growroot, cloud-init's resizefs call btrfs and xfs_growfs)."""
+        raise NotImplementedError
+
     # Steps.
     def bootstrap(self, ctx: Context) -> None:
         raise NotImplementedError

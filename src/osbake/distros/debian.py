@@ -153,6 +153,11 @@ class Debian(Distro):
             packages += ["shim-signed", f"grub-efi-{efi[arch]}-signed"]
         return packages
 
+    def filesystem_packages(self, filesystems: list[str]) -> list[str]:
+        # ext4's e2fsprogs is in every Debian base system; vfat needs no tool to mount.
+        tools = {"btrfs": "btrfs-progs", "xfs": "xfsprogs"}
+        return list(dict.fromkeys(tools[fs] for fs in filesystems if fs in tools))
+
     def script_environment(self) -> dict[str, str]:
         return {
             "OSBAKE_DEBIAN_SUITES": " ".join(

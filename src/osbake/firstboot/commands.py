@@ -94,6 +94,11 @@ def register(command: Any, sub: Any) -> None:
         help="write an image that has neither manifest nor --sha256, unverified",
     )
     p.add_argument("--size", metavar="SIZE", help="create TARGET as a file of this size (8G)")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="write IMAGE byte for byte even if it has no partition table or disk image header",
+    )
     p.add_argument("--json", action="store_true", help="print events and the report as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="print the commands run")
 
@@ -190,6 +195,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         sha256=args.sha256,
         checksum=not args.no_checksum,
         size=parse_size(args.size) if args.size else None,
+        raw=args.raw,
         events=events,
     )
     if args.json:

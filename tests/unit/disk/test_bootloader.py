@@ -64,3 +64,57 @@ def test_a_separate_boot_partition_boots_the_newest_kernel(tmp_path: Path) -> No
     ctx = SimpleNamespace(tree=tree)
     kernel, initrd = bootloader.kernel_paths(ctx, plan)  # type: ignore[arg-type]
     assert (kernel, initrd) == ("/vmlinuz-6.1.0-10-amd64", "/initrd.img-6.1.0-10-amd64")
+
+
+def test_fstab_lets_slow_devices_come_and_optional_mounts_be_missing(tmp_path: Path) -> None:
+    text = LAYOUT.format(size="auto", root="8GiB") + (
+        "    - {name: var, size: 1GiB, fs: ext4, mount: /var}\n"
+        "    - {name: log, size: 1GiB, fs: ext4, mount: /var/log}\n"
+        "    - {name: home, size: 1GiB, fs: btrfs, mount: /home}\n"
+        "    - {name: srv, size: 1GiB, fs: ext4, mount: /srv, options: 'noatime'}\n"
+        "    - {name: swap, type: swap, size: 1GiB, fs: swap}\n"
+    )
+    plan = disk_plan(tmp_path, text)
+    lines = {
+        line.split("\t")[1]: line.split("\t")[3]
+        for line in bootloader.fstab(plan).splitlines()
+        if not line.startswith("#")
+    }
+    wait = "x-systemd.device-timeout=300s"
+    # The root is mounted by the initramfs: its line stays as it was.
+    assert lines["/"] == "errors=remount-ro"
+    # The system cannot run without /var: it waits for the device, never nofail.
+    for essential in ("/var", "/var/log"):
+        assert wait in lines[essential] and "nofail" not in lines[essential]
+        assert "x-systemd.mount-timeout=300s" in lines[essential]
+    # The rest may be missing (the boot goes on) and may come late.
+    for optional in ("/boot/efi", "/home", "none"):
+        assert wait in lines[optional] and "nofail" in lines[optional].split(",")
+    assert lines["/boot/efi"].startswith("umask=0077,")
+    # A recipe's own options are kept; osbake adds the wait, not nofail.
+    assert lines["/srv"] == f"noatime,{wait},x-systemd.mount-timeout=300s"
+
+
+def test_a_btrfs_root_brings_btrfs_progs(tmp_path: Path) -> None:
+    from osbake.distros import get_distro
+    from osbake.elements.catalog import Catalog, SearchPath
+    from osbake.elements.resolver import resolve
+    from osbake.plan import _packages, _requests
+    from osbake.recipe import load
+
+    def packages(fs: str) -> list[str]:
+        path = tmp_path / f"{fs}.yaml"
+        path.write_text(
+            LAYOUT.format(size="auto", root="rest").replace("fs: ext4", f"fs: {fs}")
+            + "distro: debian\nrelease: bookworm\narch: [amd64]\nelements: [vm]\n"
+        )
+        recipe = load(path)
+        catalog = Catalog(SearchPath.for_recipe(recipe.source_dirs))
+        elements = resolve(catalog, _requests(recipe))
+        distro = get_distro(recipe, recipe.arch[0], {})
+        disk = disk_plan(tmp_path, path.read_text())
+        base, _ = _packages(recipe, elements, distro, disk)
+        return base
+
+    assert "btrfs-progs" in packages("btrfs")
+    assert "btrfs-progs" not in packages("ext4")

@@ -1,5 +1,6 @@
-"""deploy() end to end on images without a partition table (no tool is needed for those),
-and every refusal that must leave the target as it was."""
+"""deploy() end to end on images without a partition table (no tool is needed for those;
+they are written with raw=True, which --raw gives), and every refusal that must leave the
+target as it was."""
 
 from __future__ import annotations
 
@@ -52,7 +53,9 @@ def test_raw_image_to_a_new_file(tmp_path: Path, host: Host) -> None:
     with_manifest(image)
     seen: list[dict] = []
     target = tmp_path / "target.img"
-    report = deploy(image, target, size=8 * MIB, verify=True, host=host, events=Events(seen.append))
+    report = deploy(
+        image, target, size=8 * MIB, verify=True, host=host, events=Events(seen.append), raw=True
+    )
     content = target.read_bytes()
     assert len(content) == 8 * MIB
     assert content[: 6 * MIB] == disk_bytes()
@@ -83,7 +86,9 @@ def test_tar_gz_image(tmp_path: Path, host: Host) -> None:
         archive.addfile(info, io.BytesIO(disk_bytes()))
     target = tmp_path / "target.img"
     target.write_bytes(b"\xee" * 6 * MIB)
-    report = deploy(image, target, sha256=hashlib.sha256(image.read_bytes()).hexdigest(), host=host)
+    report = deploy(
+        image, target, sha256=hashlib.sha256(image.read_bytes()).hexdigest(), host=host, raw=True
+    )
     assert report.format == "raw.tar"
     assert report.checksum_source == "--sha256"
     assert target.read_bytes() == disk_bytes()
@@ -97,7 +102,7 @@ def test_checksum_mismatch_leaves_the_target_alone(tmp_path: Path, host: Host) -
     target.write_bytes(b"precious" * MIB)
     seen: list[dict] = []
     with pytest.raises(ArtifactError, match="does not match its checksum") as caught:
-        deploy(image, target, host=host, events=Events(seen.append))
+        deploy(image, target, host=host, events=Events(seen.append), raw=True)
     assert "target was not touched" in (caught.value.hint or "")
     assert target.read_bytes() == b"precious" * MIB
     assert seen[-1] == {**seen[-1], "event": "finish", "ok": False, "step": "checksum"}
@@ -110,7 +115,7 @@ def test_truncated_image_is_caught_by_its_size(tmp_path: Path, host: Host) -> No
     target = tmp_path / "target.img"
     target.write_bytes(b"precious" * MIB)
     with pytest.raises(ArtifactError, match="truncated"):
-        deploy(image, target, host=host)
+        deploy(image, target, host=host, raw=True)
     assert target.read_bytes() == b"precious" * MIB
 
 
@@ -121,7 +126,7 @@ def test_target_too_small(tmp_path: Path, host: Host) -> None:
     target = tmp_path / "target.img"
     target.write_bytes(b"precious" * (MIB // 2))
     with pytest.raises(UsageError, match="too small"):
-        deploy(image, target, host=host)
+        deploy(image, target, host=host, raw=True)
     assert target.read_bytes() == b"precious" * (MIB // 2)
 
 
@@ -130,13 +135,13 @@ def test_without_a_checksum_it_asks(tmp_path: Path, host: Host) -> None:
     image.write_bytes(disk_bytes())
     target = tmp_path / "target.img"
     with pytest.raises(UsageError, match="nothing to check") as caught:
-        deploy(image, target, size=8 * MIB, host=host)
+        deploy(image, target, size=8 * MIB, host=host, raw=True)
     assert "--no-checksum" in (caught.value.hint or "")
     assert not target.exists()
-    report = deploy(image, target, size=8 * MIB, checksum=False, host=host)
+    report = deploy(image, target, size=8 * MIB, checksum=False, host=host, raw=True)
     assert "not verified" in report.notes[0]
     with pytest.raises(UsageError, match="64 hexadecimal"):
-        deploy(image, tmp_path / "t2", size=8 * MIB, sha256="abc", host=host)
+        deploy(image, tmp_path / "t2", size=8 * MIB, sha256="abc", host=host, raw=True)
 
 
 def test_grow_needs_a_partition_table(tmp_path: Path, host: Host) -> None:
@@ -144,7 +149,7 @@ def test_grow_needs_a_partition_table(tmp_path: Path, host: Host) -> None:
     image.write_bytes(disk_bytes())
     with_manifest(image)
     with pytest.raises(ArtifactError, match="no partition table"):
-        deploy(image, tmp_path / "t", size=8 * MIB, grow=True, host=host)
+        deploy(image, tmp_path / "t", size=8 * MIB, grow=True, host=host, raw=True)
 
 
 def test_seed_and_configdrive_exclude_each_other(tmp_path: Path) -> None:
@@ -159,27 +164,27 @@ def test_seed_must_be_a_seed(tmp_path: Path, host: Host) -> None:
     not_seed = tmp_path / "seed.img"
     not_seed.write_bytes(bytes(MIB))
     with pytest.raises(UsageError, match="cloud-init looks for the label"):
-        deploy(image, tmp_path / "t", size=16 * MIB, seed=not_seed, host=host)
+        deploy(image, tmp_path / "t", size=16 * MIB, seed=not_seed, host=host, raw=True)
     with pytest.raises(UsageError, match="no such file"):
-        deploy(image, tmp_path / "t", size=16 * MIB, seed=tmp_path / "none", host=host)
+        deploy(image, tmp_path / "t", size=16 * MIB, seed=tmp_path / "none", host=host, raw=True)
     big = tmp_path / "big.img"
     big.write_bytes(b"")
     with big.open("r+b") as handle:
         handle.truncate(65 * MIB)
     with pytest.raises(UsageError, match="64 MiB at most"):
-        deploy(image, tmp_path / "t", size=128 * MIB, configdrive=big, host=host)
+        deploy(image, tmp_path / "t", size=128 * MIB, configdrive=big, host=host, raw=True)
 
 
 def test_missing_image(tmp_path: Path, host: Host) -> None:
     with pytest.raises(ArtifactError, match="does not exist"):
-        deploy(tmp_path / "nope.qcow2", tmp_path / "t", size=MIB, host=host)
+        deploy(tmp_path / "nope.qcow2", tmp_path / "t", size=MIB, host=host, raw=True)
 
 
 def test_foreign_formats_are_named(tmp_path: Path, host: Host) -> None:
     image = tmp_path / "disk.vmdk"
     image.write_bytes(b"KDMV" + bytes(1020))
     with pytest.raises(ArtifactError, match="is a vmdk image") as caught:
-        deploy(image, tmp_path / "t", size=MIB, host=host)
+        deploy(image, tmp_path / "t", size=MIB, host=host, raw=True)
     assert "qemu-img convert" in (caught.value.hint or "")
 
 
@@ -193,5 +198,5 @@ def test_a_new_target_file_appears_only_when_complete(tmp_path: Path, host: Host
     image.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])  # cut in half
     target = tmp_path / "new.img"
     with pytest.raises(ArtifactError, match="corrupt or truncated"):
-        deploy(image, target, size=8 * MIB, checksum=False, host=host)
+        deploy(image, target, size=8 * MIB, checksum=False, host=host, raw=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["disk.raw.tar.gz", "host"]

@@ -129,3 +129,17 @@ def test_interactive_console_on_stdio_with_a_log() -> None:
 def test_extra_arguments_come_last() -> None:
     argv = vm.qemu_argv(machine(extra_args=["-device", "e1000"]))
     assert argv[-2:] == ["-device", "e1000"]
+
+
+def test_tcg_runs_one_vcpu_and_several_take_turns_on_one_thread() -> None:
+    # Multi-threaded TCG hangs x86 guests (soft lockups, int3 oopses): one vCPU by
+    # default, and several only single-threaded unless asked otherwise.
+    assert vm.default_cpus(vm.Accel.TCG) == 1
+    assert vm._tcg_threads(vm.Accel.TCG, 1, None) is None
+    assert vm._tcg_threads(vm.Accel.TCG, 2, None) == vm.TcgThreads.SINGLE
+    assert vm._tcg_threads(vm.Accel.TCG, 2, vm.TcgThreads.MULTI) == vm.TcgThreads.MULTI
+    assert vm._tcg_threads(vm.Accel.KVM, 2, None) is None
+    argv = vm.qemu_argv(machine(cpus=2, tcg_threads=vm.TcgThreads.SINGLE))
+    assert pairs(argv, "-accel") == ["tcg,thread=single"]
+    assert pairs(argv, "-smp") == ["2"]
+    assert pairs(vm.qemu_argv(machine()), "-accel") == ["tcg"]
