@@ -217,11 +217,13 @@ class RangeHandler(_QuietHandler):
 
 
 @contextmanager
-def throttled_proxy(port: int, rate: int) -> Iterator[int]:
+def throttled_proxy(port: int, rate: int, *, stall_on: bytes | None = None) -> Iterator[int]:
     """A TCP proxy to 127.0.0.1:`port` that forwards what clients send at about `rate`
     bytes per second (answers pass at full speed); yields the proxy's port.
 
-    It slows an upload down (to Glance, say) so that a test can kill it half-way.
+    It slows an upload down (to Glance, say) so that a test can kill it half-way. With
+    `stall_on`, a client's bytes stop going through once they contain it (an upload's
+    request line, say), until the client goes away.
     """
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -233,6 +235,10 @@ def throttled_proxy(port: int, rate: int) -> Iterator[int]:
             while True:
                 data = src.recv(max(1024, limit // 20) if limit else 65536)
                 if not data:
+                    break
+                if limit and stall_on is not None and stall_on in data:
+                    while src.recv(65536):  # hold it back until the client is gone
+                        pass
                     break
                 dst.sendall(data)
                 if limit:
