@@ -112,6 +112,12 @@ class _Sending:
         return {name: hasher.hexdigest() for name, hasher in self.hashes.items()}
 
 
+def _osbake_made(image: Any) -> bool:
+    """Uploaded by osbake (osbake deletes only images it made, and only of its item)."""
+    props = image.properties or {}
+    return bool(props.get(OWNER_PROPERTY) or props.get("source_sha256"))
+
+
 def _created(image: Any) -> tuple[str, str]:
     """The order in which syncs agree on which of two copies stays: the oldest."""
     return (str(image.created_at or ""), str(image.id))
@@ -178,8 +184,7 @@ class GlanceTarget(Target):
         good = sorted((i for i in images if image_matches(i, item)), key=_created)
         for image in images:
             props = image.properties or {}
-            ours = bool(props.get(OWNER_PROPERTY) or props.get("source_sha256"))
-            if image in good[:1] or not ours:
+            if image in good[:1] or not _osbake_made(image):
                 continue
             if image in good:
                 why = f"a second copy of {good[0].id}"
@@ -258,13 +263,15 @@ class GlanceTarget(Target):
                 hint="the upload was damaged on the way; run the sync again",
             )
         events.log(f"{self.name}: image {image.id} '{name}' active, checksum verified")
-        # A sync from elsewhere (another host or cache folder) may have uploaded the same
-        # item meanwhile: both keep the oldest copy, so exactly one stays.
+        # A sync from elsewhere (another host or cache folder) may have uploaded the item
+        # meanwhile: each sync keeps the first good image in a fixed order and deletes the
+        # others it sees, so the last one to look leaves exactly one.
         good = sorted(
             (i for i in self._images_of(item, self._list()) if image_matches(i, item)),
             key=_created,
         )
-        if good and good[0].id != image.id:
-            self._delete(
-                image, f"removed image {image.id}: another sync put {good[0].id} there", events
-            )
+        for other in good[1:]:
+            if _osbake_made(other):
+                self._delete(
+                    other, f"removed image {other.id}: a second copy of {good[0].id}", events
+                )
