@@ -4,6 +4,7 @@ no Keystone), started once for this module and stopped after it."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shlex
 import shutil
@@ -379,3 +380,34 @@ def test_the_docs_first_example_works_verbatim(
     assert "1 items selected, 1 transferred" in run.stdout  # the newest amd64 disk only
     images = [i for i in _connect(glance).image.images() if i.name.startswith("docs-")]
     assert [(i.name, i.status) for i in images] == [("docs-bookworm-amd64-20261121", "active")]
+
+
+def test_a_stream_with_sha256_only_is_uploaded_once(glance: Path, tmp_path: Path) -> None:
+    """Glance hashes with md5 and sha512; a stream that gives only sha256 is still known
+    again (by what osbake recorded of the file it checked), not uploaded on every sync."""
+    content = _published(tmp_path, "onlysha256", mib=2)
+    products = tmp_path / "repo/streams/v1/org.osbake:daily:download.json"
+    tree = json.loads(products.read_text())
+    for product in tree["products"].values():
+        for version in product["versions"].values():
+            for item in version["items"].values():
+                item.pop("md5", None)
+                item.pop("sha512", None)
+    products.write_text(json.dumps(tree))
+    env = {
+        **os.environ,
+        "OS_CLIENT_CONFIG_FILE": str(glance),
+        "OSBAKE_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    with http_server(tmp_path / "repo") as url:
+        for transferred in (1, 0):
+            run = subprocess.run(
+                [sys.executable, "-m", "osbake", "sync", url, "glance:testglance"],
+                env=env,
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert run.returncode == 0, run.stderr
+            assert f"1 items selected, {transferred} transferred" in run.stdout
+    _assert_one_intact_image(glance, "onlysha256", content)

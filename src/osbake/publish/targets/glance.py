@@ -36,6 +36,11 @@ ARCHITECTURES = {
 KEY_PROPERTIES = ("content_id", "product_name", "version_name", "item_name")
 # Which host and cache folder uploaded the image (staging.sync_owner).
 OWNER_PROPERTY = "osbake_sync_owner"
+# The stream's checksum of the file, and the file's own hashes (as checked against it
+# right before the upload): how an image of a stream that gives none of Glance's hash
+# algorithms is known by Glance's hash of its data.
+SOURCE_PROPERTY = "osbake_source"
+FILE_PROPERTY = "osbake_file_"
 # What an upload that did not finish leaves behind.
 LEFTOVER_STATES = frozenset({"queued", "saving", "uploading", "importing", "killed"})
 
@@ -76,6 +81,9 @@ def image_matches(image: Any, item: Item) -> bool:
 
     Glance computes `checksum` (md5) and `os_hash_value` (sha512 by default) from the
     data it stored; every one the stream also gives must agree, and at least one must.
+    A stream with none of Glance's algorithms (sha256 only, say) is matched through what
+    osbake recorded when it uploaded the file it had checked against the stream: the
+    file's hash in Glance's algorithm, which Glance's own must then equal.
     """
     if image.status != "active" or image.size != item.size:
         return False
@@ -83,7 +91,16 @@ def image_matches(image: Any, item: Item) -> bool:
     if image.hash_algo:
         pairs.append((image.hash_value, item.data.get(image.hash_algo)))
     compared = [(got, want) for got, want in pairs if got and isinstance(want, str) and want]
-    return bool(compared) and all(got == want.lower() for got, want in compared)
+    if compared:
+        return all(got == want.lower() for got, want in compared)
+    props = image.properties or {}
+    checksum = item.checksum()
+    return (
+        checksum is not None
+        and props.get(SOURCE_PROPERTY) == f"{checksum[0]}:{checksum[1]}"
+        and bool(image.hash_algo and image.hash_value)
+        and props.get(f"{FILE_PROPERTY}{image.hash_algo}") == image.hash_value
+    )
 
 
 class _Sending:
@@ -212,7 +229,14 @@ class GlanceTarget(Target):
         name = image_name(item)
         digests = verify_file(item, path)  # right before it is sent
         size = path.stat().st_size
-        properties = {**image_properties(item), OWNER_PROPERTY: self.owner}
+        checksum = item.checksum()
+        assert checksum is not None  # verify_file refuses an item without one
+        properties = {
+            **image_properties(item),
+            OWNER_PROPERTY: self.owner,
+            SOURCE_PROPERTY: f"{checksum[0]}:{checksum[1]}",
+            **{f"{FILE_PROPERTY}{name}": value for name, value in digests.items()},
+        }
         events.log(f"uploading {path.name} to {self.name} as image '{name}' ({disk_format})")
         image_api = self.connection.image
         with path.open("rb") as handle:
