@@ -32,6 +32,7 @@ from osbake.publish.streams import (
 
 _STREAM_PATH_RE = re.compile(r"streams/v1/[^/]+\.s?json$")
 USER_AGENT = "osbake-sync"
+STREAM_FILE_LIMIT = 256 << 20  # the largest public products files are tens of MiB
 
 
 class NotFound(PublishError):
@@ -161,8 +162,16 @@ class Source:
         return Opened(response, 0, int(length) if known else None)
 
     def read(self, path: str) -> bytes:
+        """A stream file, whole (bounded: a stream file is never that large)."""
         with self.open(path).stream as stream:
-            return stream.read()
+            data = stream.read(STREAM_FILE_LIMIT + 1)
+        if len(data) > STREAM_FILE_LIMIT:
+            raise PublishError(
+                f"{self.describe(path)}: larger than {STREAM_FILE_LIMIT >> 20} MiB, "
+                "not a stream file osbake reads",
+                hint="check the URL: it should lead to a simplestreams index or products file",
+            )
+        return data
 
     # -- stream files ------------------------------------------------------------------------
 

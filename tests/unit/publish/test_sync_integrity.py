@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from osbake.errors import VerifyError
+from osbake.errors import PublishError, VerifyError
 from osbake.events import Events
 from osbake.publish import publish, staging
 from osbake.publish.download import fetch, verify_file
@@ -228,3 +228,15 @@ def test_glance_counts_an_image_only_by_its_own_checksums() -> None:
     assert image_matches(_image(**stored, properties=recorded), only)
     other = {**recorded, "osbake_file_sha512": "0" * 128}  # the data is not that file
     assert not image_matches(_image(**stored, properties=other), only)
+
+
+def test_a_huge_stream_file_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import osbake.publish.source as source_mod
+
+    monkeypatch.setattr(source_mod, "STREAM_FILE_LIMIT", 1000)
+    (tmp_path / "streams/v1").mkdir(parents=True)
+    (tmp_path / "streams/v1/index.json").write_text(
+        '{"format": "index:1.0", "index": {}}' + " " * 1000
+    )
+    with pytest.raises(PublishError, match="larger than 0 MiB, not a stream file"):
+        Source(str(tmp_path)).streams()
