@@ -222,7 +222,11 @@ class Ec2Target(Target):
                 if image in good:
                     why = f"a second copy of {good[0]['ImageId']}"
                 elif image.get("State") in PRESENT_STATES:
-                    why = "its snapshot was never checked against the image"
+                    made_from = tags_of(image).get("osbake:source")
+                    if made_from and made_from != source_tag(item):
+                        why = "it was made from another file than the stream's"
+                    else:
+                        why = "its snapshot was never checked against the image"
                 elif image.get("State") in BROKEN_STATES:
                     why = f"it is {image.get('State')}"
                 else:

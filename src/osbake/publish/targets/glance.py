@@ -235,7 +235,7 @@ class GlanceTarget(Target):
             **image_properties(item),
             OWNER_PROPERTY: self.owner,
             SOURCE_PROPERTY: f"{checksum[0]}:{checksum[1]}",
-            **{f"{FILE_PROPERTY}{name}": value for name, value in digests.items()},
+            **{f"{FILE_PROPERTY}{algorithm}": value for algorithm, value in digests.items()},
         }
         events.log(f"uploading {path.name} to {self.name} as image '{name}' ({disk_format})")
         image_api = self.connection.image
