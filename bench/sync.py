@@ -2,7 +2,9 @@
 
 Both mirror the same signed simplestreams tree (several GB of images published
 by osbake) from the same local HTTP server, one after the other, in one run;
-then both run again on the full mirror (which should transfer nothing).
+then both run again on the full mirror (which should transfer nothing). Last,
+two `osbake sync` start together into one new mirror: each item is downloaded
+once (the second waits for the item's lock, then finds it there).
 
     .venv/bin/python bench/sync.py --gib 4 --files 4 --workdir /var/tmp/osbake-bench
 
@@ -102,6 +104,23 @@ def timed(argv: list[str]) -> float:
     return seconds
 
 
+def together(argv: list[str]) -> tuple[float, int]:
+    """Two runs of `argv` started at once: the wall time and the bytes both downloaded."""
+    os.sync()
+    started = time.monotonic()
+    procs = [
+        subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    downloaded = 0
+    for proc in procs:
+        out, err = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"{argv[0]} failed:\n{err[-3000:]}")
+        downloaded += json.loads(out.strip().splitlines()[-1])["bytes"]
+    return time.monotonic() - started, downloaded
+
+
 def image_bytes(root: Path) -> int:
     return sum(p.stat().st_size for p in root.rglob("*.qcow2"))
 
@@ -143,6 +162,9 @@ def main() -> int:
             again_ob = timed(ob)
             assert image_bytes(ours) == size, "osbake's mirror is incomplete"
             assert image_bytes(ref) == size, "sstream-mirror's mirror is incomplete"
+            both = args.workdir / "mirror-together"
+            both_seconds, both_bytes = together([*ob[:5], str(both), *ob[6:]])
+            assert image_bytes(both) == size, "the mirror of two syncs at once is incomplete"
             rows = [
                 ("sstream-mirror (python-simplestreams)", first_ss, again_ss),
                 (f"osbake sync --jobs {args.jobs}", first_ob, again_ob),
@@ -158,6 +180,10 @@ def main() -> int:
     print("|---|---:|---:|---:|")
     for name, first, again in rows:
         print(f"| {name} | {first:.1f} s | {size / first / 1e6:.0f} | {again:.2f} s |")
+    print(
+        f"\ntwo `osbake sync --jobs {args.jobs}` at once into one mirror: {both_seconds:.1f} s, "
+        f"{both_bytes / 1e6:.0f} MB downloaded in all for a {size / 1e6:.0f} MB tree"
+    )
     if not args.keep:
         shutil.rmtree(args.workdir)
     return 0

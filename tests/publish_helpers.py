@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import http.server
 import json
 import os
+import socket
 import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def make_build(
@@ -148,10 +153,16 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 @contextmanager
-def http_server(root: Path) -> Iterator[str]:
-    """Serve `root` on 127.0.0.1 (with Range requests, see RangeHandler); yield its URL."""
+def http_server(root: Path, *, rate: int | None = None) -> Iterator[str]:
+    """Serve `root` on 127.0.0.1 (with Range requests, see RangeHandler); yield its URL.
+
+    `rate` throttles each response to about that many bytes per second, so that two
+    syncs started together are still downloading when the other one starts.
+    """
     handler = functools.partial(RangeHandler, directory=str(root))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    server.rate = rate  # type: ignore[attr-defined]
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -163,7 +174,8 @@ def http_server(root: Path) -> Iterator[str]:
 
 
 class RangeHandler(_QuietHandler):
-    """SimpleHTTPRequestHandler with single `Range: bytes=N-` support (for resume tests)."""
+    """SimpleHTTPRequestHandler with single `Range: bytes=N-` support (for resume tests),
+    throttled to the server's `rate` (bytes per second) when it has one."""
 
     requests: list[tuple[str, str | None]] = []
 
@@ -177,7 +189,10 @@ class RangeHandler(_QuietHandler):
         start = int(spec.removeprefix("bytes=").split("-")[0])
         size = path.stat().st_size
         if start >= size:
-            self.send_error(416)
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
             return
         self.send_response(206)
         self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
@@ -185,4 +200,99 @@ class RangeHandler(_QuietHandler):
         self.end_headers()
         with path.open("rb") as handle:
             handle.seek(start)
-            self.wfile.write(handle.read())
+            self.copyfile(handle, self.wfile)
+
+    def copyfile(self, source: Any, outputfile: Any) -> None:
+        rate = getattr(self.server, "rate", None)
+        if not rate:
+            super().copyfile(source, outputfile)
+            return
+        chunk = max(1024, rate // 20)
+        try:
+            for block in iter(lambda: source.read(chunk), b""):
+                outputfile.write(block)
+                time.sleep(len(block) / rate)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client went away (a killed sync)
+
+
+@contextmanager
+def throttled_proxy(port: int, rate: int, *, stall_on: bytes | None = None) -> Iterator[int]:
+    """A TCP proxy to 127.0.0.1:`port` that forwards what clients send at about `rate`
+    bytes per second (answers pass at full speed); yields the proxy's port.
+
+    It slows an upload down (to Glance, say) so that a test can kill it half-way. With
+    `stall_on`, a client's bytes stop going through once they contain it (an upload's
+    request line, say), until the client goes away.
+    """
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    stop = threading.Event()
+
+    def pipe(src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        try:
+            while True:
+                data = src.recv(max(1024, limit // 20) if limit else 65536)
+                if not data:
+                    break
+                if limit and stall_on is not None and stall_on in data:
+                    while src.recv(65536):  # hold it back until the client is gone
+                        pass
+                    break
+                dst.sendall(data)
+                if limit:
+                    time.sleep(len(data) / limit)
+        except OSError:
+            pass
+        finally:
+            for sock in (src, dst):
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            server = socket.create_connection(("127.0.0.1", port))
+            threading.Thread(target=pipe, args=(client, server, rate), daemon=True).start()
+            threading.Thread(target=pipe, args=(server, client, None), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield int(listener.getsockname()[1])
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def osbake_sync_together(
+    argvs: list[list[str]], env: dict[str, str], *, stagger: float = 0.0, timeout: float = 300
+) -> list[subprocess.CompletedProcess[str]]:
+    """Run `osbake sync` command lines as real processes at the same time (each started
+    `stagger` seconds after the one before); return them all once they have ended."""
+    procs = []
+    for n, argv in enumerate(argvs):
+        if n and stagger:
+            time.sleep(stagger)
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "osbake", "sync", *argv],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+        )
+    done = []
+    for proc in procs:
+        out, err = proc.communicate(timeout=timeout)
+        done.append(subprocess.CompletedProcess(proc.args, proc.returncode, out, err))
+    return done

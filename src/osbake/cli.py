@@ -49,7 +49,14 @@ EXIT_BROKEN_PIPE = 1
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse places positionals only before the first option; a command may name
+        # the list that takes the rest (`osbake sync SRC DST --max 1 arch=amd64`).
+        dest = getattr(args, "positionals_anywhere", None)
+        if dest is None or any(arg.startswith("-") for arg in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        setattr(args, dest, [*getattr(args, dest), *extra])
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

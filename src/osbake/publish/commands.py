@@ -213,8 +213,12 @@ def register(command: CommandFactory, sub: Any) -> None:
         "target", help="a directory, glance:[CLOUD] (clouds.yaml) or ec2:REGION[,REGION...]"
     )
     p.add_argument(
-        "filters", nargs="*", metavar="FILTER", help="key=value, key!=value or key~regex"
+        "filters",
+        nargs="*",
+        metavar="FILTER",
+        help="key=value, key!=value or key~regex (anywhere after the command)",
     )
+    p.set_defaults(positionals_anywhere="filters")
     p.add_argument(
         "--keyring", help="verify every stream file's signature; refuse unsigned streams"
     )

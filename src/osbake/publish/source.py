@@ -7,13 +7,15 @@ offset so that downloads resume.
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import re
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 
 from osbake.errors import PublishError, VerifyError
 from osbake.events import Events, null_events
@@ -30,10 +32,32 @@ from osbake.publish.streams import (
 
 _STREAM_PATH_RE = re.compile(r"streams/v1/[^/]+\.s?json$")
 USER_AGENT = "osbake-sync"
+STREAM_FILE_LIMIT = 256 << 20  # the largest public products files are tens of MiB
 
 
 class NotFound(PublishError):
     """The file is not in the tree."""
+
+
+class Opened(NamedTuple):
+    """A file being read: the stream, the offset it starts at, the file's size if known."""
+
+    stream: BinaryIO
+    start: int
+    total: int | None
+
+
+_CONTENT_RANGE_RE = re.compile(r"^bytes\s+(?:(\d+)-\d+|\*)/(\d+|\*)$")
+
+
+def _range_start(header: str | None) -> int | None:
+    found = _CONTENT_RANGE_RE.match((header or "").strip())
+    return int(found[1]) if found and found[1] else None
+
+
+def _range_total(header: str | None) -> int | None:
+    found = _CONTENT_RANGE_RE.match((header or "").strip())
+    return int(found[2]) if found and found[2] != "*" else None
 
 
 class Source:
@@ -89,8 +113,9 @@ class Source:
         assert self.dir is not None
         return str(self.dir / path)
 
-    def open(self, path: str, offset: int = 0) -> tuple[BinaryIO, int]:
-        """A stream of the file from `offset` if the server can, and where it really starts."""
+    def open(self, path: str, offset: int = 0) -> Opened:
+        """A stream of the file from `offset` if the server can, where it really starts, and
+        the whole file's size when the server says it (a directory always does)."""
         if not safe_path(path):
             raise VerifyError(
                 f"the stream names an unsafe path '{path}'",
@@ -99,10 +124,11 @@ class Source:
         if self.dir is not None:
             try:
                 handle = (self.dir / path).open("rb")
-            except FileNotFoundError:
+            except (FileNotFoundError, IsADirectoryError):
                 raise NotFound(f"{self.describe(path)}: not found") from None
-            handle.seek(offset)
-            return handle, offset
+            total = os.fstat(handle.fileno()).st_size
+            handle.seek(min(offset, total))
+            return Opened(handle, min(offset, total), total)
         request = urllib.request.Request(self.describe(path), headers={"User-Agent": USER_AGENT})
         if offset:
             request.add_header("Range", f"bytes={offset}-")
@@ -112,7 +138,11 @@ class Source:
             if exc.code == 404:
                 raise NotFound(f"{self.describe(path)}: not found (HTTP 404)") from None
             if exc.code == 416 and offset:
-                return self.open(path, 0)
+                # Nothing from `offset` on: the server's file is that long at most.
+                longest = _range_total(exc.headers.get("Content-Range"))
+                if longest is None:
+                    return self.open(path, 0)
+                return Opened(io.BytesIO(b""), offset, longest)
             raise PublishError(f"{self.describe(path)}: HTTP {exc.code} {exc.reason}") from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
@@ -120,13 +150,28 @@ class Source:
                 f"{self.describe(path)}: cannot download ({reason})",
                 hint="check the URL and that the server is reachable",
             ) from None
-        started = offset if response.status == 206 else 0
-        return response, started
+        if response.status == 206:
+            content_range = response.headers.get("Content-Range")
+            first = _range_start(content_range)
+            if first != offset:  # not the range asked for: start over
+                response.close()
+                return self.open(path, 0)
+            return Opened(response, offset, _range_total(content_range))
+        length = response.headers.get("Content-Length")
+        known = length and length.isdigit() and not response.headers.get("Content-Encoding")
+        return Opened(response, 0, int(length) if known else None)
 
     def read(self, path: str) -> bytes:
-        stream, _ = self.open(path)
-        with stream:
-            return stream.read()
+        """A stream file, whole (bounded: a stream file is never that large)."""
+        with self.open(path).stream as stream:
+            data = stream.read(STREAM_FILE_LIMIT + 1)
+        if len(data) > STREAM_FILE_LIMIT:
+            raise PublishError(
+                f"{self.describe(path)}: larger than {STREAM_FILE_LIMIT >> 20} MiB, "
+                "not a stream file osbake reads",
+                hint="check the URL: it should lead to a simplestreams index or products file",
+            )
+        return data
 
     # -- stream files ------------------------------------------------------------------------
 

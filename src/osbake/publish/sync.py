@@ -14,12 +14,13 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from osbake.errors import OsbakeError, UsageError
+from osbake.errors import OsbakeError, UsageError, VerifyError
 from osbake.events import Events, null_events
 from osbake.publish import signing
-from osbake.publish.download import fetch, partial_path
+from osbake.publish.download import fetch
 from osbake.publish.filters import Filter, matches, parse_filters
 from osbake.publish.source import Source
+from osbake.publish.staging import hold, sync_owner
 from osbake.publish.streams import Item, Tree, items, version_key
 from osbake.publish.targets import Target, open_target
 from osbake.settings import Settings
@@ -113,23 +114,34 @@ def sync(
     )
     events.step("transfer")
     events.progress("total", 0, sum(i.size or 0 for i in todo))
-    # Files for a cloud are staged in the cache (a cut-off download resumes from there)
-    # and deleted once the cloud has them.
+    # Files for a cloud are staged in the cache (a cut-off download resumes from there, a
+    # complete one is used again) and deleted once the cloud has them.
     stage = staging or Settings.from_environment().cache_dir / "sync"
+    if not tgt.owner:
+        tgt.owner = sync_owner(stage)
 
-    def transfer(item: Item) -> int:
+    def transfer(item: Item) -> int | None:
+        """Bytes downloaded for the item, or None when another sync put it there meanwhile."""
+        assert item.path is not None
+        name = item.path.rsplit("/", 1)[-1]
         dest = tgt.destination(item)
         staged = dest is None
         if dest is None:
-            assert item.path is not None
-            dest = stage / f"{_item_key(item)}-{item.path.rsplit('/', 1)[-1]}"
-        count = fetch(src, item, dest, events)
-        try:
-            tgt.put(item, dest, events)
-        finally:
+            dest = stage / f"{_item_key(item)}-{name}"
+        with hold(dest, events, what=name):
+            # A sync that held the lock before this one may have done the work.
+            if tgt.reconcile(item, events):
+                events.log(f"{name}: in {tgt.describe()} now (another sync put it there)")
+                return None
+            count = fetch(src, item, dest, events)
+            try:
+                tgt.put(item, dest, events)
+            except VerifyError:
+                if staged:  # a file the target refused is not used again
+                    dest.unlink(missing_ok=True)
+                raise
             if staged:
                 dest.unlink(missing_ok=True)
-                partial_path(dest).unlink(missing_ok=True)
         return count
 
     failed: list[tuple[Item, OsbakeError]] = []
@@ -138,8 +150,10 @@ def sync(
         try:
             for item, future in futures:
                 try:
-                    result.bytes += future.result()
-                    result.transferred.append(item)
+                    count = future.result()
+                    if count is not None:
+                        result.bytes += count
+                        result.transferred.append(item)
                 except OsbakeError as exc:
                     failed.append((item, exc))
         except BaseException:

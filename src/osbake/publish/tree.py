@@ -248,7 +248,7 @@ def _update(
         )
     repo.mkdir(parents=True, exist_ok=True)
     result = PublishResult(repo.resolve(), signed=bool(sign))
-    with _lock(repo):
+    with tree_lock(repo):
         state = _State(repo, read_streams(repo), events)
         before = referenced(state.products)
         try:
@@ -701,8 +701,9 @@ def _remove_empty_dirs(repo: Path, dirs: list[Path]) -> None:
 
 
 @contextlib.contextmanager
-def _lock(repo: Path) -> Iterator[None]:
-    """One publisher at a time per tree (the console and the command line may race)."""
+def tree_lock(repo: Path) -> Iterator[None]:
+    """One writer of streams at a time per tree: publishers (the console and the command
+    line may race) and syncs into a mirror directory."""
     with (repo / LOCK_NAME).open("a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -724,5 +725,6 @@ __all__ = [
     "read_streams",
     "referenced",
     "resolve_sources",
+    "tree_lock",
     "write_streams",
 ]

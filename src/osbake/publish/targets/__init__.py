@@ -24,10 +24,18 @@ class TargetKind(StrEnum):
 
 
 class Target:
-    """Takes verified items. `has` makes a second sync transfer nothing."""
+    """Takes verified items. `has` makes a second sync transfer nothing.
+
+    A sync asks `has` for every item first (a listing taken once is fine), then, for
+    each item it did not have, takes the item's lock and asks `reconcile`, which looks
+    again: another sync may have put the item there while this one waited.
+    """
 
     kind: ClassVar[TargetKind]
     registry: ClassVar[dict[TargetKind, type[Target]]] = {}
+    # Who is syncing (this host and cache folder; see staging.sync_owner): clouds tag
+    # what a sync makes with it, so that the next sync from here knows its leftovers.
+    owner: str = ""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -49,12 +57,19 @@ class Target:
     def has(self, item: Item) -> bool:
         raise NotImplementedError
 
+    def reconcile(self, item: Item, events: Events) -> bool:
+        """With the item's lock held: look afresh, remove what interrupted syncs left of
+        the item, and complete it from what the target holds if it can; True when the
+        item is there now (nothing to download)."""
+        return self.has(item)
+
     def destination(self, item: Item) -> Path | None:
         """Where to download the item to, or None for a staging file deleted after `put`."""
         return None
 
     def put(self, item: Item, path: Path, events: Events) -> None:
-        """Take the downloaded, verified file."""
+        """Take the downloaded, verified file (with the item's lock held). A target that
+        copies the file elsewhere verifies it right before, and what arrived after."""
 
     def finish(self, trees: list[Tree], selected: list[Item], events: Events) -> None:
         """After every item: record what was synced (streams of a mirror, say)."""

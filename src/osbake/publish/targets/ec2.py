@@ -1,7 +1,13 @@
 """Amazon EC2: the disk goes up as an EBS snapshot through the EBS direct API, block by
 block, skipping zero blocks (as AWS's coldsnap does), so no S3 bucket and no vmimport
-role are needed. An AMI is registered from the snapshot with the image's
-architecture and boot mode, then copied to each further region.
+role are needed. The snapshot is read back block by block and compared with the disk
+before an AMI is registered from it; the AMI is then copied to each further region.
+
+Everything osbake makes carries tags: the stream identity (`osbake:content_id`,
+`osbake:product_name`, `osbake:version_name`, `osbake:item_name`), the file's checksum
+(`osbake:source`) and who synced it (`osbake:sync_owner`); an AMI also carries
+`osbake:verified` (what was checked) and `osbake:snapshot`. An AMI counts as there only
+with all of them: one registered from a snapshot that was not checked never does.
 """
 
 from __future__ import annotations
@@ -12,15 +18,16 @@ import hashlib
 import math
 import os
 import re
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 from osbake import run as runner
-from osbake.errors import PublishError, UsageError
+from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
+from osbake.publish import staging
+from osbake.publish.download import verify_file
 from osbake.publish.streams import DISK_FTYPES, Item
 from osbake.publish.targets import Target, TargetKind
 
@@ -36,6 +43,14 @@ ARCHITECTURES = {
 }
 ROOT_DEVICE = "/dev/xvda"
 QEMU_FORMATS = {"vhd": "vpc"}  # Glance's disk format names -> qemu-img's
+PRESENT_STATES = ("available", "pending")
+BROKEN_STATES = ("failed", "error", "invalid")
+IDENTITY_TAGS = {
+    "osbake:content_id": "content_id",
+    "osbake:product_name": "product_name",
+    "osbake:version_name": "version_name",
+    "osbake:item_name": "item_name",
+}
 
 
 def ami_name(item: Item) -> str:
@@ -62,6 +77,25 @@ def boot_mode(item: Item) -> str | None:
     return "uefi" if ARCHITECTURES.get(fields.get("arch", "")) == "arm64" else None
 
 
+def source_tag(item: Item) -> str:
+    """The stream's checksum of the file, as the `osbake:source` tag carries it."""
+    checksum = item.checksum()
+    return f"{checksum[0]}:{checksum[1]}" if checksum else ""
+
+
+def identity_tags(item: Item) -> dict[str, str]:
+    fields = item.fields()
+    return {tag: fields[key][:256] for tag, key in IDENTITY_TAGS.items()}
+
+
+def tags_of(resource: dict[str, Any]) -> dict[str, str]:
+    return {t["Key"]: t["Value"] for t in resource.get("Tags") or []}
+
+
+def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
+    return [{"Key": k, "Value": v} for k, v in sorted(tags.items())]
+
+
 def data_blocks(fd: int, size: int) -> Iterator[int]:
     """Indices of the blocks that hold data: holes of a sparse file are never read."""
     offset = 0
@@ -80,6 +114,18 @@ def data_blocks(fd: int, size: int) -> Iterator[int]:
         offset = end
 
 
+def _code(exc: BaseException) -> str:
+    """The AWS error code behind an error (botocore's ClientError), or ''."""
+    cause = exc.__cause__
+    response = getattr(cause, "response", None)
+    return str(((response or {}).get("Error") or {}).get("Code", ""))
+
+
+def read_block(fd: int, index: int) -> bytes:
+    """Block `index` of the disk, padded with zeros at the end of the disk."""
+    return os.pread(fd, BLOCK, index * BLOCK).ljust(BLOCK, b"\0")
+
+
 class Ec2Target(Target):
     kind = TargetKind.EC2
 
@@ -91,7 +137,7 @@ class Ec2Target(Target):
 
             session = boto3.Session()
         self.session = session
-        self.regions = regions
+        self.regions = list(dict.fromkeys(regions))
         self.jobs = jobs
         self._clients: dict[tuple[str, str], Any] = {}
 
@@ -111,50 +157,248 @@ class Ec2Target(Target):
     def accepts(self, item: Item) -> bool:
         return item.ftype in DISK_FTYPES
 
-    def _find(self, region: str, name: str) -> str | None:
-        images = self._call(
+    def tags(self, item: Item) -> dict[str, str]:
+        """What every snapshot and AMI made for the item carries."""
+        return {
+            "Name": ami_name(item),
+            **identity_tags(item),
+            "osbake:source": source_tag(item),
+            "osbake:sync_owner": self.owner,
+        }
+
+    # -- what is there -----------------------------------------------------------------------
+
+    def _images(self, region: str, item: Item) -> list[dict[str, Any]]:
+        """AMIs of the item in `region`: by its stream identity, and (from osbake versions
+        that did not tag) by its name with osbake's description."""
+        ec2 = self.client("ec2", region)
+        identity = [{"Name": f"tag:{k}", "Values": [v]} for k, v in identity_tags(item).items()]
+        found = {
+            image["ImageId"]: image
+            for image in self._call(
+                region,
+                "describing images",
+                lambda: ec2.describe_images(Owners=["self"], Filters=identity)["Images"],
+            )
+        }
+        name = ami_name(item)
+        for image in self._call(
             region,
             "describing images",
-            lambda: self.client("ec2", region).describe_images(
+            lambda: ec2.describe_images(
                 Owners=["self"], Filters=[{"Name": "name", "Values": [name]}]
             )["Images"],
+        ):
+            if image.get("Name") == name and "(osbake sync" in str(image.get("Description")):
+                found.setdefault(image["ImageId"], image)
+        return sorted(found.values(), key=lambda i: (str(i.get("CreationDate")), i["ImageId"]))
+
+    def _present(self, image: dict[str, Any], item: Item) -> bool:
+        """An AMI of the item made from a snapshot that was checked (or a copy of one)."""
+        tags = tags_of(image)
+        return (
+            image.get("State") in PRESENT_STATES
+            and all(tags.get(k) == v for k, v in identity_tags(item).items())
+            and tags.get("osbake:source") == source_tag(item)
+            and bool(tags.get("osbake:verified"))
         )
-        for image in images:
-            if image.get("Name") == name and image.get("State") in ("available", "pending"):
-                return str(image["ImageId"])
-        return None
+
+    def _find(self, region: str, item: Item) -> dict[str, Any] | None:
+        return next((i for i in self._images(region, item) if self._present(i, item)), None)
 
     def has(self, item: Item) -> bool:
-        name = ami_name(item)
-        return all(self._find(region, name) for region in self.regions)
+        return all(self._find(region, item) for region in self.regions)
+
+    def reconcile(self, item: Item, events: Events) -> bool:
+        """Deregister AMIs of the item that are not verified, failed or second copies, delete
+        what interrupted syncs left, then copy a verified AMI to the regions that lack it."""
+        present: dict[str, dict[str, Any]] = {}
+        for region in self.regions:
+            images = self._images(region, item)
+            good = [i for i in images if self._present(i, item)]
+            for image in images:
+                if good and image is good[0]:
+                    continue
+                if image in good:
+                    why = f"a second copy of {good[0]['ImageId']}"
+                elif image.get("State") in PRESENT_STATES:
+                    made_from = tags_of(image).get("osbake:source")
+                    if made_from and made_from != source_tag(item):
+                        why = "it was made from another file than the stream's"
+                    else:
+                        why = "its snapshot was never checked against the image"
+                elif image.get("State") in BROKEN_STATES:
+                    why = f"it is {image.get('State')}"
+                else:
+                    continue
+                self._deregister(region, image, why, events)
+            self._remove_leftover_snapshots(region, item, good[0] if good else None, events)
+            if good:
+                present[region] = good[0]
+        missing = [r for r in self.regions if r not in present]
+        if not present or not missing:
+            return bool(present)
+        source_region = next(r for r in self.regions if r in present)
+        for region in missing:
+            self._copy(item, present[source_region], source_region, region, events)
+        return True
+
+    def _deregister(self, region: str, image: dict[str, Any], why: str, events: Events) -> None:
+        ec2 = self.client("ec2", region)
+        image_id = image["ImageId"]
+        try:
+            self._call(
+                region, "deregistering an image", lambda: ec2.deregister_image(ImageId=image_id)
+            )
+        except PublishError as exc:
+            if _code(exc) not in ("InvalidAMIID.Unavailable", "InvalidAMIID.NotFound"):
+                raise
+            return  # another sync deregistered it just now
+        events.log(f"ec2:{region}: deregistered {image_id} '{image.get('Name')}': {why}")
+        # Its snapshots served only it: the one osbake wrote, or the one EC2 made for a copy.
+        snapshots = {tags_of(image).get("osbake:snapshot")} | {
+            (mapping.get("Ebs") or {}).get("SnapshotId")
+            for mapping in image.get("BlockDeviceMappings") or []
+        }
+        for snapshot in sorted(s for s in snapshots if s):
+            self._delete_snapshot(region, snapshot, events)
+
+    def _remove_leftover_snapshots(
+        self, region: str, item: Item, keep: dict[str, Any] | None, events: Events
+    ) -> None:
+        """Snapshots an interrupted sync from here made for the item and no AMI uses.
+
+        With the item's lock held, no other sync from here is making one now.
+        """
+        ec2 = self.client("ec2", region)
+        filters = [
+            {"Name": f"tag:{k}", "Values": [v]}
+            for k, v in {**identity_tags(item), "osbake:sync_owner": self.owner}.items()
+        ]
+        snapshots = self._call(
+            region,
+            "describing snapshots",
+            lambda: ec2.describe_snapshots(OwnerIds=["self"], Filters=filters)["Snapshots"],
+        )
+        used = tags_of(keep).get("osbake:snapshot") if keep else None
+        for snapshot in snapshots:
+            if snapshot["SnapshotId"] != used and "osbake:state" in tags_of(snapshot):
+                self._delete_snapshot(region, snapshot["SnapshotId"], events)
+
+    def _delete_snapshot(self, region: str, snapshot_id: str, events: Events) -> None:
+        ec2 = self.client("ec2", region)
+        try:
+            self._call(
+                region,
+                "deleting a snapshot",
+                lambda: ec2.delete_snapshot(SnapshotId=snapshot_id),
+            )
+        except PublishError as exc:  # not fatal: AWS ends unfinished snapshots itself
+            events.log(f"ec2:{region}: could not delete snapshot {snapshot_id} ({exc.message})")
+            return
+        events.log(f"ec2:{region}: deleted snapshot {snapshot_id} (not used by a checked AMI)")
+
+    # -- putting it there --------------------------------------------------------------------
 
     def put(self, item: Item, path: Path, events: Events) -> None:
         name = ami_name(item)
         primary = self.regions[0]
-        image_id = self._find(primary, name)
-        if image_id is None:
-            with tempfile.TemporaryDirectory(dir=path.parent, prefix=".raw-") as tmp:
-                raw = self._raw(item, path, Path(tmp), events)
-                snapshot = self.upload_snapshot(raw, primary, name, events)
-            image_id = self.register(item, snapshot, primary, name, events)
+        for leftover in staging.leftovers(path, "raw"):
+            staging.remove(leftover)  # conversions of interrupted runs (the lock is ours)
+        work = staging.private(path, "raw")
+        work.mkdir()
+        try:
+            verify_file(item, path)  # right before it is converted
+            raw = self._raw(item, path, work, events)
+            snapshot = self.upload_snapshot(raw, primary, name, events, tags=self.tags(item))
+            try:
+                compared = self.verify_snapshot(raw, primary, snapshot, events)
+            except VerifyError:
+                self._delete_snapshot(primary, snapshot, events)
+                raise
+        finally:
+            staging.remove(work)
+        ec2 = self.client("ec2", primary)
+        self._call(
+            primary,
+            "tagging the snapshot",
+            lambda: ec2.create_tags(
+                Resources=[snapshot], Tags=tag_list({"osbake:state": "verified"})
+            ),
+        )
+        verified = f"{snapshot}: {compared} blocks read back and compared with the image"
+        try:
+            image_id = self.register(
+                item,
+                snapshot,
+                primary,
+                name,
+                events,
+                tags={**self.tags(item), "osbake:snapshot": snapshot, "osbake:verified": verified},
+            )
+        except PublishError as exc:
+            # AWS refuses a second AMI of one name: another sync registered it first.
+            there = self._find(primary, item) if _code(exc) == "InvalidAMIName.Duplicate" else None
+            if there is None:
+                raise
+            self._delete_snapshot(primary, snapshot, events)
+            image_id = str(there["ImageId"])
+        # A sync from elsewhere (another host or cache folder) may have registered the item
+        # meanwhile (an EC2 that refuses a second AMI of one name makes that an error,
+        # above): each sync keeps the first checked AMI in a fixed order and deregisters
+        # the others it sees, so the last one to look leaves exactly one.
+        source = self._keep_one(primary, item, events) or {"ImageId": image_id}
         for region in self.regions[1:]:
-            if self._find(region, name) is None:
-                copied = self._call(
-                    region,
-                    "copying the image",
-                    lambda region=region: self.client("ec2", region).copy_image(
-                        Name=name,
-                        SourceImageId=image_id,
-                        SourceRegion=primary,
-                        Description=f"{name} (osbake sync, copied from {primary})",
-                    ),
-                )
-                events.log(f"ec2:{region}: copied {image_id} as {copied['ImageId']}")
+            if self._find(region, item) is None:
+                self._copy(item, source, primary, region, events)
 
-    def _raw(self, item: Item, path: Path, tmp: Path, events: Events) -> Path:
+    def _keep_one(self, region: str, item: Item, events: Events) -> dict[str, Any] | None:
+        """The first checked AMI of the item in `region`; the others are deregistered."""
+        good = [i for i in self._images(region, item) if self._present(i, item)]
+        for image in good[1:]:
+            self._deregister(region, image, f"a second copy of {good[0]['ImageId']}", events)
+        return good[0] if good else None
+
+    def _copy(
+        self,
+        item: Item,
+        source: dict[str, Any],
+        source_region: str,
+        region: str,
+        events: Events,
+    ) -> None:
+        """Copy a checked AMI to `region` (AWS copies it; nothing is downloaded again)."""
+        name = ami_name(item)
+        source_id = source["ImageId"]
+        tags = {
+            **self.tags(item),
+            "osbake:verified": f"copy of {source_id} in {source_region}",
+        }
+        ec2 = self.client("ec2", region)
+        copied = self._call(
+            region,
+            "copying the image",
+            lambda: ec2.copy_image(
+                Name=name,
+                SourceImageId=source_id,
+                SourceRegion=source_region,
+                Description=f"{name} (osbake sync, copied from {source_region})",
+                TagSpecifications=[{"ResourceType": "image", "Tags": tag_list(tags)}],
+            ),
+        )
+        image_id = str(copied["ImageId"])
+        self._call(
+            region,
+            "tagging the image",
+            lambda: ec2.create_tags(Resources=[image_id], Tags=tag_list(tags)),
+        )
+        events.log(f"ec2:{region}: copied {source_id} from {source_region} as {image_id}")
+        self._keep_one(region, item, events)  # a sync from elsewhere may have copied it too
+
+    def _raw(self, item: Item, path: Path, work: Path, events: Events) -> Path:
         if DISK_FTYPES[item.ftype] == "raw":
             return path
-        raw = tmp / "disk.raw"
+        raw = work / "disk.raw"
         fmt = QEMU_FORMATS.get(DISK_FTYPES[item.ftype], DISK_FTYPES[item.ftype])
         runner.run(
             ["qemu-img", "convert", "-O", "raw", "-f", fmt, path, raw],
@@ -163,7 +407,15 @@ class Ec2Target(Target):
         )
         return raw
 
-    def upload_snapshot(self, raw: Path, region: str, name: str, events: Events) -> str:
+    def upload_snapshot(
+        self,
+        raw: Path,
+        region: str,
+        name: str,
+        events: Events,
+        *,
+        tags: dict[str, str] | None = None,
+    ) -> str:
         """Write the raw disk into a new EBS snapshot; skip blocks that are all zeros."""
         ebs = self.client("ebs", region)
         size = raw.stat().st_size
@@ -173,12 +425,11 @@ class Ec2Target(Target):
             lambda: ebs.start_snapshot(
                 VolumeSize=max(1, math.ceil(size / GIB)),
                 Description=f"{name} (osbake sync)",
-                Tags=[{"Key": "Name", "Value": name}],
+                Tags=tag_list({"Name": name, **(tags or {}), "osbake:state": "uploading"}),
             ),
         )
         snapshot_id = str(started["SnapshotId"])
         digests: dict[int, bytes] = {}
-        sent = 0
 
         def put(index: int, block: bytes) -> None:
             digest = hashlib.sha256(block).digest()
@@ -197,12 +448,10 @@ class Ec2Target(Target):
             with ThreadPoolExecutor(max_workers=self.jobs) as pool:
                 pending: list[Future[None]] = []
                 for index in data_blocks(fd, size):
-                    block = os.pread(fd, BLOCK, index * BLOCK)
-                    if block != ZERO_BLOCK[: len(block)]:
-                        block = block.ljust(BLOCK, b"\0")
+                    block = read_block(fd, index)
+                    if block != ZERO_BLOCK:
                         pending.append(pool.submit(put, index, block))
-                    sent = (index + 1) * BLOCK
-                    events.progress(f"snapshot {name}", min(sent, size), size)
+                    events.progress(f"snapshot {name}", min((index + 1) * BLOCK, size), size)
                     if len(pending) >= self.jobs * 4:  # bound the blocks held in memory
                         self._wait(pending[: self.jobs], region)
                         pending = pending[self.jobs :]
@@ -235,11 +484,84 @@ class Ec2Target(Target):
         )
         return snapshot_id
 
+    def verify_snapshot(self, raw: Path, region: str, snapshot_id: str, events: Events) -> int:
+        """Read every block of the snapshot back and compare it with the disk; every block
+        of the disk that is not zeros must be there. Returns the blocks compared."""
+        ebs = self.client("ebs", region)
+        listed: dict[int, str] = {}
+        request: dict[str, Any] = {"SnapshotId": snapshot_id}
+        while True:
+            page = self._call(
+                region,
+                "listing the snapshot's blocks",
+                lambda: ebs.list_snapshot_blocks(**request),
+            )
+            for block in page.get("Blocks") or []:
+                listed[int(block["BlockIndex"])] = str(block["BlockToken"])
+            if not page.get("NextToken"):
+                break
+            request["NextToken"] = page["NextToken"]
+        size = raw.stat().st_size
+        fd = os.open(raw, os.O_RDONLY)
+        try:
+
+            def differs(index: int) -> bool:
+                response = ebs.get_snapshot_block(
+                    SnapshotId=snapshot_id, BlockIndex=index, BlockToken=listed[index]
+                )
+                data = response["BlockData"].read()
+                digest = hashlib.sha256(data).digest()
+                said = response.get("Checksum")
+                sha256 = response.get("ChecksumAlgorithm", "SHA256") == "SHA256"
+                if said and sha256 and base64.b64decode(said) != digest:
+                    return True  # what arrived is not what the API says it sent
+                return digest != hashlib.sha256(read_block(fd, index)).digest()
+
+            def check(index: int) -> bool:
+                return bool(self._call(region, "reading a block", lambda: differs(index)))
+
+            with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+                wrong = dict(zip(sorted(listed), pool.map(check, sorted(listed)), strict=True))
+            bad = [index for index, differ in wrong.items() if differ]
+            missing = [
+                index
+                for index in data_blocks(fd, size)
+                if index not in listed and read_block(fd, index) != ZERO_BLOCK
+            ]
+        finally:
+            os.close(fd)
+        if bad or missing:
+            detail = []
+            if bad:
+                detail.append(f"{len(bad)} blocks differ (first: {bad[0]})")
+            if missing:
+                detail.append(f"{len(missing)} blocks of data are missing (first: {missing[0]})")
+            raise VerifyError(
+                f"ec2:{region}: snapshot {snapshot_id} does not match the image: "
+                f"{', '.join(detail)} of {len(listed)} read back; it was deleted and no AMI "
+                "was registered",
+                hint="the upload was damaged on the way; run the sync again",
+            )
+        events.log(
+            f"ec2:{region}: snapshot {snapshot_id}: all {len(listed)} blocks read back match "
+            "the image"
+        )
+        return len(listed)
+
     def _wait(self, futures: list[Future[None]], region: str) -> None:
         for future in futures:
             self._call(region, "uploading a block", future.result)
 
-    def register(self, item: Item, snapshot_id: str, region: str, name: str, events: Events) -> str:
+    def register(
+        self,
+        item: Item,
+        snapshot_id: str,
+        region: str,
+        name: str,
+        events: Events,
+        *,
+        tags: dict[str, str] | None = None,
+    ) -> str:
         arch = item.fields().get("arch", "amd64")
         params: dict[str, Any] = {
             "Name": name,
@@ -260,19 +582,24 @@ class Ec2Target(Target):
             "EnaSupport": True,
             "ImdsSupport": "v2.0",
         }
+        if tags:
+            params["TagSpecifications"] = [{"ResourceType": "image", "Tags": tag_list(tags)}]
         mode = boot_mode(item)
         if mode:
             params["BootMode"] = mode
-        image = self._call(
-            region,
-            "registering the image",
-            lambda: self.client("ec2", region).register_image(**params),
-        )
+        ec2 = self.client("ec2", region)
+        image = self._call(region, "registering the image", lambda: ec2.register_image(**params))
         image_id = str(image["ImageId"])
+        if tags:  # not every EC2 (moto, say) applies tags given with RegisterImage
+            self._call(
+                region,
+                "tagging the image",
+                lambda: ec2.create_tags(Resources=[image_id], Tags=tag_list(tags)),
+            )
         events.log(f"ec2:{region}: registered {image_id} '{name}' from {snapshot_id}")
         return image_id
 
-    def _call(self, region: str, what: str, call: Any) -> Any:
+    def _call(self, region: str, what: str, call: Callable[[], Any]) -> Any:
         from botocore.exceptions import (  # type: ignore[import-untyped]
             BotoCoreError,
             ClientError,

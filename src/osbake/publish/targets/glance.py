@@ -1,20 +1,26 @@
-"""OpenStack Glance: each disk item becomes an image, named and tagged from its product.
+"""OpenStack Glance: each disk item becomes one image, found again by its stream identity.
 
 The image carries the simplestreams names (content_id, product_name, version_name,
-item_name) as properties, so a second sync finds it and uploads nothing. After
-the upload, the checksums Glance computed are compared with the file's.
+item_name) as properties: a sync finds it by them (never by its name alone), and an
+active image whose own checksums (computed by Glance) match the stream counts as there.
+`osbake_sync_owner` says which host and cache folder uploaded it: the next sync from
+there removes what an interrupted upload left (queued, saving or killed images); no
+other sync from there can be working on them while it holds the item's lock. The file
+is checked against the stream right before the upload, the bytes sent are hashed on
+their way, and Glance's checksums must match them.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
-from osbake.publish.download import file_digest
-from osbake.publish.streams import DISK_FTYPES, Item
+from osbake.publish.download import CHUNK, file_digest, verify_file
+from osbake.publish.streams import CHECKSUMS, DISK_FTYPES, Item
 from osbake.publish.targets import Target, TargetKind
 
 # Debian architecture names -> the `architecture` property Nova matches on.
@@ -28,6 +34,15 @@ ARCHITECTURES = {
     "riscv64": "riscv64",
 }
 KEY_PROPERTIES = ("content_id", "product_name", "version_name", "item_name")
+# Which host and cache folder uploaded the image (staging.sync_owner).
+OWNER_PROPERTY = "osbake_sync_owner"
+# The stream's checksum of the file, and the file's own hashes (as checked against it
+# right before the upload): how an image of a stream that gives none of Glance's hash
+# algorithms is known by Glance's hash of its data.
+SOURCE_PROPERTY = "osbake_source"
+FILE_PROPERTY = "osbake_file_"
+# What an upload that did not finish leaves behind.
+LEFTOVER_STATES = frozenset({"queued", "saving", "uploading", "importing", "killed"})
 
 
 def image_name(item: Item) -> str:
@@ -61,13 +76,68 @@ def image_properties(item: Item) -> dict[str, str]:
     return props
 
 
-def _digests(path: Path) -> dict[str, str]:
-    hashes = {name: hashlib.new(name) for name in ("md5", "sha256", "sha512")}
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            for h in hashes.values():
-                h.update(chunk)
-    return {name: h.hexdigest() for name, h in hashes.items()}
+def image_matches(image: Any, item: Item) -> bool:
+    """An active image whose data, by Glance's own checksums, is the stream's file.
+
+    Glance computes `checksum` (md5) and `os_hash_value` (sha512 by default) from the
+    data it stored; every one the stream also gives must agree, and at least one must.
+    A stream with none of Glance's algorithms (sha256 only, say) is matched through what
+    osbake recorded when it uploaded the file it had checked against the stream: the
+    file's hash in Glance's algorithm, which Glance's own must then equal.
+    """
+    if image.status != "active" or image.size != item.size:
+        return False
+    pairs = [(image.checksum, item.data.get("md5"))]
+    if image.hash_algo:
+        pairs.append((image.hash_value, item.data.get(image.hash_algo)))
+    compared = [(got, want) for got, want in pairs if got and isinstance(want, str) and want]
+    if compared:
+        return all(got == want.lower() for got, want in compared)
+    props = image.properties or {}
+    checksum = item.checksum()
+    return (
+        checksum is not None
+        and props.get(SOURCE_PROPERTY) == f"{checksum[0]}:{checksum[1]}"
+        and bool(image.hash_algo and image.hash_value)
+        and props.get(f"{FILE_PROPERTY}{image.hash_algo}") == image.hash_value
+    )
+
+
+class _Sending:
+    """The file as the upload reads it: the bytes that were sent, counted and hashed."""
+
+    def __init__(self, handle: BinaryIO, size: int) -> None:
+        self.handle = handle
+        self.size = size
+        self.sent = 0
+        self.hashes = {name: hashlib.new(name) for name in CHECKSUMS}
+
+    def read(self, amount: int = -1) -> bytes:
+        chunk = self.handle.read(amount if amount and amount > 0 else CHUNK)
+        self.sent += len(chunk)
+        for hasher in self.hashes.values():
+            hasher.update(chunk)
+        return chunk
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(lambda: self.read(CHUNK), b"")
+
+    def digests(self) -> dict[str, str]:
+        return {name: hasher.hexdigest() for name, hasher in self.hashes.items()}
+
+
+def _osbake_made(image: Any) -> bool:
+    """Uploaded by osbake (osbake deletes only images it made, and only of its item)."""
+    props = image.properties or {}
+    return bool(props.get(OWNER_PROPERTY) or props.get("source_sha256"))
+
+
+def _created(image: Any) -> tuple[str, str]:
+    """The order in which syncs agree on which of two copies stays: the oldest."""
+    return (str(image.created_at or ""), str(image.id))
 
 
 class GlanceTarget(Target):
@@ -76,7 +146,7 @@ class GlanceTarget(Target):
     def __init__(self, connection: Any, *, name: str = "glance") -> None:
         self.connection = connection
         self.name = name
-        self._existing: dict[tuple[str, ...], Any] | None = None
+        self._listing: dict[tuple[str, ...], list[Any]] | None = None
 
     @classmethod
     def from_spec(cls, spec: str) -> GlanceTarget:
@@ -100,38 +170,82 @@ class GlanceTarget(Target):
     def accepts(self, item: Item) -> bool:
         return item.ftype in DISK_FTYPES
 
-    def _images(self) -> dict[tuple[str, ...], Any]:
-        if self._existing is None:
-            self._existing = {}
-            try:
-                for image in self.connection.image.images():
-                    props = image.properties or {}
-                    key = tuple(str(props.get(k, "")) for k in KEY_PROPERTIES)
-                    if image.status == "active" and all(key):
-                        self._existing[key] = image
-            except Exception as exc:  # openstacksdk raises many kinds
-                raise PublishError(
-                    f"{self.name}: cannot list images ({exc})",
-                    hint="check the cloud's endpoint and credentials (clouds.yaml or OS_*)",
-                ) from exc
-        return self._existing
+    def _list(self) -> dict[tuple[str, ...], list[Any]]:
+        """Every image that carries a stream identity, by that identity."""
+        found: dict[tuple[str, ...], list[Any]] = {}
+        try:
+            for image in self.connection.image.images():
+                props = image.properties or {}
+                key = tuple(str(props.get(k, "")) for k in KEY_PROPERTIES)
+                if all(key):
+                    found.setdefault(key, []).append(image)
+        except Exception as exc:  # openstacksdk raises many kinds
+            raise PublishError(
+                f"{self.name}: cannot list images ({exc})",
+                hint="check the cloud's endpoint and credentials (clouds.yaml or OS_*)",
+            ) from exc
+        return found
+
+    def _images_of(self, item: Item, listing: dict[tuple[str, ...], list[Any]]) -> list[Any]:
+        key = tuple(image_properties(item)[k] for k in KEY_PROPERTIES)
+        return listing.get(key, [])
 
     def has(self, item: Item) -> bool:
-        key = tuple(image_properties(item)[k] for k in KEY_PROPERTIES)
-        return key in self._images()
+        if self._listing is None:
+            self._listing = self._list()
+        return any(image_matches(i, item) for i in self._images_of(item, self._listing))
+
+    def reconcile(self, item: Item, events: Events) -> bool:
+        """Look again; remove this item's leftovers, broken and duplicate images."""
+        images = self._images_of(item, self._list())
+        good = sorted((i for i in images if image_matches(i, item)), key=_created)
+        for image in images:
+            props = image.properties or {}
+            if image in good[:1] or not _osbake_made(image):
+                continue
+            if image in good:
+                why = f"a second copy of {good[0].id}"
+            elif image.status == "active":
+                why = "its data does not match the stream"
+            elif image.status in LEFTOVER_STATES and props.get(OWNER_PROPERTY) == self.owner:
+                why = f"left {image.status} by an interrupted sync"
+            else:
+                continue  # being uploaded by a sync elsewhere, or an operator's business
+            self._delete(image, f"removed image {image.id} '{image.name}': {why}", events)
+        return bool(good)
+
+    def _delete(self, image: Any, why: str, events: Events) -> None:
+        try:
+            self.connection.image.delete_image(image, ignore_missing=True)
+        except Exception as exc:  # openstacksdk raises many kinds
+            raise PublishError(
+                f"{self.name}: cannot delete image {image.id} ({exc})",
+                hint="check the cloud's policy: osbake deletes the images it left behind",
+            ) from exc
+        events.log(f"{self.name}: {why}")
 
     def put(self, item: Item, path: Path, events: Events) -> None:
         disk_format = DISK_FTYPES[item.ftype]
         name = image_name(item)
-        digests = _digests(path)
-        properties = image_properties(item)
+        digests = verify_file(item, path)  # right before it is sent
+        size = path.stat().st_size
+        checksum = item.checksum()
+        assert checksum is not None  # verify_file refuses an item without one
+        properties = {
+            **image_properties(item),
+            OWNER_PROPERTY: self.owner,
+            SOURCE_PROPERTY: f"{checksum[0]}:{checksum[1]}",
+            **{f"{FILE_PROPERTY}{algorithm}": value for algorithm, value in digests.items()},
+        }
         events.log(f"uploading {path.name} to {self.name} as image '{name}' ({disk_format})")
         image_api = self.connection.image
-        try:
-            with path.open("rb") as data:
+        with path.open("rb") as handle:
+            sending = _Sending(handle, size)
+            try:
                 image = image_api.create_image(
                     name=name,
-                    data=data,
+                    data=sending,
+                    size=size,
                     disk_format=disk_format,
                     container_format="bare",
                     md5=digests["md5"],
@@ -141,20 +255,26 @@ class GlanceTarget(Target):
                     wait=True,
                     **properties,
                 )
-            image = image_api.wait_for_status(
-                image, status="active", failures=["killed"], wait=3600
-            )
-        except Exception as exc:
-            raise PublishError(
-                f"{self.name}: uploading {path.name} failed ({exc})",
-                hint="check the cloud's image quota and the Glance logs",
-            ) from exc
+                image = image_api.wait_for_status(
+                    image, status="active", failures=["killed"], wait=3600
+                )
+            except Exception as exc:
+                raise PublishError(
+                    f"{self.name}: uploading {path.name} failed ({exc})",
+                    hint="check the cloud's image quota and the Glance logs; the next sync "
+                    "removes what this one left",
+                ) from exc
+        sent = sending.digests()
         mismatch = []
-        if image.checksum and image.checksum != digests["md5"]:
-            mismatch.append(f"md5 {image.checksum} != {digests['md5']}")
+        if sending.sent != size or sent != digests:
+            mismatch.append(f"{sending.sent} bytes were sent, not the {size} bytes checked")
+        if image.size is not None and image.size != size:
+            mismatch.append(f"Glance stored {image.size} bytes of {size}")
+        if image.checksum and image.checksum != sent["md5"]:
+            mismatch.append(f"md5 {image.checksum} != {sent['md5']}")
         algo = image.hash_algo
         if algo and image.hash_value:
-            local = digests.get(algo) or file_digest(path, algo)
+            local = sent.get(algo) or file_digest(path, algo)
             if image.hash_value != local:
                 mismatch.append(f"{algo} {image.hash_value[:16]}... != {local[:16]}...")
         if not (image.checksum or image.hash_value):
@@ -167,5 +287,15 @@ class GlanceTarget(Target):
                 hint="the upload was damaged on the way; run the sync again",
             )
         events.log(f"{self.name}: image {image.id} '{name}' active, checksum verified")
-        key = tuple(properties[k] for k in KEY_PROPERTIES)
-        self._images()[key] = image
+        # A sync from elsewhere (another host or cache folder) may have uploaded the item
+        # meanwhile: each sync keeps the first good image in a fixed order and deletes the
+        # others it sees, so the last one to look leaves exactly one.
+        good = sorted(
+            (i for i in self._images_of(item, self._list()) if image_matches(i, item)),
+            key=_created,
+        )
+        for other in good[1:]:
+            if _osbake_made(other):
+                self._delete(
+                    other, f"removed image {other.id}: a second copy of {good[0].id}", events
+                )
