@@ -10,6 +10,7 @@ with the same JSON body on the API and with the same facts on an HTML page:
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -117,16 +118,15 @@ def _validation_problem(exc: RequestValidationError) -> UsageError:
     )
 
 
-def install(app: FastAPI, page: Any) -> None:
-    """Register the handlers: `page(request, error, status)` renders the HTML form."""
+def install(app: FastAPI, page: Any, login: Callable[[Request], Response]) -> None:
+    """Register the handlers: `page(request, error, status)` renders the HTML form,
+    `login(request)` sends a browser without a credential to the log-in page."""
 
     def answer(request: Request, exc: OsbakeError, status: int, headers: Any = None) -> Response:
         if wants_json(request):
             return JSONResponse(error_body(exc), status_code=status, headers=headers)
         if status == 401:
-            from osbake.service.app import login_redirect
-
-            return login_redirect(request)
+            return login(request)
         response: Response = page(request, exc, status)
         return response
 

@@ -13,11 +13,16 @@ from starlette.datastructures import UploadFile
 
 from osbake.errors import OsbakeError, UsageError
 from osbake.service import auth, builds, configs, retention, schedules, views
-from osbake.service.api import CONFIGURATION_BODY, LINE, MAX_ID, REPORT_BODY, ConfigName, Id
-from osbake.service.app import (
+from osbake.service.deps import (
+    CONFIGURATION_BODY,
+    LINE,
+    MAX_ID,
+    REPORT_BODY,
     Admin,
     Builder,
+    ConfigName,
     ConsoleDep,
+    Id,
     PrincipalDep,
     SessionDep,
     Viewer,

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi.testclient import TestClient
 
 from osbake.service import auth
-from osbake.service.app import Console
+from osbake.service.deps import Console
 from osbake.service.models import Role
 from osbake.service.queue import ListQueue
 
