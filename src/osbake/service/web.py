@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
+from osbake.arch import Arch
 from osbake.errors import OsbakeError, UsageError
 from osbake.service import auth, builds, configs, retention, schedules, views
 from osbake.service.deps import (
@@ -123,10 +124,10 @@ def index(request: Request, session: SessionDep, who: Viewer) -> HTMLResponse:
 # -- configurations ------------------------------------------------------------------------
 
 
-EXAMPLE = """name: my-image
+EXAMPLE = f"""name: my-image
 distro: debian
 release: bookworm
-arch: [amd64]
+arch: [{Arch.AMD64}]
 elements: [users, locale, timezone]
 packages: [ca-certificates]
 outputs: [tar]
