@@ -1,5 +1,6 @@
 # osbake: `make demo` builds and boots the example image; `make test` runs every test.
-# Both install what they need on a fresh Debian 12 machine (run as root).
+# Both install what they need on a fresh Debian 12 machine (run as root): `make demo`
+# the osbake package alone, `make test` also its extras (console, publish) and test tools.
 
 PYTHON ?= python3
 VENV ?= .venv
@@ -9,7 +10,7 @@ OUT ?= out
 # Debian packages: every requirements/apt/*.txt (one package per line, # comments).
 APT_PACKAGES := $(shell cat requirements/apt/*.txt | sed 's/\#.*//' | tr -s ' \n' ' ')
 
-.PHONY: all setup apt venv demo test lint typecheck unit integration e2e clean
+.PHONY: all setup apt venv-base venv demo test lint typecheck unit integration e2e clean
 
 all: demo
 
@@ -31,17 +32,24 @@ apt: .stamps/apt
 	fi
 	@touch $@
 
-venv: .stamps/venv
-.stamps/venv: pyproject.toml $(wildcard requirements/*.txt) .stamps/apt
+# The package alone (what building and booting need): `make demo`.
+venv-base: .stamps/venv-base
+.stamps/venv-base: pyproject.toml requirements/base.txt .stamps/apt
 	@mkdir -p .stamps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e .
+	@touch $@
+
+# Everything: the console and publish extras and the test tools (`make test`).
+venv: .stamps/venv
+.stamps/venv: pyproject.toml $(wildcard requirements/*.txt) .stamps/venv-base
 	$(BIN)/pip install -q -e '.[dev]'
 	@touch $@
 
 # The main job: the cloud image, built (cached: a second run takes seconds) and
 # booted under QEMU with BIOS and with UEFI, each boot checked on the serial console.
-demo: setup
+demo: apt venv-base
 	$(BIN)/osbake build examples/debian-cloud.yaml -o $(OUT)
 	$(BIN)/osbake inspect $(OUT)/debian-cloud.qcow2 --summary
 	$(BIN)/osbake boot $(OUT)/debian-cloud.qcow2 --firmware bios --expect 'login:'

@@ -17,9 +17,12 @@ from typing import Any
 from rich.console import Console
 
 from osbake.errors import UsageError
+from osbake.extras import Extra, needs
 
 DEFAULT_BUILD_USER = "osbake-build"
 ROOT_WORK_DIR = Path("/var/lib/osbake-worker")
+# Drivers of the console's extra that load only when a farm's URL asks for them.
+LATER = ("redis", "psycopg")
 
 Handler = Callable[[argparse.Namespace], int]
 CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
@@ -97,12 +100,13 @@ def register(command: CommandFactory, sub: object) -> None:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
+    with needs(Extra.CONSOLE, "osbake serve", *LATER):
+        import uvicorn
 
-    from osbake.service import auth
-    from osbake.service.app import create_app
-    from osbake.service.config import ServiceSettings, parse_size
-    from osbake.service.models import Role
+        from osbake.service import auth
+        from osbake.service.app import create_app
+        from osbake.service.config import ServiceSettings, parse_size
+        from osbake.service.models import Role
 
     out = Console(highlight=False)
     settings = ServiceSettings.create(
@@ -264,7 +268,9 @@ class EmbeddedWorker:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from osbake.service.worker import WorkerSettings, serve_queue
+    with needs(Extra.CONSOLE, "osbake worker", *LATER):
+        from osbake.service import queue  # noqa: F401  (Huey: refuse now, not at the first build)
+        from osbake.service.worker import WorkerSettings, serve_queue
     from osbake.settings import Settings
 
     token = args.token or os.environ.pop("OSBAKE_WORKER_TOKEN", None)

@@ -26,6 +26,7 @@ from typing import Any
 from osbake import run as runner
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
+from osbake.extras import Extra, needs
 from osbake.publish import staging
 from osbake.publish.download import verify_file
 from osbake.publish.streams import DISK_FTYPES, Item
@@ -133,7 +134,8 @@ class Ec2Target(Target):
         if not regions:
             raise UsageError("ec2: name a region", hint="for example ec2:eu-west-1,us-east-1")
         if session is None:
-            import boto3  # type: ignore[import-untyped]
+            with needs(Extra.PUBLISH, "the EC2 target (ec2:)"):
+                import boto3  # type: ignore[import-untyped]
 
             session = boto3.Session()
         self.session = session

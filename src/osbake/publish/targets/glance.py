@@ -19,6 +19,7 @@ from typing import Any, BinaryIO
 
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
+from osbake.extras import Extra, needs
 from osbake.publish.download import CHUNK, file_digest, verify_file
 from osbake.publish.streams import CHECKSUMS, DISK_FTYPES, Item
 from osbake.publish.targets import Target, TargetKind
@@ -150,11 +151,9 @@ class GlanceTarget(Target):
 
     @classmethod
     def from_spec(cls, spec: str) -> GlanceTarget:
-        try:
+        with needs(Extra.PUBLISH, "the Glance target (glance:)"):
             import openstack
             import openstack.exceptions
-        except ImportError as exc:  # pragma: no cover - a dependency of osbake
-            raise PublishError("the Glance target needs openstacksdk") from exc
         try:
             connection = openstack.connect(cloud=spec) if spec else openstack.connect()
         except openstack.exceptions.ConfigException as exc:
