@@ -21,7 +21,7 @@ import tempfile
 import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -29,6 +29,9 @@ from sqlalchemy.orm import Session
 from osbake import run as runner
 from osbake.errors import Location, OsbakeError, RecipeError, UsageError
 from osbake.service.models import ConfigFile, Configuration, ConfigVersion
+
+if TYPE_CHECKING:
+    from osbake.recipe import Recipe
 
 log = logging.getLogger("osbake.service")
 
@@ -209,9 +212,10 @@ def is_local_git(url: str) -> bool:
 
 def from_git(url: str, ref: str | None = None, subdir: str = "") -> FileSet:
     """Clone a git repository (shallow) and take the files of `subdir`."""
-    if url.startswith("-") or not re.match(r"^[A-Za-z0-9+.@:/_~-]+$", url):
+    # fullmatch: with match, "$" would also let a trailing newline through
+    if url.startswith("-") or not re.fullmatch(r"[A-Za-z0-9+.@:/_~-]+", url):
         raise UsageError(f"'{url}' does not look like a git URL or path")
-    if ref is not None and (ref.startswith("-") or not re.match(r"^[A-Za-z0-9._/+-]+$", ref)):
+    if ref is not None and (ref.startswith("-") or not re.fullmatch(r"[A-Za-z0-9._/+-]+", ref)):
         raise UsageError(f"'{ref}' does not look like a branch or tag")
     with tempfile.TemporaryDirectory(prefix="osbake-git-") as tmp:
         argv = ["git", "clone", "--quiet", "--depth", "1"]
@@ -228,7 +232,12 @@ def from_git(url: str, ref: str | None = None, subdir: str = "") -> FileSet:
 
 
 def validate(files: FileSet, recipe_file: str) -> list[list[str | None]]:
-    """Load and check the recipe (every variant x arch); errors name the stored file."""
+    """Load and check the recipe (every variant x arch); errors name the stored file.
+
+    The recipe is loaded with the configuration's folder as its root, so nothing it
+    extends or copies lies outside the configuration, and no variant may take packages
+    from the build host's own files (see `check_sources`).
+    """
     from osbake import recipe as recipe_mod
     from osbake.plan import check_recipe
 
@@ -244,7 +253,8 @@ def validate(files: FileSet, recipe_file: str) -> list[list[str | None]]:
         root = Path(tmp).resolve()
         files.write(root)
         try:
-            recipe = recipe_mod.load(root / recipe_file)
+            recipe = recipe_mod.load(root / recipe_file, root=root)
+            check_sources(recipe)
             targets = check_recipe(recipe)
         except OsbakeError as exc:
             raise relocate(exc, root) from None
@@ -257,6 +267,32 @@ def validate(files: FileSet, recipe_file: str) -> list[list[str | None]]:
                 hint="simplify the recipe; tell osbake's developers if it looks right",
             ) from None
     return [[variant, str(arch)] for variant, arch in targets]
+
+
+# URI schemes that read the build host's own files: a stored configuration is untrusted
+# input, and a worker would hand it whatever that path holds on its host.
+HOST_SCHEMES = ("file", "copy")
+
+
+def check_sources(recipe: Recipe) -> None:
+    """Refuse a mirror or repository URI of a HOST_SCHEMES scheme, in any variant."""
+    from osbake import recipe as recipe_mod
+
+    for variant in [None, *recipe.variants]:
+        chosen = recipe_mod.select_variant(recipe, variant)
+        uris: list[tuple[tuple[str | int, ...], str | None]] = [(("mirror",), chosen.mirror)]
+        uris += [(("repositories", i, "uri"), r.uri) for i, r in enumerate(chosen.repositories)]
+        for where, uri in uris:
+            scheme = (uri or "").partition("://")[0]
+            if scheme in HOST_SCHEMES:
+                raise RecipeError(
+                    f"the console does not build from {scheme}:// URIs "
+                    f"('{where[0]}' of {f'variant {variant!r}' if variant else 'the recipe'}): "
+                    "they read the files of the host the build runs on",
+                    location=recipe_mod.locate(chosen, where),
+                    hint="use an http://, https:// or ftp:// mirror or repository "
+                    "(file:// and copy:// are for `osbake build` on your own machine)",
+                )
 
 
 def relocate(exc: OsbakeError, root: Path) -> OsbakeError:

@@ -11,7 +11,8 @@ import time
 import pytest
 from sqlalchemy import select
 
-from osbake.service import auth, builds
+from osbake.errors import UsageError
+from osbake.service import auth, builds, configs
 from osbake.service.commands import embedded_worker_token
 from osbake.service.models import Build, Role, Token, now
 from tests.unit.service.service_harness import RECIPE, Harness
@@ -422,3 +423,104 @@ def test_a_build_taken_off_the_queue_and_never_claimed_is_put_back(harness: Harn
         "POST", f"/api/worker/builds/{build['id']}/claim", "worker", json={"worker": "late"}
     )
     assert claimed_twice.status_code == 409  # at least once, and claimed once
+
+
+# -- stored configurations --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("url", "ref"),
+    [
+        ("https://git.invalid/recipes.git", "main\n"),
+        ("https://git.invalid/recipes.git\n", "main"),
+        ("https://git.invalid/recipes.git", "main\n--upload-pack=touch /tmp/x"),
+    ],
+)
+def test_a_git_url_or_ref_with_a_trailing_newline_is_refused(url: str, ref: str) -> None:
+    # Refused before git runs (a unit test may not start it: it would fail differently).
+    with pytest.raises(UsageError, match="does not look like"):
+        configs.from_git(url, ref)
+
+
+def test_the_import_route_refuses_a_ref_with_a_newline(harness: Harness) -> None:
+    form = {"name": "x", "git_url": "https://git.invalid/recipes.git", "git_ref": "main\n"}
+    reply = harness.call("POST", "/api/configurations/import", "builder", data=form)
+    assert reply.status_code == 422, reply.text
+    assert reply.json()["location"] == "key 'body.git_ref'"
+
+
+def variant_repository(uri: str) -> str:
+    return RECIPE.replace(
+        "slim: {packages: [less]}",
+        f"slim:\n    repositories:\n      - {{name: extra, uri: '{uri}', suites: [bookworm]}}",
+    )
+
+
+@pytest.mark.parametrize(
+    ("recipe", "scheme", "line", "key"),
+    [
+        (RECIPE + "mirror: file:///srv/mirror\n", "file", 10, "mirror"),
+        (RECIPE + "mirror: copy:///srv/mirror/\n", "copy", 10, "mirror"),
+        (
+            RECIPE + "repositories:\n  - {name: x, uri: 'file:///srv/x', suites: [bookworm]}\n",
+            "file",
+            11,
+            "repositories[0].uri",
+        ),
+        (variant_repository("copy:///srv/extra"), "copy", 11, "repositories[0].uri"),
+        (
+            RECIPE.replace("slim: {packages: [less]}", "slim: {mirror: 'file:///srv/m'}"),
+            "file",
+            9,
+            "mirror",
+        ),
+    ],
+)
+def test_a_mirror_or_repository_on_the_build_host_is_refused(
+    harness: Harness, recipe: str, scheme: str, line: int, key: str
+) -> None:
+    reply = harness.call(
+        "POST",
+        "/api/configurations",
+        "builder",
+        json={"name": "h", "files": {"recipe.yaml": recipe}},
+    )
+    assert reply.status_code == 422, reply.text
+    error = reply.json()
+    assert f"{scheme}://" in error["error"]
+    assert error["location"] == f"recipe.yaml:{line}, key '{key}'"
+    assert harness.call("GET", "/api/configurations/h", "viewer").status_code == 404
+
+
+def test_a_mirror_and_repositories_on_the_network_are_accepted(harness: Harness) -> None:
+    recipe = variant_repository("https://repo.invalid/debian") + "mirror: http://m.invalid/d\n"
+    harness.configuration("net", recipe)
+
+
+@pytest.mark.parametrize(
+    ("recipe", "key", "says"),
+    [
+        (
+            RECIPE + "files:\n  - {src: ../../../../etc/shadow, dest: /etc/x}\n",
+            "files[0].src",
+            "leaves the recipe's folder",
+        ),
+        ("extends: ../../../../../etc/passwd\n" + RECIPE, "extends", "outside the configuration"),
+        ("extends: /etc/passwd\n" + RECIPE, "extends", "outside the configuration"),
+    ],
+)
+def test_a_recipe_reaching_outside_its_configuration_is_refused(
+    harness: Harness, recipe: str, key: str, says: str
+) -> None:
+    reply = harness.call(
+        "POST",
+        "/api/configurations",
+        "builder",
+        json={"name": "o", "files": {"recipe.yaml": recipe}},
+    )
+    assert reply.status_code == 422, reply.text
+    error = reply.json()
+    assert says in error["error"]
+    assert error["location"].startswith("recipe.yaml:")
+    assert error["location"].endswith(f"key '{key}'")
+    assert harness.call("GET", "/api/configurations/o", "viewer").status_code == 404
