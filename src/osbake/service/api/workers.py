@@ -1,4 +1,8 @@
-"""The routes workers call: claim a build, fetch its configuration, report on it."""
+"""The routes workers call: claim a build, fetch its configuration, report on it.
+
+Only worker tokens call these, and after the claim only the token that claimed a
+build may report on it (409 for any other).
+"""
 
 from __future__ import annotations
 
@@ -30,11 +34,6 @@ from osbake.service.models import BuildState
 from osbake.service.problems import Conflict, TooLarge, errors
 
 router = APIRouter(prefix="/api", tags=["workers"])
-
-
-# -- workers -------------------------------------------------------------------------------
-# Only worker tokens call these, and after the claim only the token that claimed a
-# build may report on it (409 for any other).
 
 
 @router.get("/worker/hello")
