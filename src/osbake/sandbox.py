@@ -26,6 +26,7 @@ import pwd
 import select
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -383,23 +384,37 @@ def hidden(tree: Path, paths: Sequence[str]) -> Iterator[None]:
     """Show the folders `paths` of the tree as empty while the block runs.
 
     Used to make one partition's file system from the tree without the contents of
-    the others (an empty read-only tmpfs over each, in the build's own mount
-    namespace).
+    the others, in the build's own mount namespace. Each folder is covered by its
+    own empty folder of ONE read-only tmpfs (bind mounts), never by a tmpfs of its
+    own: every tmpfs's root has inode number 1, and `mkfs.btrfs --rootdir` takes a
+    source's inode number for the image's, so two hidden folders (/boot/efi and
+    /var on a btrfs root) would become one directory with two names, and the ESP
+    would be mounted on /var at boot. Folders of one tmpfs have distinct numbers.
     """
+    targets = [tree / path.lstrip("/") for path in paths]
+    targets = [target for target in targets if target.is_dir()]
+    if not targets:
+        yield
+        return
+    holder = Path(tempfile.mkdtemp(prefix="osbake-hidden-"))
     mounted: list[str] = []
     try:
-        for path in paths:
-            target = tree / path.lstrip("/")
-            if not target.is_dir():
-                continue
-            runner.run(
-                ["mount", "-t", "tmpfs", "-o", "ro,mode=0755,size=4k", "osbake-hidden", str(target)]
-            )
+        runner.run(
+            ["mount", "-t", "tmpfs", "-o", "mode=0755,size=64k", "osbake-hidden", str(holder)]
+        )
+        mounted.append(str(holder))
+        for number in range(len(targets)):
+            (holder / str(number)).mkdir(mode=0o755)
+        runner.run(["mount", "-o", "remount,ro", str(holder)])
+        for number, target in enumerate(targets):
+            runner.run(["mount", "--bind", str(holder / str(number)), str(target)])
             mounted.append(str(target))
         yield
     finally:
         for mount_point in reversed(mounted):
             runner.run(["umount", mount_point], check=False)
+        with contextlib.suppress(OSError):
+            holder.rmdir()
 
 
 def mount_overlay(
