@@ -35,7 +35,7 @@ COMMAND_MODULES: list[str] = [
     "osbake.publish.commands",
     "osbake.firstboot.commands",
     "osbake.service.commands",
-    "osbake.vm_commands",
+    "osbake.vm.commands",
 ]
 
 

@@ -8,9 +8,11 @@ from typing import Any
 
 import pytest
 
+from osbake import run as osbake_run
 from osbake import vm
 from osbake.errors import CommandError, UsageError
 from osbake.events import Events
+from osbake.vm import media, runner
 
 
 class FakeQemu:
@@ -77,11 +79,11 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     ):
         (ovmf / name).write_bytes(name.encode())  # fmt: skip
     monkeypatch.setenv("OSBAKE_OVMF_DIR", str(ovmf))
-    monkeypatch.setattr(vm.run, "start", start)
-    monkeypatch.setattr(vm.run, "run", run)
-    monkeypatch.setattr(vm.run, "require_tool", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(vm, "detect_format", lambda path, events=None: state["fmt"])
-    monkeypatch.setattr(vm, "POLL_SECONDS", 0.001)
+    monkeypatch.setattr(osbake_run, "start", start)
+    monkeypatch.setattr(osbake_run, "run", run)
+    monkeypatch.setattr(osbake_run, "require_tool", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(media, "detect_format", lambda path, events=None: state["fmt"])
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.001)
     state["work"] = tmp_path / "work"
     state["work"].mkdir()
     state["image"] = tmp_path / "disk.qcow2"
@@ -187,7 +189,7 @@ def test_uefi_gets_a_private_copy_of_the_variables(
         seen["dir"] = str(path.parent)
         return FakeQemu(argv, [b"login: "], 0, kwargs)
 
-    monkeypatch.setattr(vm.run, "start", check)
+    monkeypatch.setattr(osbake_run, "start", check)
     report = boot(fake, firmware=vm.Firmware.UEFI_SECUREBOOT, timeout=30)
     assert report.passed
     assert seen["vars"] == b"OVMF_VARS_4M.ms.fd"
