@@ -34,6 +34,7 @@ CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
 COMMAND_MODULES: list[str] = [
     "osbake.publish.commands",
     "osbake.firstboot.commands",
+    "osbake.deploy.commands",
     "osbake.service.commands",
     "osbake.vm.commands",
 ]
