@@ -34,8 +34,9 @@ CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
 COMMAND_MODULES: list[str] = [
     "osbake.publish.commands",
     "osbake.firstboot.commands",
+    "osbake.deploy.commands",
     "osbake.service.commands",
-    "osbake.vm_commands",
+    "osbake.vm.commands",
 ]
 
 

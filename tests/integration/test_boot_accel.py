@@ -13,6 +13,8 @@ import pytest
 from osbake import vm
 from osbake.errors import HostError
 from osbake.events import Events
+from osbake.vm import accel
+from osbake.vm.accel import _reset_accelerator_cache
 from tests.integration.boot_media import MARKER, grub_iso
 
 pytestmark = pytest.mark.integration
@@ -58,8 +60,8 @@ def test_a_boot_falls_back_to_tcg_when_kvm_fails_in_it(
     machine) does not fail the boot: when KVM fails in it, the boot runs with TCG."""
     iso = grub_iso(tmp_path / "grub.iso")
     monkeypatch.delenv("OSBAKE_ACCEL", raising=False)
-    vm._reset_accelerator_cache()
-    monkeypatch.setattr(vm, "kvm_works", lambda events=None: True)
+    _reset_accelerator_cache()
+    monkeypatch.setattr(accel, "kvm_works", lambda events=None: True)
     seen: list[dict[str, object]] = []
     report = vm.boot(iso, expect=[MARKER], timeout=60, events=Events(seen.append))
     report.check()
@@ -73,7 +75,7 @@ def test_a_boot_falls_back_to_tcg_when_kvm_fails_in_it(
     assert [e["event"] for e in seen].count("accel-fallback") == 1
     # The rest of the process does not try KVM again.
     assert vm.choose_accelerator() == vm.Accel.TCG
-    vm._reset_accelerator_cache()
+    _reset_accelerator_cache()
 
 
 def subprocess_kvm_works() -> bool:
@@ -114,7 +116,7 @@ def test_the_cli_says_it_fell_back(tmp_path: Path) -> None:
 
 def test_the_choice_is_made_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OSBAKE_ACCEL", raising=False)
-    vm._reset_accelerator_cache()
+    _reset_accelerator_cache()
     first = vm.choose_accelerator()
     started = time.monotonic()
     assert vm.choose_accelerator() == first

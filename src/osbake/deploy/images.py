@@ -6,7 +6,6 @@ runs reads as zeros. Nothing is decompressed or converted to a temporary file.
 
 from __future__ import annotations
 
-import errno
 import lzma
 import os
 import tarfile
@@ -18,6 +17,7 @@ from typing import IO, Any, Protocol
 
 from osbake.deploy.qcow2 import Qcow2Reader, is_qcow2
 from osbake.errors import ArtifactError
+from osbake.extents import data_extents
 
 CHUNK = 4 << 20
 HEAD = 64 * 1024
@@ -116,7 +116,7 @@ class RawSource:
     def chunks(self) -> Iterator[tuple[int, bytes]]:
         fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
         try:
-            for start, end in _data_extents(fd, self.size):
+            for start, end in data_extents(fd, self.size):
                 offset = start
                 while offset < end:
                     data = os.pread(fd, min(CHUNK, end - offset), offset)
@@ -129,24 +129,6 @@ class RawSource:
 
     def close(self) -> None:
         pass
-
-
-def _data_extents(fd: int, size: int) -> Iterator[tuple[int, int]]:
-    """The (start, end) ranges of a file that hold data (SEEK_DATA/SEEK_HOLE)."""
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # only a hole is left
-                return
-            if exc.errno == errno.EINVAL:  # the filesystem cannot tell: all data
-                yield offset, size
-                return
-            raise
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        yield start, end
-        offset = end
 
 
 class Qcow2Source:

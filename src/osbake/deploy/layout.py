@@ -11,12 +11,16 @@ import struct
 import uuid
 from dataclasses import dataclass, field
 
+from osbake.disk.layout import GPT_TYPES
+from osbake.extents import align_down, align_up
+from osbake.recipe.model import PartitionType
+
 SECTOR = 512
 ALIGN_SECTORS = 2048  # 1 MiB
 GPT_BACKUP_SECTORS = 33  # header + 128 entries of 128 bytes, at the end of the disk
-LINUX_DATA = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
-ESP = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
-BIOS_BOOT = "21686148-6449-6E6F-744E-656564454649"
+LINUX_DATA = GPT_TYPES[PartitionType.LINUX]
+ESP = GPT_TYPES[PartitionType.ESP]
+BIOS_BOOT = GPT_TYPES[PartitionType.BIOS_GRUB]
 MBR_EXTENDED = {0x05, 0x0F, 0x85}
 MBR_LIMIT = 0xFFFFFFFF - 1
 
@@ -57,14 +61,6 @@ class Layout:
         taken = {p.number for p in self.partitions}
         limit = self.entries if self.table == "gpt" else 4
         return next((n for n in range(1, limit + 1) if n not in taken), None)
-
-
-def align_up(value: int, step: int) -> int:
-    return -(-value // step) * step
-
-
-def align_down(value: int, step: int) -> int:
-    return value // step * step
 
 
 def read_layout(head: bytes) -> Layout:

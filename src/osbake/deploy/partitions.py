@@ -8,7 +8,6 @@ loop devices nor root are needed.
 
 from __future__ import annotations
 
-import errno
 import os
 import struct
 import tempfile
@@ -19,6 +18,7 @@ from osbake import run as runner
 from osbake.deploy.layout import LINUX_DATA, SECTOR, Layout, Partition, read_layout
 from osbake.errors import DeployError
 from osbake.events import Events
+from osbake.extents import data_extents
 
 EXT_MAGIC = 0xEF53
 COPY_CHUNK = 8 << 20
@@ -182,18 +182,7 @@ def _copy_data(source: Path, start: int, dest: Path, dest_start: int, length: in
     src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
     out = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
     try:
-        end = start + length
-        position = start
-        while position < end:
-            try:
-                data_start = os.lseek(src, position, os.SEEK_DATA)
-            except OSError as exc:
-                if exc.errno == errno.ENXIO:
-                    break
-                raise
-            if data_start >= end:
-                break
-            data_end = min(os.lseek(src, data_start, os.SEEK_HOLE), end)
+        for data_start, data_end in data_extents(src, start + length, start):
             cursor = data_start
             while cursor < data_end:
                 chunk = os.pread(src, min(COPY_CHUNK, data_end - cursor), cursor)
@@ -201,7 +190,6 @@ def _copy_data(source: Path, start: int, dest: Path, dest_start: int, length: in
                     break
                 os.pwrite(out, chunk, dest_start + cursor - start)
                 cursor += len(chunk)
-            position = data_end
         os.fsync(out)
     finally:
         os.close(src)

@@ -17,12 +17,12 @@ import errno
 import hashlib
 import mmap
 import os
-import stat
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from osbake.deploy.target import zero_range
+from osbake.extents import data_extents
 
 BLOCK = 4 << 20  # digest block
 GRAIN = 64 * 1024  # zero detection granularity
@@ -207,7 +207,7 @@ def _digest_ranges(buffered: int, direct: int | None, size: int, tick: _Throttle
     # 4 MiB object per read would cost more than the read).
     buffer = mmap.mmap(-1, BLOCK)
     offset = 0
-    for start, end in _data_ranges(buffered, size):
+    for start, end in data_extents(buffered, size):
         if start > offset:
             digest.zeros(start - offset)
             offset = start
@@ -239,24 +239,3 @@ def _digest_ranges(buffered: int, direct: int | None, size: int, tick: _Throttle
     tick(size, force=True)
     buffer.close()
     return digest.hexdigest()
-
-
-def _data_ranges(fd: int, size: int) -> list[tuple[int, int]]:
-    """Where a file holds data (SEEK_DATA/SEEK_HOLE); a block device is data throughout."""
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        return [(0, size)]
-    ranges: list[tuple[int, int]] = []
-    offset = 0
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:
-                break
-            return [(0, size)]
-        if start >= size:
-            break
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
-        ranges.append((start, end))
-        offset = end
-    return ranges

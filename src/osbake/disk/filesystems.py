@@ -21,6 +21,7 @@ from osbake import run as runner
 from osbake.disk.sizes import MiB, align_up, format_size
 from osbake.errors import OsbakeError
 from osbake.events import Events
+from osbake.extents import data_extents
 
 BLOCK = 4096
 INODE_SIZE = 256
@@ -325,13 +326,7 @@ def copy_into(image: Path, offset: int, source: Path) -> None:
     """Copy the data of `source` into `image` at `offset`, leaving holes as holes."""
     with source.open("rb") as src, image.open("r+b") as dst:
         size = os.fstat(src.fileno()).st_size
-        position = 0
-        while position < size:
-            try:
-                data = os.lseek(src.fileno(), position, os.SEEK_DATA)
-            except OSError:
-                break  # only a hole remains
-            hole = os.lseek(src.fileno(), data, os.SEEK_HOLE)
+        for data, hole in data_extents(src.fileno(), size):
             remaining = hole - data
             src_off, dst_off = data, offset + data
             while remaining > 0:
@@ -341,4 +336,3 @@ def copy_into(image: Path, offset: int, source: Path) -> None:
                 remaining -= copied
                 src_off += copied
                 dst_off += copied
-            position = hole

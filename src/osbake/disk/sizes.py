@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import re
 
+# The one align_up/align_down (osbake.extents), kept importable from here for the disk code.
+from osbake.extents import align_down, align_up
+
+__all__ = ["UNITS", "GiB", "MiB", "align_down", "align_up", "format_size", "parse_size"]
+
 UNITS = {
     "": 1,
     "b": 1,
@@ -43,11 +48,3 @@ def format_size(value: int) -> str:
             amount = value / factor
             return f"{amount:.0f} {unit}" if amount == int(amount) else f"{amount:.1f} {unit}"
     return f"{value} B"
-
-
-def align_up(value: int, alignment: int) -> int:
-    return -(-value // alignment) * alignment
-
-
-def align_down(value: int, alignment: int) -> int:
-    return value // alignment * alignment

@@ -10,10 +10,9 @@ from osbake.firstboot.seed import (
     CONFIGDRIVE_VERSION,
     SeedContent,
     SeedFormat,
-    make_seed,
     seed_content,
 )
-from osbake.firstboot.volume import probe_volume, read_volume, write_volume
+from osbake.firstboot.volume import make_seed, probe_volume, read_volume, write_volume
 
 __all__ = [
     "CONFIGDRIVE_VERSION",

@@ -39,7 +39,6 @@ from typing import Any
 import yaml
 
 from osbake.errors import UsageError
-from osbake.events import Events
 from osbake.firstboot import validate
 from osbake.firstboot.validate import Input
 
@@ -161,40 +160,6 @@ def seed_content(
     else:
         content.files = _nocloud_files(meta, user_bytes, vendor, network)
     return content
-
-
-def make_seed(
-    output: Path,
-    *,
-    format: SeedFormat | str = SeedFormat.NOCLOUD_ISO,
-    user_data: Source | None = None,
-    meta_data: Source | None = None,
-    network_config: Source | None = None,
-    vendor_data: Source | None = None,
-    hostname: str | None = None,
-    ssh_keys: Sequence[Source] = (),
-    user: str | None = None,
-    instance_id: str | None = None,
-    events: Events | None = None,
-) -> Path:
-    """Write a seed volume to `output` (written under a temporary name, then renamed).
-
-    Arguments are those of `seed_content()`. Returns `output`.
-    """
-    from osbake.firstboot.volume import write_volume
-
-    content = seed_content(
-        format=format,
-        user_data=user_data,
-        meta_data=meta_data,
-        network_config=network_config,
-        vendor_data=vendor_data,
-        hostname=hostname,
-        ssh_keys=ssh_keys,
-        user=user,
-        instance_id=instance_id,
-    )
-    return write_volume(content, output, events=events)
 
 
 def _format(value: SeedFormat | str) -> SeedFormat:

@@ -11,16 +11,55 @@ import os
 import stat
 import tempfile
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 from osbake import run as runner
 from osbake.errors import ArtifactError, UsageError
 from osbake.events import Events
-from osbake.firstboot.seed import SeedContent, source_date_epoch
+from osbake.firstboot.seed import (
+    SeedContent,
+    SeedFormat,
+    Source,
+    seed_content,
+    source_date_epoch,
+)
 
 MIB = 1 << 20
 FAT_CLUSTER = 4096
 ISO_PVD = 0x8000
+
+
+def make_seed(
+    output: Path,
+    *,
+    format: SeedFormat | str = SeedFormat.NOCLOUD_ISO,
+    user_data: Source | None = None,
+    meta_data: Source | None = None,
+    network_config: Source | None = None,
+    vendor_data: Source | None = None,
+    hostname: str | None = None,
+    ssh_keys: Sequence[Source] = (),
+    user: str | None = None,
+    instance_id: str | None = None,
+    events: Events | None = None,
+) -> Path:
+    """Write a seed volume to `output` (written under a temporary name, then renamed).
+
+    Arguments are those of `seed_content()`. Returns `output`.
+    """
+    content = seed_content(
+        format=format,
+        user_data=user_data,
+        meta_data=meta_data,
+        network_config=network_config,
+        vendor_data=vendor_data,
+        hostname=hostname,
+        ssh_keys=ssh_keys,
+        user=user,
+        instance_id=instance_id,
+    )
+    return write_volume(content, output, events=events)
 
 
 def write_volume(content: SeedContent, output: Path, *, events: Events | None = None) -> Path:

@@ -8,14 +8,16 @@ from typing import Any
 
 import pytest
 
-from osbake import vm
+from osbake import run, vm
 from osbake.errors import UsageError
+from osbake.vm import accel
+from osbake.vm.accel import _reset_accelerator_cache
 
 
 @pytest.fixture(autouse=True)
 def _fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OSBAKE_ACCEL", raising=False)
-    vm._reset_accelerator_cache()
+    _reset_accelerator_cache()
 
 
 def no_process(*args: Any, **kwargs: Any) -> Any:
@@ -25,7 +27,7 @@ def no_process(*args: Any, **kwargs: Any) -> Any:
 @pytest.mark.parametrize("value", ["kvm", "tcg", " TCG "])
 def test_osbake_accel_forces_the_choice(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
     monkeypatch.setenv("OSBAKE_ACCEL", value)
-    monkeypatch.setattr(vm.run, "start", no_process)
+    monkeypatch.setattr(run, "start", no_process)
     assert vm.choose_accelerator() == vm.Accel(value.strip().lower())
 
 
@@ -36,14 +38,14 @@ def test_a_bad_osbake_accel_is_a_usage_error(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_without_dev_kvm_no_probe_runs(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(vm.os, "access", lambda *a: False)
-    monkeypatch.setattr(vm.run, "start", no_process)
+    monkeypatch.setattr(accel.os, "access", lambda *a: False)
+    monkeypatch.setattr(run, "start", no_process)
     assert vm.choose_accelerator() == vm.Accel.TCG
 
 
 def test_the_probe_runs_once_per_process(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
-    monkeypatch.setattr(vm, "kvm_works", lambda events=None: calls.append(1) or True)
+    monkeypatch.setattr(accel, "kvm_works", lambda events=None: calls.append(1) or True)
     assert vm.choose_accelerator() == vm.Accel.KVM
     assert vm.choose_accelerator() == vm.Accel.KVM
     assert calls == [1]
@@ -94,10 +96,10 @@ def test_kvm_works_reads_the_probe_console(
         made.append(FakeProbe(argv, writes, exits))
         return made[-1]
 
-    monkeypatch.setattr(vm.os, "access", lambda *a: True)
-    monkeypatch.setattr(vm.run, "require_tool", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(vm.run, "start", start)
-    monkeypatch.setattr(vm, "POLL_SECONDS", 0.001)
+    monkeypatch.setattr(accel.os, "access", lambda *a: True)
+    monkeypatch.setattr(run, "require_tool", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(run, "start", start)
+    monkeypatch.setattr(accel, "POLL_SECONDS", 0.001)
     assert vm.kvm_works(seconds=0.2) is expected
     (probe,) = made
     assert probe.stopped

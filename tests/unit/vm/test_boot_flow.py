@@ -8,9 +8,13 @@ from typing import Any
 
 import pytest
 
+from osbake import run as osbake_run
 from osbake import vm
+from osbake.arch import Arch
 from osbake.errors import CommandError, UsageError
 from osbake.events import Events
+from osbake.vm import media, runner
+from osbake.vm import qemu as vm_qemu
 
 
 class FakeQemu:
@@ -77,11 +81,11 @@ def fake(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> dict[str, Any]:
     ):
         (ovmf / name).write_bytes(name.encode())  # fmt: skip
     monkeypatch.setenv("OSBAKE_OVMF_DIR", str(ovmf))
-    monkeypatch.setattr(vm.run, "start", start)
-    monkeypatch.setattr(vm.run, "run", run)
-    monkeypatch.setattr(vm.run, "require_tool", lambda name: f"/usr/bin/{name}")
-    monkeypatch.setattr(vm, "detect_format", lambda path, events=None: state["fmt"])
-    monkeypatch.setattr(vm, "POLL_SECONDS", 0.001)
+    monkeypatch.setattr(osbake_run, "start", start)
+    monkeypatch.setattr(osbake_run, "run", run)
+    monkeypatch.setattr(osbake_run, "require_tool", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(media, "detect_format", lambda path, events=None: state["fmt"])
+    monkeypatch.setattr(runner, "POLL_SECONDS", 0.001)
     state["work"] = tmp_path / "work"
     state["work"].mkdir()
     state["image"] = tmp_path / "disk.qcow2"
@@ -187,7 +191,7 @@ def test_uefi_gets_a_private_copy_of_the_variables(
         seen["dir"] = str(path.parent)
         return FakeQemu(argv, [b"login: "], 0, kwargs)
 
-    monkeypatch.setattr(vm.run, "start", check)
+    monkeypatch.setattr(osbake_run, "start", check)
     report = boot(fake, firmware=vm.Firmware.UEFI_SECUREBOOT, timeout=30)
     assert report.passed
     assert seen["vars"] == b"OVMF_VARS_4M.ms.fd"
@@ -227,3 +231,29 @@ def test_bad_arguments_fail_before_anything_runs(
         boot(fake, **kwargs)
     assert fake["qemus"] == []
     assert fake["commands"] == []
+
+
+def test_another_architecture_boots_its_own_machine_under_tcg(
+    fake: dict[str, Any], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    aavmf = tmp_path / "aavmf"
+    aavmf.mkdir()
+    for name in ("AAVMF_CODE.fd", "AAVMF_VARS.fd"):
+        (aavmf / name).write_bytes(name.encode())
+    monkeypatch.setenv("OSBAKE_AAVMF_DIR", str(aavmf))
+    monkeypatch.setattr(vm_qemu, "host_arch", lambda: Arch.AMD64)
+    monkeypatch.setattr(runner, "host_arch", lambda: Arch.AMD64)
+    monkeypatch.setattr(runner, "choose_accelerator", lambda events=None: pytest.fail("probed"))
+    fake["script"] = [b"login: "]
+    report = vm.boot(
+        fake["image"], arch=Arch.ARM64, firmware=vm.Firmware.UEFI, workdir=fake["work"], timeout=30
+    )
+    assert report.passed
+    assert report.accelerator == vm.Accel.TCG
+    (qemu,) = fake["qemus"]
+    assert qemu.argv[0] == "/usr/bin/qemu-system-aarch64"
+    assert qemu.argv[qemu.argv.index("-machine") + 1] == "virt"
+    with pytest.raises(UsageError, match="KVM cannot run arm64 guests"):
+        boot(fake, arch=Arch.ARM64, firmware=vm.Firmware.UEFI, accel=vm.Accel.KVM)
+    with pytest.raises(UsageError, match="cannot boot arm64 images with bios"):
+        boot(fake, arch=Arch.ARM64)

@@ -148,7 +148,7 @@ def test_interactive_returns_qemus_verdict(monkeypatch: pytest.MonkeyPatch, tmp_
 def test_the_log_is_not_kept_beside_an_image_in_a_read_only_folder(
     calls: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setattr("osbake.vm_commands.os.access", lambda *a: False)
+    monkeypatch.setattr("osbake.vm.commands.os.access", lambda *a: False)
     assert cli.main(["boot", str(tmp_path / "d.qcow2")]) == 0
     assert calls[0]["log_path"] is None
 

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
-from osbake import vm
+from osbake import run, vm
 from osbake.errors import ArtifactError, UsageError
+from osbake.vm.media import _is_tar
 
 
 def fake_qemu_img(monkeypatch: pytest.MonkeyPatch, fmt: str) -> list[list[str]]:
@@ -20,7 +21,7 @@ def fake_qemu_img(monkeypatch: pytest.MonkeyPatch, fmt: str) -> list[list[str]]:
         calls.append([os.fspath(a) for a in argv])
         return json.dumps({"format": fmt, "virtual-size": 1048576})
 
-    monkeypatch.setattr(vm.run, "output", output)
+    monkeypatch.setattr(run, "output", output)
     return calls
 
 
@@ -61,7 +62,7 @@ def test_an_unknown_format_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path:
 def test_compressed_images_are_refused_before_qemu_img(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, magic: bytes, name: str
 ) -> None:
-    monkeypatch.setattr(vm.run, "output", lambda *a, **k: pytest.fail("ran qemu-img"))
+    monkeypatch.setattr(run, "output", lambda *a, **k: pytest.fail("ran qemu-img"))
     image = tmp_path / "disk.raw.x"
     image.write_bytes(magic + bytes(100))
     with pytest.raises(ArtifactError, match=f"compressed with {name}"):
@@ -80,13 +81,13 @@ def test_a_missing_image(tmp_path: Path, make: str) -> None:
 def test_tar_archives_are_recognised(tmp_path: Path) -> None:
     for name in ("disk.raw.tar.xz", "disk.tar.gz", "disk.tgz", "disk.tar.zst", "disk.tar"):
         (tmp_path / name).write_bytes(bytes(600))
-        assert vm._is_tar(tmp_path / name)
+        assert _is_tar(tmp_path / name)
     plain = tmp_path / "disk.bin"
     plain.write_bytes(bytes(257) + b"ustar\x0000" + bytes(300))
-    assert vm._is_tar(plain)
+    assert _is_tar(plain)
     other = tmp_path / "disk.raw"
     other.write_bytes(bytes(600))
-    assert not vm._is_tar(other)
+    assert not _is_tar(other)
 
 
 def test_an_archive_must_hold_one_disk(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -95,7 +96,7 @@ def test_an_archive_must_hold_one_disk(monkeypatch: pytest.MonkeyPatch, tmp_path
         (target / "disk.raw").write_bytes(b"x")
         (target / "README").write_bytes(b"y")
 
-    monkeypatch.setattr(vm.run, "run", fake_tar)
+    monkeypatch.setattr(run, "run", fake_tar)
     archive = tmp_path / "two.raw.tar.xz"
     archive.write_bytes(bytes(600))
     work = tmp_path / "work"
@@ -110,7 +111,7 @@ def test_an_archive_with_one_disk_boots_that_disk(
     def fake_tar(argv: list[Any], **kwargs: Any) -> None:
         (Path(argv[argv.index("-C") + 1]) / "disk.raw").write_bytes(bytes(4096))
 
-    monkeypatch.setattr(vm.run, "run", fake_tar)
+    monkeypatch.setattr(run, "run", fake_tar)
     fake_qemu_img(monkeypatch, "raw")
     archive = tmp_path / "img.raw.tar.xz"
     archive.write_bytes(bytes(600))
@@ -136,7 +137,7 @@ def test_the_overlay_reads_through_to_the_image(
 ) -> None:
     calls: list[list[str]] = []
     monkeypatch.setattr(
-        vm.run, "run", lambda argv, **kwargs: calls.append([os.fspath(a) for a in argv])
+        run, "run", lambda argv, **kwargs: calls.append([os.fspath(a) for a in argv])
     )
     monkeypatch.chdir(tmp_path)
     media = vm.create_overlay(

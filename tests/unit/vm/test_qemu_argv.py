@@ -7,7 +7,11 @@ from pathlib import Path
 import pytest
 
 from osbake import vm
-from osbake.errors import HostError
+from osbake.arch import Arch, Firmware
+from osbake.errors import HostError, UsageError
+from osbake.vm import qemu as vm_qemu
+from osbake.vm.firmware import QEMU_FIRMWARE
+from osbake.vm.qemu import _tcg_threads
 
 DISK = vm.Media(Path("/w/overlay.qcow2"), "qcow2", vm.MediaKind.DISK)
 ISO = vm.Media(Path("/img/live,1.iso"), "raw", vm.MediaKind.CDROM)
@@ -98,7 +102,7 @@ def test_another_ovmf_directory_and_missing_files(
     assert files is not None
     assert files.code == tmp_path / "OVMF_CODE_4M.fd"
     with pytest.raises(HostError, match=r"OVMF_CODE_4M\.fd is missing") as caught:
-        vm._check_firmware(files)
+        vm.check_firmware(files)
     assert "apt-get install ovmf" in (caught.value.hint or "")
 
 
@@ -135,11 +139,52 @@ def test_tcg_runs_one_vcpu_and_several_take_turns_on_one_thread() -> None:
     # Multi-threaded TCG hangs x86 guests (soft lockups, int3 oopses): one vCPU by
     # default, and several only single-threaded unless asked otherwise.
     assert vm.default_cpus(vm.Accel.TCG) == 1
-    assert vm._tcg_threads(vm.Accel.TCG, 1, None) is None
-    assert vm._tcg_threads(vm.Accel.TCG, 2, None) == vm.TcgThreads.SINGLE
-    assert vm._tcg_threads(vm.Accel.TCG, 2, vm.TcgThreads.MULTI) == vm.TcgThreads.MULTI
-    assert vm._tcg_threads(vm.Accel.KVM, 2, None) is None
+    assert _tcg_threads(vm.Accel.TCG, 1, None) is None
+    assert _tcg_threads(vm.Accel.TCG, 2, None) == vm.TcgThreads.SINGLE
+    assert _tcg_threads(vm.Accel.TCG, 2, vm.TcgThreads.MULTI) == vm.TcgThreads.MULTI
+    assert _tcg_threads(vm.Accel.KVM, 2, None) is None
     argv = vm.qemu_argv(machine(cpus=2, tcg_threads=vm.TcgThreads.SINGLE))
     assert pairs(argv, "-accel") == ["tcg,thread=single"]
     assert pairs(argv, "-smp") == ["2"]
     assert pairs(vm.qemu_argv(machine()), "-accel") == ["tcg"]
+
+
+def test_the_machine_comes_from_the_architecture_model(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(vm_qemu, "host_arch", lambda: Arch.AMD64)
+    monkeypatch.setenv("OSBAKE_AAVMF_DIR", str(tmp_path))
+    arm = machine(arch=Arch.ARM64, firmware=vm.Firmware.UEFI, vars_file=Path("/w/VARS.fd"))
+    argv = vm.qemu_argv(arm)
+    qemu = Arch.ARM64.info.qemu
+    assert qemu is not None
+    assert argv[0] == qemu.binary
+    assert pairs(argv, "-machine") == [qemu.machine]
+    # Another architecture than the host's is emulated with its TCG CPU model.
+    assert pairs(argv, "-cpu") == [qemu.tcg_cpu]
+    assert pairs(argv, "-drive")[:2] == [
+        f"if=pflash,format=raw,unit=0,readonly=on,file={tmp_path}/AAVMF_CODE.fd",
+        "if=pflash,format=raw,unit=1,file=/w/VARS.fd",
+    ]
+    assert "-global" not in argv
+    # KVM runs the host's own architecture with the host's CPU.
+    assert pairs(vm.qemu_argv(machine(accel=vm.Accel.KVM)), "-cpu") == ["host"]
+
+
+def test_firmwares_an_architecture_lacks_are_refused() -> None:
+    with pytest.raises(UsageError, match="cannot boot arm64 images with bios"):
+        vm.firmware_files(vm.Firmware.BIOS, Arch.ARM64)
+    with pytest.raises(UsageError, match="cannot boot arm64 images with uefi-secureboot"):
+        vm.firmware_files(vm.Firmware.UEFI_SECUREBOOT, Arch.ARM64)
+    with pytest.raises(UsageError, match="cannot boot s390x images under QEMU"):
+        vm.firmware_files(vm.Firmware.BIOS, Arch.S390X)
+    assert vm.firmware_files(vm.Firmware.BIOS, Arch.I386) is None
+    with pytest.raises(UsageError, match="cannot boot s390x images under QEMU"):
+        vm.qemu_argv(machine(arch=Arch.S390X))
+
+
+def test_every_architecture_in_the_firmware_table_boots_under_qemu() -> None:
+    for arch, table in QEMU_FIRMWARE.items():
+        assert arch.info.qemu is not None, arch
+        assert table.bios == (Firmware.BIOS in arch.info.firmwares), arch
+        assert set(table.uefi) <= set(arch.info.firmwares), arch

@@ -13,7 +13,6 @@ with all of them: one registered from a snapshot that was not checked never does
 from __future__ import annotations
 
 import base64
-import errno
 import hashlib
 import math
 import os
@@ -26,6 +25,7 @@ from typing import Any
 from osbake import run as runner
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
+from osbake.extents import data_extents
 from osbake.extras import Extra, needs
 from osbake.publish import staging
 from osbake.publish.download import verify_file
@@ -99,20 +99,11 @@ def tag_list(tags: dict[str, str]) -> list[dict[str, str]]:
 
 def data_blocks(fd: int, size: int) -> Iterator[int]:
     """Indices of the blocks that hold data: holes of a sparse file are never read."""
-    offset = 0
     last = -1
-    while offset < size:
-        try:
-            start = os.lseek(fd, offset, os.SEEK_DATA)
-        except OSError as exc:
-            if exc.errno == errno.ENXIO:  # no data after offset
-                return
-            raise
-        end = min(os.lseek(fd, start, os.SEEK_HOLE), size)
+    for start, end in data_extents(fd, size):
         for index in range(max(start // BLOCK, last + 1), (end - 1) // BLOCK + 1):
             last = index
             yield index
-        offset = end
 
 
 def _code(exc: BaseException) -> str:

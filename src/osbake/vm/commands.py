@@ -19,8 +19,10 @@ from rich.spinner import Spinner
 from rich.text import Text
 
 from osbake import vm
+from osbake.arch import Arch
 from osbake.errors import UsageError
 from osbake.events import Event, Events, JsonLinesSink
+from osbake.vm.firmware import FIRMWARE_HELP, QEMU_FIRMWARE
 
 if TYPE_CHECKING:
     from osbake.cli import CommandFactory
@@ -33,7 +35,14 @@ def register(command: CommandFactory, sub: Any) -> None:
         "--firmware",
         choices=[str(f) for f in vm.Firmware],
         default=str(vm.Firmware.BIOS),
-        help="bios (SeaBIOS), uefi (OVMF) or uefi-secureboot (OVMF, keys enrolled; default bios)",
+        help=f"{FIRMWARE_HELP}; default bios",
+    )
+    p.add_argument(
+        "--arch",
+        choices=[str(a) for a in QEMU_FIRMWARE],
+        default=str(vm.DEFAULT_ARCH),
+        help=f"the image's architecture (default {vm.DEFAULT_ARCH}); another than this "
+        "host's is emulated with TCG",
     )
     p.add_argument("--seed", help="attach this NoCloud/ConfigDrive seed (.iso or vfat image)")
     p.add_argument(
@@ -131,6 +140,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
             events=events,
             log_path=log_path,
             interactive=args.interactive,
+            arch=Arch(args.arch),
         )
     finally:
         if main_thread:
