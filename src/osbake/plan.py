@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import osbake
-from osbake.disk.layout import DISK_OUTPUTS, DiskPlan, plan_disk
+from osbake.disk.layout import DiskPlan, plan_disk
 from osbake.distros import Distro, check_distro, distro_element, get_distro
 from osbake.elements import Catalog, Element, Phase, Request, SearchPath, resolve
 from osbake.elements.model import hash_paths
 from osbake.elements.options import OptionValues, resolve_options
 from osbake.errors import RecipeError
-from osbake.outputs import check_output_options
+from osbake.outputs import check_output_options, needs_disk
 from osbake.recipe import Arch, OutputFormat, Recipe, locate, resolve_path, select_variant
 
 
@@ -383,9 +383,8 @@ def _steps(plan: Plan) -> list[Step]:
         add("disk", StepKind.DISK, {"disk": _disk_inputs(plan.disk)})
         disk_key = parent
     for fmt in recipe.outputs:
-        needs_disk = str(fmt) in DISK_OUTPUTS
         inputs = {"format": str(fmt), "settings": plan.output_settings.get(str(fmt), {})}
-        key = _key(f"output:{fmt}", disk_key if needs_disk else tree_key, inputs)
+        key = _key(f"output:{fmt}", disk_key if needs_disk(fmt) else tree_key, inputs)
         steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, inputs, output=fmt))
     return steps
 

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from osbake.arch import Arch
 from osbake.disk.sizes import MiB, align_up, format_size, parse_size
 from osbake.errors import Location, RecipeError
+from osbake.outputs import needs_disk
 from osbake.recipe import Firmware, Recipe, locate
 from osbake.recipe.model import Disk, FsType, Partition, PartitionTable, PartitionType
 
@@ -120,11 +121,12 @@ def layout_source(recipe: Recipe, elements: list[Element]) -> tuple[Disk | None,
 def plan_disk(recipe: Recipe, arch: str, elements: list[Element]) -> DiskPlan | None:
     """The checked disk plan, or None when the image has no disk. Raises RecipeError."""
     disk, source = layout_source(recipe, elements)
-    needs_disk = [o for o in recipe.outputs if str(o) in DISK_OUTPUTS]
+    disk_outputs = [o for o in recipe.outputs if needs_disk(o)]
     if disk is None:
-        if needs_disk:
+        if disk_outputs:
             raise RecipeError(
-                f"the output '{needs_disk[0]}' is a disk image, but the recipe has no disk layout",
+                f"the output '{disk_outputs[0]}' is a disk image, but the recipe has no disk "
+                "layout",
                 location=locate(recipe, ("outputs",)),
                 hint="add the 'vm' element (or 'bare-metal'), or a 'disk:' layout",
             )
@@ -172,9 +174,6 @@ def plan_disk(recipe: Recipe, arch: str, elements: list[Element]) -> DiskPlan | 
         disk_uuid=derived_uuid(recipe, arch, "disk"),
         partitions=plans,
     )
-
-
-DISK_OUTPUTS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "raw.tar.xz", "raw.tar.gz")
 
 
 def _default_label(partition: Partition) -> str | None:
