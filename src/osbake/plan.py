@@ -155,7 +155,7 @@ def resolve_plan(
         environment,
         disk=disk,
         recipe_packages=recipe_packages,
-        cmdline=_cmdline(recipe, elements),
+        cmdline=_cmdline(recipe, elements, chosen_arch),
         output_settings=check_output_options(recipe),
     )
     plan.steps = _steps(plan)
@@ -231,10 +231,10 @@ def _check_boot(recipe: Recipe, disk: DiskPlan | None) -> None:
         )
 
 
-def _cmdline(recipe: Recipe, elements: list[Element]) -> str:
+def _cmdline(recipe: Recipe, elements: list[Element], arch: Arch) -> str:
     words: list[str] = []
     for element in elements:
-        words += [w for w in element.spec.cmdline if w not in words]
+        words += [w for w in element.spec.cmdline_for(arch) if w not in words]
     if recipe.cmdline:
         words += recipe.cmdline.split()
     return " ".join(words)
@@ -264,7 +264,7 @@ def _environment(
     env = {
         "OSBAKE_IMAGE_NAME": recipe.name,
         "OSBAKE_VARIANT": recipe.variant or "",
-        "OSBAKE_ARCH": str(arch),
+        **arch.info.environment(),
         "OSBAKE_DISTRO": recipe.distro,
         "OSBAKE_RELEASE": recipe.release,
         "OSBAKE_ELEMENTS": " ".join(e.name for e in elements),
