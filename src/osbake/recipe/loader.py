@@ -549,7 +549,7 @@ def _describe(err: Any, loc: KeyPath) -> tuple[str, str | None]:
                 )
             return (
                 f"osbake does not know the architecture {shown(given)}",
-                f"use one of: {expected} (docs/adding-an-architecture.md: adding one)",
+                f"use one of: {expected} (adding one is an entry in osbake/arch.py)",
             )
         return (f"{shown(given)} is not allowed for '{key}'", f"use one of: {expected}")
     if kind == "string_pattern_mismatch":
