@@ -3,9 +3,10 @@
 A recipe names architectures by their Debian names (`arch: [amd64, arm64]`);
 everything else (the kernel's and QEMU's names, the EFI loader's file name, the
 GRUB platforms, the serial console, the OCI, Glance and EC2 names, the GPT type
-of a root partition, which firmwares can boot it) is looked up here and nowhere
-else. Adding an architecture is one entry in `ARCHITECTURES` (plus its QEMU
-firmware files in osbake.vm.firmware, if it boots under QEMU).
+of a root partition, which firmwares can boot it, Debian's kernel flavours and
+GRUB packages) is looked up here and nowhere else. Adding an architecture is one
+entry in `ARCHITECTURES` (plus its QEMU firmware files in osbake.vm.firmware, if it
+boots under QEMU); docs/adding-an-architecture.md says what else.
 """
 
 from __future__ import annotations
@@ -60,8 +61,16 @@ class ArchInfo:
     # and of Debian's shim and signed GRUB files (shim<suffix>.efi.signed).
     grub_efi: str | None
     efi_suffix: str | None
+    # Debian's name for it in package names (grub-efi-<name>-bin, grub-efi-<name>-signed).
+    debian_efi: str | None
     grub_bios: str | None  # GRUB's BIOS platform, where PCs boot with a BIOS
     secure_boot: bool  # Debian ships a signed shim and GRUB
+    console: str  # the first serial port, as the kernel names it (console=<this>)
+    # Debian's kernel flavours (linux-image-<flavour>): the generic kernel, and the
+    # cloud kernel where Debian has one.
+    linux_flavour: str
+    linux_cloud_flavour: str | None
+    microcode: tuple[str, ...]  # Debian's CPU microcode packages (non-free-firmware)
     oci: str  # GOARCH
     oci_variant: str | None
     glance: str  # Glance's `architecture` image property
@@ -89,13 +98,47 @@ class ArchInfo:
             raise ValueError(f"{self.debian} has no UEFI")
         return f"BOOT{self.efi_suffix.upper()}.EFI"
 
-    @property
-    def console(self) -> str:
-        return self.qemu.console if self.qemu else "ttyS0"
-
     def grub_platform(self, firmware: Firmware) -> str | None:
         """GRUB's platform for a firmware (i386-pc, x86_64-efi, ...)."""
         return self.grub_efi if firmware.is_uefi else self.grub_bios
+
+    def grub_package(self, firmware: Firmware) -> str | None:
+        """Debian's package of GRUB's modules for a firmware (grub-pc-bin, grub-efi-...-bin)."""
+        platform = self.grub_platform(firmware)
+        if platform is None:
+            return None
+        if firmware.is_uefi:
+            return f"grub-efi-{self.debian_efi}-bin"
+        return f"grub-{platform.partition('-')[2]}-bin"  # i386-pc: grub-pc-bin
+
+    def secure_boot_packages(self) -> list[str]:
+        """Debian's signed shim and GRUB, where it has them."""
+        if not self.secure_boot:
+            return []
+        return ["shim-signed", f"grub-efi-{self.debian_efi}-signed"]
+
+    def kernel_flavour(self, kernel: str) -> str | None:
+        """Debian's flavour for a recipe's `kernel: cloud` or `generic` (None: none here)."""
+        if kernel == "cloud":
+            return self.linux_cloud_flavour
+        if kernel == "generic":
+            return self.linux_flavour
+        return None
+
+    def environment(self) -> dict[str, str]:
+        """What phase scripts learn about the architecture (docs/elements.md)."""
+        return {
+            "OSBAKE_ARCH": self.debian,
+            "OSBAKE_CONSOLE": self.console,
+            "OSBAKE_ARCH_MICROCODE": " ".join(self.microcode),
+        }
+
+    def boot_summary(self) -> str:
+        """The firmwares it boots with, for messages: 'bios, uefi' or 'no firmware osbake
+        can install a bootloader for'."""
+        if not self.firmwares:
+            return "no firmware osbake can install a bootloader for"
+        return ", ".join(str(f) for f in self.firmwares)
 
 
 _PC_QEMU = Qemu("qemu-system-x86_64", "q35", "max", "ttyS0")
@@ -106,8 +149,13 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         kernel="x86_64",
         grub_efi="x86_64-efi",
         efi_suffix="x64",
+        debian_efi="amd64",
         grub_bios="i386-pc",
         secure_boot=True,
+        console="ttyS0",
+        linux_flavour="amd64",
+        linux_cloud_flavour="cloud-amd64",
+        microcode=("amd64-microcode", "intel-microcode"),
         oci="amd64",
         oci_variant=None,
         glance="x86_64",
@@ -121,8 +169,13 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         kernel="aarch64",
         grub_efi="arm64-efi",
         efi_suffix="aa64",
+        debian_efi="arm64",
         grub_bios=None,
         secure_boot=True,
+        console="ttyAMA0",
+        linux_flavour="arm64",
+        linux_cloud_flavour="cloud-arm64",
+        microcode=(),
         oci="arm64",
         oci_variant="v8",
         glance="aarch64",
@@ -136,8 +189,13 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         kernel="i686",
         grub_efi="i386-efi",
         efi_suffix="ia32",
+        debian_efi="ia32",
         grub_bios="i386-pc",
         secure_boot=False,  # Debian ships no signed shim for ia32
+        console="ttyS0",
+        linux_flavour="686-pae",
+        linux_cloud_flavour=None,
+        microcode=("amd64-microcode", "intel-microcode"),
         oci="386",
         oci_variant=None,
         glance="i686",
@@ -151,8 +209,13 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         kernel="armv7l",
         grub_efi="arm-efi",
         efi_suffix="arm",
+        debian_efi="arm",
         grub_bios=None,
         secure_boot=False,
+        console="ttyAMA0",
+        linux_flavour="armmp",
+        linux_cloud_flavour=None,
+        microcode=(),
         oci="arm",
         oci_variant="v7",
         glance="armv7l",
@@ -166,8 +229,13 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         kernel="ppc64le",
         grub_efi=None,
         efi_suffix=None,
+        debian_efi=None,
         grub_bios=None,
         secure_boot=False,
+        console="hvc0",
+        linux_flavour="powerpc64le",
+        linux_cloud_flavour=None,
+        microcode=(),
         oci="ppc64le",
         oci_variant=None,
         glance="ppc64le",
@@ -181,8 +249,13 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         kernel="riscv64",
         grub_efi="riscv64-efi",
         efi_suffix="riscv64",
+        debian_efi="riscv64",
         grub_bios=None,
         secure_boot=False,
+        console="ttyS0",
+        linux_flavour="riscv64",
+        linux_cloud_flavour=None,
+        microcode=(),
         oci="riscv64",
         oci_variant=None,
         glance="riscv64",
@@ -196,8 +269,13 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         kernel="s390x",
         grub_efi=None,
         efi_suffix=None,
+        debian_efi=None,
         grub_bios=None,
         secure_boot=False,
+        console="ttysclp0",
+        linux_flavour="s390x",
+        linux_cloud_flavour=None,
+        microcode=(),
         oci="s390x",
         oci_variant=None,
         glance="s390x",

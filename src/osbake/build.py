@@ -35,7 +35,6 @@ from osbake import run as runner
 from osbake.cache import Entry, Store, Writer, link_or_copy
 from osbake.disk import bootloader
 from osbake.disk.assemble import AssembledDisk, assemble
-from osbake.disk.layout import DISK_OUTPUTS
 from osbake.distros import Distro
 from osbake.elements import Phase
 from osbake.elements.options import OptionValues
@@ -56,7 +55,7 @@ from osbake.manifest import (
     manifest_path,
     recipe_digest,
 )
-from osbake.outputs import get_output
+from osbake.outputs import get_output, needs_disk
 from osbake.plan import Plan, Step, StepKind, resolve_plan
 from osbake.recipe import Recipe, locate
 from osbake.recipe.files import copy_source
@@ -573,8 +572,8 @@ class StepRunner:
         steps = self.ctx.plan.steps
         index = steps.index(step)
         if step.kind == StepKind.OUTPUT:
-            needs_disk = self.ctx.disk is not None and step.inputs.get("format") in DISK_OUTPUTS
-            wanted = StepKind.DISK if needs_disk else StepKind.MANIFEST
+            from_disk = self.ctx.disk is not None and needs_disk(step.inputs.get("format", ""))
+            wanted = StepKind.DISK if from_disk else StepKind.MANIFEST
             return next((s.key for s in steps if s.kind == wanted), None)
         return steps[index - 1].key if index else None
 
@@ -627,7 +626,7 @@ class StepRunner:
             )
             self._end(step, 0.0, "cached")
             return
-        if step.inputs.get("format") not in DISK_OUTPUTS:
+        if not needs_disk(step.inputs.get("format", "")):
             self._mount_tree()
         partial = make_output(ctx, step)
         artifact = ctx.artifacts[-1]

@@ -53,7 +53,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra:
         # argparse places positionals only before the first option; a command may name
-        # the list that takes the rest (`osbake sync SRC DST --max 1 arch=amd64`).
+        # the list that takes the rest (`osbake sync SRC DST --max 1 release=bookworm`).
         dest = getattr(args, "positionals_anywhere", None)
         if dest is None or any(arg.startswith("-") for arg in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")

@@ -18,13 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import osbake
-from osbake.disk.layout import DISK_OUTPUTS, DiskPlan, plan_disk
+from osbake.disk.layout import DiskPlan, plan_disk
 from osbake.distros import Distro, check_distro, distro_element, get_distro
 from osbake.elements import Catalog, Element, Phase, Request, SearchPath, resolve
 from osbake.elements.model import hash_paths
 from osbake.elements.options import OptionValues, resolve_options
 from osbake.errors import RecipeError
-from osbake.outputs import check_output_options
+from osbake.outputs import check_output_options, needs_disk
 from osbake.recipe import Arch, OutputFormat, Recipe, locate, resolve_path, select_variant
 
 
@@ -155,7 +155,7 @@ def resolve_plan(
         environment,
         disk=disk,
         recipe_packages=recipe_packages,
-        cmdline=_cmdline(recipe, elements),
+        cmdline=_cmdline(recipe, elements, chosen_arch),
         output_settings=check_output_options(recipe),
     )
     plan.steps = _steps(plan)
@@ -231,10 +231,10 @@ def _check_boot(recipe: Recipe, disk: DiskPlan | None) -> None:
         )
 
 
-def _cmdline(recipe: Recipe, elements: list[Element]) -> str:
+def _cmdline(recipe: Recipe, elements: list[Element], arch: Arch) -> str:
     words: list[str] = []
     for element in elements:
-        words += [w for w in element.spec.cmdline if w not in words]
+        words += [w for w in element.spec.cmdline_for(arch) if w not in words]
     if recipe.cmdline:
         words += recipe.cmdline.split()
     return " ".join(words)
@@ -264,7 +264,7 @@ def _environment(
     env = {
         "OSBAKE_IMAGE_NAME": recipe.name,
         "OSBAKE_VARIANT": recipe.variant or "",
-        "OSBAKE_ARCH": str(arch),
+        **arch.info.environment(),
         "OSBAKE_DISTRO": recipe.distro,
         "OSBAKE_RELEASE": recipe.release,
         "OSBAKE_ELEMENTS": " ".join(e.name for e in elements),
@@ -383,9 +383,8 @@ def _steps(plan: Plan) -> list[Step]:
         add("disk", StepKind.DISK, {"disk": _disk_inputs(plan.disk)})
         disk_key = parent
     for fmt in recipe.outputs:
-        needs_disk = str(fmt) in DISK_OUTPUTS
         inputs = {"format": str(fmt), "settings": plan.output_settings.get(str(fmt), {})}
-        key = _key(f"output:{fmt}", disk_key if needs_disk else tree_key, inputs)
+        key = _key(f"output:{fmt}", disk_key if needs_disk(fmt) else tree_key, inputs)
         steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, inputs, output=fmt))
     return steps
 

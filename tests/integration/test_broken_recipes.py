@@ -41,6 +41,12 @@ CASES = {
         "did you mean 'zone'",
     ),
     "dependency cycle": ("name: x\nelements: [loop-a]\n", "element.yaml", "cycle"),
+    "bios on arm64": (
+        "name: x\narch: arm64\nkernel: cloud\nelements: [vm]\nboot: [uefi, bios]\n",
+        ":5",
+        "remove bios",
+    ),
+    "unknown arch": ("name: x\narch: [amd64, m68k]\n", ":2", "'riscv64'"),
 }
 
 

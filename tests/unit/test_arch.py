@@ -52,3 +52,70 @@ def test_from_any_name(name: str) -> None:
 
 def test_from_an_unknown_name() -> None:
     assert from_any("vax") is None
+
+
+def test_consoles() -> None:
+    assert Arch.AMD64.info.console == "ttyS0"
+    assert Arch.I386.info.console == "ttyS0"
+    assert Arch.PPC64EL.info.console == "hvc0"
+    for info in ARCHITECTURES.values():
+        # Where QEMU boots the arch, its serial port is the arch's console.
+        if info.qemu is not None:
+            assert info.qemu.console == info.console
+
+
+@pytest.mark.parametrize(
+    ("arch", "generic", "cloud"),
+    [
+        (Arch.AMD64, "amd64", "cloud-amd64"),
+        (Arch.ARM64, "arm64", "cloud-arm64"),
+        (Arch.I386, "686-pae", None),
+        (Arch.ARMHF, "armmp", None),
+    ],
+)
+def test_kernel_flavours(arch: Arch, generic: str, cloud: str | None) -> None:
+    assert arch.info.kernel_flavour("generic") == generic
+    assert arch.info.kernel_flavour("cloud") == cloud
+    assert arch.info.kernel_flavour("linux-image-rt-amd64") is None
+
+
+def test_kernel_packages() -> None:
+    from osbake.distros.kernels import debian_package
+
+    assert debian_package(Arch.AMD64, "cloud") == "linux-image-cloud-amd64"
+    assert debian_package(Arch.AMD64, "server") == "linux-image-amd64"
+    assert debian_package(Arch.I386, "generic") == "linux-image-686-pae"
+    assert debian_package(Arch.I386, "cloud") is None
+    assert debian_package(Arch.ARM64, "none") is None
+    assert debian_package(Arch.ARM64, "linux-image-rt-arm64") == "linux-image-rt-arm64"
+
+
+def test_grub_packages() -> None:
+    assert Arch.AMD64.info.grub_package(Firmware.BIOS) == "grub-pc-bin"
+    assert Arch.AMD64.info.grub_package(Firmware.UEFI) == "grub-efi-amd64-bin"
+    assert Arch.I386.info.grub_package(Firmware.UEFI) == "grub-efi-ia32-bin"
+    assert Arch.ARM64.info.grub_package(Firmware.BIOS) is None
+    assert Arch.ARM64.info.secure_boot_packages() == ["shim-signed", "grub-efi-arm64-signed"]
+    assert Arch.I386.info.secure_boot_packages() == []
+
+
+def test_every_firmware_an_arch_has_has_its_grub() -> None:
+    for info in ARCHITECTURES.values():
+        for firmware in info.firmwares:
+            assert info.grub_platform(firmware) is not None
+            assert info.grub_package(firmware) is not None
+            if firmware.is_uefi:
+                assert info.efi_loader.startswith("BOOT")
+
+
+def test_script_environment() -> None:
+    env = Arch.ARM64.info.environment()
+    assert env == {"OSBAKE_ARCH": "arm64", "OSBAKE_CONSOLE": "ttyAMA0", "OSBAKE_ARCH_MICROCODE": ""}
+    assert Arch.AMD64.info.environment()["OSBAKE_ARCH_MICROCODE"] == (
+        "amd64-microcode intel-microcode"
+    )
+
+
+def test_boot_summary() -> None:
+    assert Arch.AMD64.info.boot_summary() == "bios, uefi, uefi-secureboot"
+    assert "no firmware" in Arch.S390X.info.boot_summary()

@@ -148,3 +148,25 @@ def test_variant_and_arch_name_the_image(tmp_path: Path) -> None:
     path.write_text("name: img\narch: [amd64, arm64]\nvariants:\n  ec2: {}\n")
     assert resolve_plan(load(path), "ec2", "arm64").image == "img-ec2-arm64"
     assert resolve_plan(load(path)).image == "img-amd64"
+
+
+def test_the_serial_console_comes_from_the_architecture(tmp_path: Path) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        "name: img\narch: [amd64, arm64]\nkernel: cloud\nelements: [vm]\n"
+        "boot: [uefi]\noutputs: [qcow2]\n"
+    )
+    pc = resolve_plan(load(path), None, "amd64")
+    arm = resolve_plan(load(path), None, "arm64")
+    assert pc.cmdline == "console=tty0 console=ttyS0,115200"
+    assert arm.cmdline == "console=tty0 console=ttyAMA0,115200"
+    assert pc.environment["OSBAKE_CONSOLE"] == "ttyS0"
+    assert arm.environment["OSBAKE_CONSOLE"] == "ttyAMA0"
+    assert pc.environment["OSBAKE_ARCH"] == "amd64"
+    assert arm.environment["OSBAKE_ARCH_MICROCODE"] == ""
+    assert pc.environment["OSBAKE_ARCH_MICROCODE"].split() == [
+        "amd64-microcode",
+        "intel-microcode",
+    ]
+    assert "linux-image-cloud-arm64" in arm.packages
+    assert "grub-efi-arm64-bin" in arm.packages

@@ -11,7 +11,7 @@ bios-grub partition on GPT, or the gap before the first partition on MBR, and th
 image's boot.img goes into the MBR, pointed at it, the way grub-bios-setup does.
 UEFI: EFI/BOOT/BOOT<ARCH>.EFI on the ESP (the removable path, so no NVRAM entry is
 needed): a GRUB image, or with Secure Boot Debian's signed shim, which loads the
-signed GRUB next to it.
+signed GRUB next to it. Platforms and file names come from osbake.arch.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osbake import sandbox
+from osbake.arch import ArchInfo
 from osbake.disk.filesystems import vfat_fstab_id
 from osbake.disk.layout import DiskPlan, PartitionPlan
 from osbake.disk.partition_table import Placed
@@ -43,12 +44,6 @@ PART_END = 0x1FE
 BLOCKLIST = 512 - 12
 KERNEL_SEGMENT = 0x800 + (512 >> 4)
 
-EFI_ARCH = {
-    "amd64": ("x86_64-efi", "X64", "x64"),
-    "arm64": ("arm64-efi", "AA64", "aa64"),
-    "i386": ("i386-efi", "IA32", "ia32"),
-    "riscv64": ("riscv64-efi", "RISCV64", "riscv64"),
-}
 MODULES = [
     "part_gpt",
     "part_msdos",
@@ -226,41 +221,43 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     setup = BootSetup(firmware=[str(f) for f in firmware], cmdline=cmdline)
     (stage / "fstab").write_text(fstab(disk))
     commands = ["install -m 0644 /run/osbake/boot/fstab /etc/fstab"]
+    info = ctx.plan.arch.info
     if firmware:
         kernel, initrd = kernel_paths(ctx, disk)
-        serial = "console=ttyS0" in cmdline or "console=ttyAMA0" in cmdline
+        serial = f"console={info.console}" in cmdline
         (stage / "grub.cfg").write_text(grub_cfg(disk, kernel, initrd, cmdline, serial))
         (stage / "early.cfg").write_text(early_cfg(disk))
         commands += [
             "mkdir -p /boot/grub",
             "install -m 0644 /run/osbake/boot/grub.cfg /boot/grub/grub.cfg",
         ]
-    arch = str(ctx.plan.arch)
     if Firmware.BIOS in firmware:
-        modules = _available(ctx, "i386-pc", MODULES + BIOS_MODULES)
+        platform = _platform(info, Firmware.BIOS)
+        modules = _available(ctx, info, Firmware.BIOS, MODULES + BIOS_MODULES)
         commands.append(
-            "grub-mkimage -O i386-pc -o /run/osbake/boot/core.img -p /boot/grub "
+            f"grub-mkimage -O {platform} -o /run/osbake/boot/core.img -p /boot/grub "
             f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"
         )
-        commands.append("cp /usr/lib/grub/i386-pc/boot.img /run/osbake/boot/boot.img")
+        commands.append(f"cp /usr/lib/grub/{platform}/boot.img /run/osbake/boot/boot.img")
         setup.core_img = stage / "core.img"
         setup.boot_img = stage / "boot.img"
-    uefi = [f for f in firmware if f in (Firmware.UEFI, Firmware.UEFI_SECUREBOOT)]
+    uefi = [f for f in firmware if f.is_uefi]
     if uefi:
-        if arch not in EFI_ARCH:
-            raise BootloaderError(f"osbake cannot install GRUB for UEFI on {arch}")
-        platform, upper, lower = EFI_ARCH[arch]
+        platform = _platform(info, uefi[0])
+        loader, lower = info.efi_loader, info.efi_suffix
         efi = "/boot/efi/EFI"
         commands += [f"mkdir -p {efi}/BOOT {efi}/debian"]
         if Firmware.UEFI_SECUREBOOT in uefi:
+            if not info.secure_boot:
+                raise BootloaderError(f"{info.debian} has no signed shim and GRUB for Secure Boot")
             # Debian's signed shim loads the signed GRUB beside it; that GRUB reads
             # its configuration from /EFI/debian (its built-in prefix).
             for source, name in (
-                (f"/usr/lib/shim/shim{lower}.efi.signed", f"BOOT{upper}.EFI"),
+                (f"/usr/lib/shim/shim{lower}.efi.signed", loader),
                 (f"/usr/lib/grub/{platform}-signed/grub{lower}.efi.signed", f"grub{lower}.efi"),
                 (f"/usr/lib/shim/mm{lower}.efi.signed", f"mm{lower}.efi"),
             ):
-                _require(ctx, source, "shim-signed and grub-efi-*-signed")
+                _require(ctx, source, " and ".join(info.secure_boot_packages()))
                 commands.append(f"install -m 0644 {source} {efi}/BOOT/{name}")
                 setup.efi_files.append(f"EFI/BOOT/{name}")
             for folder in ("BOOT", "debian"):
@@ -268,12 +265,12 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
                     f"install -m 0644 /run/osbake/boot/early.cfg {efi}/{folder}/grub.cfg"
                 )
         else:
-            modules = _available(ctx, platform, MODULES + EFI_MODULES)
+            modules = _available(ctx, info, uefi[0], MODULES + EFI_MODULES)
             commands.append(
-                f"grub-mkimage -O {platform} -o {efi}/BOOT/BOOT{upper}.EFI -p /EFI/BOOT "
+                f"grub-mkimage -O {platform} -o {efi}/BOOT/{loader} -p /EFI/BOOT "
                 f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"
             )
-            setup.efi_files.append(f"EFI/BOOT/BOOT{upper}.EFI")
+            setup.efi_files.append(f"EFI/BOOT/{loader}")
     sandbox.run_in_tree(
         ctx.tree,
         ["sh", "-ec", "; ".join(commands)],
@@ -285,13 +282,24 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     return setup
 
 
-def _available(ctx: Context, platform: str, wanted: list[str]) -> list[str]:
+def _platform(info: ArchInfo, firmware: Firmware) -> str:
+    """GRUB's platform for the firmware (the recipe's check refuses those an arch lacks)."""
+    platform = info.grub_platform(firmware)
+    if platform is None:
+        raise BootloaderError(
+            f"{info.debian} does not boot with {firmware}",
+            hint=f"{info.debian} boots with: {info.boot_summary()}",
+        )
+    return platform
+
+
+def _available(ctx: Context, info: ArchInfo, firmware: Firmware, wanted: list[str]) -> list[str]:
+    platform = _platform(info, firmware)
     folder = ctx.tree / "usr" / "lib" / "grub" / platform
     if not folder.is_dir():
-        package = "grub-pc-bin" if platform == "i386-pc" else f"grub-efi-{platform}-bin"
         raise BootloaderError(
             f"the image has no GRUB for {platform} (/usr/lib/grub/{platform})",
-            hint=f"install {package} in the image (the vm element does)",
+            hint=f"install {info.grub_package(firmware)} in the image (the vm element does)",
         )
     return [m for m in wanted if (folder / f"{m}.mod").exists()]
 

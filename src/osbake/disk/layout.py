@@ -12,8 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from osbake.arch import Arch
 from osbake.disk.sizes import MiB, align_up, format_size, parse_size
 from osbake.errors import Location, RecipeError
+from osbake.outputs import needs_disk
 from osbake.recipe import Firmware, Recipe, locate
 from osbake.recipe.model import Disk, FsType, Partition, PartitionTable, PartitionType
 
@@ -22,20 +24,8 @@ if TYPE_CHECKING:
 
 NAMESPACE = uuid.UUID("6f3b1f7e-3f0b-5c1e-9a5e-6f7362616b65")
 
-# GPT partition type GUIDs (UEFI spec and the Discoverable Partitions Specification).
-GPT_ROOT = {
-    "amd64": "4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
-    "arm64": "B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
-    "i386": "44479540-F297-41B2-9AF7-D131D5F0458A",
-    "armhf": "69DAD710-2CE4-4E3C-B16C-21A1D49ABED3",
-    "riscv64": "72EC70A6-CF74-40E6-BD49-4BDA08E8F224",
-    "ppc64el": "C31C45E6-3F39-412E-80FB-4809C4980599",
-    "s390x": "5EEAD9A9-FE09-4A1E-A1D7-520D00531306",
-}
-GPT_USR = {
-    "amd64": "8484680C-9521-48C6-9C11-B0720656F69E",
-    "arm64": "B0E01050-EE5F-4390-949A-9101B17104E9",
-}
+# GPT partition type GUIDs (UEFI spec and the Discoverable Partitions Specification);
+# those of root and /usr depend on the architecture (osbake.arch).
 GPT_TYPES = {
     PartitionType.ESP: "C12A7328-F81F-11D2-BA4B-00A0C93EC93B",
     PartitionType.BIOS_GRUB: "21686148-6449-6E6F-744E-656564454649",
@@ -131,11 +121,12 @@ def layout_source(recipe: Recipe, elements: list[Element]) -> tuple[Disk | None,
 def plan_disk(recipe: Recipe, arch: str, elements: list[Element]) -> DiskPlan | None:
     """The checked disk plan, or None when the image has no disk. Raises RecipeError."""
     disk, source = layout_source(recipe, elements)
-    needs_disk = [o for o in recipe.outputs if str(o) in DISK_OUTPUTS]
+    disk_outputs = [o for o in recipe.outputs if needs_disk(o)]
     if disk is None:
-        if needs_disk:
+        if disk_outputs:
             raise RecipeError(
-                f"the output '{needs_disk[0]}' is a disk image, but the recipe has no disk layout",
+                f"the output '{disk_outputs[0]}' is a disk image, but the recipe has no disk "
+                "layout",
                 location=locate(recipe, ("outputs",)),
                 hint="add the 'vm' element (or 'bare-metal'), or a 'disk:' layout",
             )
@@ -147,9 +138,7 @@ def plan_disk(recipe: Recipe, arch: str, elements: list[Element]) -> DiskPlan | 
         partitions = [
             p
             for p in partitions
-            if not (
-                p.type == PartitionType.ESP and not boot & {Firmware.UEFI, Firmware.UEFI_SECUREBOOT}
-            )
+            if not (p.type == PartitionType.ESP and not any(f.is_uefi for f in boot))
             and not (p.type == PartitionType.BIOS_GRUB and Firmware.BIOS not in boot)
         ]
     where = ("disk",) if source == "recipe" else None
@@ -187,9 +176,6 @@ def plan_disk(recipe: Recipe, arch: str, elements: list[Element]) -> DiskPlan | 
     )
 
 
-DISK_OUTPUTS = ("raw", "qcow2", "vmdk", "vhd", "vhdx", "raw.tar.xz", "raw.tar.gz")
-
-
 def _default_label(partition: Partition) -> str | None:
     if partition.fs == FsType.VFAT:
         return partition.name.upper()[:11]
@@ -201,10 +187,11 @@ def _default_label(partition: Partition) -> str | None:
 def _type_id(table: PartitionTable, partition: Partition, arch: str) -> str:
     if table == PartitionTable.MBR:
         return MBR_TYPES.get(partition.type, MBR_LINUX)
+    info = Arch(arch).info
     if partition.type == PartitionType.LINUX and partition.mount == "/":
-        return GPT_ROOT.get(arch, GPT_TYPES[PartitionType.LINUX])
+        return info.gpt_root
     if partition.type == PartitionType.USR:
-        return GPT_USR.get(arch, GPT_TYPES[PartitionType.LINUX])
+        return info.gpt_usr or GPT_TYPES[PartitionType.LINUX]
     return GPT_TYPES.get(partition.type, GPT_TYPES[PartitionType.LINUX])
 
 
@@ -357,7 +344,7 @@ class _Checker:
         esps = [i for i, p in enumerate(parts) if p.type == PartitionType.ESP]
         if len(esps) > 1:
             raise self.fail("the disk has two EFI system partitions", "keep one", esps[1], "type")
-        uefi = boot & {Firmware.UEFI, Firmware.UEFI_SECUREBOOT}
+        uefi = {f for f in boot if f.is_uefi}
         if uefi and not esps:
             raise self.fail(
                 "booting with UEFI needs an EFI system partition",

@@ -1,8 +1,9 @@
-"""What the installed kernel weighs: the kernel image, its modules and its initramfs.
+"""Kernels: which package a recipe's `kernel:` means, and what the installed one weighs.
 
-Reported in the manifest's `kernel` field (docs/baremetal.md), so that `cloud`,
-`generic` and `server` kernels of one recipe can be compared. Sizes are the files'
-apparent sizes in bytes, as the image's file system holds them.
+The footprint (the kernel image, its modules and its initramfs) is reported in the
+manifest's `kernel` field (docs/baremetal.md), so that `cloud`, `generic` and
+`server` kernels of one recipe can be compared. Sizes are the files' apparent sizes
+in bytes, as the image's file system holds them.
 """
 
 from __future__ import annotations
@@ -12,14 +13,34 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from osbake.arch import Arch
+
+# The recipe's kernel kinds that name a flavour (osbake.arch has each arch's); `server`
+# is the generic kernel, trimmed later by the server-kernel element.
+FLAVOURED = ("cloud", "generic", "server")
 SERVER_KERNEL_CONF = "etc/osbake/server-kernel.conf"
 SERVER_KERNEL_STATE = "var/lib/osbake/server-kernel"
+
+
+def debian_package(arch: Arch, kernel: str) -> str | None:
+    """Debian's kernel package for a recipe's `kernel:` on an arch.
+
+    cloud, generic and server name a flavour (None: Debian has none of that kind for
+    the arch); none means no kernel ([] packages, so also None); anything else is a
+    package name, returned as it is.
+    """
+    if kernel == "none":
+        return None
+    if kernel not in FLAVOURED:
+        return kernel
+    flavour = arch.info.kernel_flavour("generic" if kernel == "server" else kernel)
+    return f"linux-image-{flavour}" if flavour else None
 
 
 @dataclass
 class KernelFootprint:
     flavour: str  # the recipe's kernel: cloud, generic, server or a package name
-    release: str  # as `uname -r` says, e.g. 6.1.0-26-amd64
+    release: str  # as `uname -r` says: version, then the flavour (6.1.0-26-<flavour>)
     vmlinuz: int
     modules: int  # everything under /lib/modules/<release>
     module_count: int

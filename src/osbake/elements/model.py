@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from osbake import formats
+from osbake.arch import Arch
 from osbake.errors import ElementError, Location
 from osbake.recipe import yamlpos
 from osbake.recipe.files import link_stays_inside, walk_tree
@@ -79,17 +80,36 @@ def _one_word(value: str) -> str:
     return value
 
 
+# What a kernel command-line argument of an element may take from the architecture
+# (console=${OSBAKE_CONSOLE},115200): the variables scripts also get.
+CMDLINE_VARIABLES = ("OSBAKE_ARCH", "OSBAKE_CONSOLE")
+CMDLINE_VARIABLE = re.compile(r"\$\{([A-Za-z0-9_]*)\}")
+
+
+def _cmdline_word(value: str) -> str:
+    for name in CMDLINE_VARIABLE.findall(value):
+        if name not in CMDLINE_VARIABLES:
+            raise formats.FormatError(
+                f"{formats.shown(value)} names ${{{name}}}, which osbake does not fill in",
+                f"use {' or '.join('${' + v + '}' for v in CMDLINE_VARIABLES)}",
+            )
+    formats.cmdline(CMDLINE_VARIABLE.sub("x", value), "kernel command-line argument")
+    return _one_word(value)
+
+
+def expand_cmdline(word: str, arch: Arch) -> str:
+    """An element's kernel command-line argument with the architecture's values in it."""
+    values = arch.info.environment()
+    return CMDLINE_VARIABLE.sub(lambda m: values[m.group(1)], word)
+
+
 OptionName = Annotated[str, AfterValidator(_option_name)]
 ElementRef = Annotated[str, AfterValidator(lambda v: formats.name(v, "element name"))]
 Package = Annotated[str, AfterValidator(lambda v: formats.package_spec(v, "package"))]
 Variable = Annotated[str, AfterValidator(_variable)]
 VariableValue = Annotated[str, AfterValidator(lambda v: formats.line(v, "the value"))]
 Description = Annotated[str, AfterValidator(lambda v: formats.text(v, "description", 8192))]
-CmdlineWord = Annotated[
-    str,
-    AfterValidator(lambda v: formats.cmdline(v, "kernel command-line argument")),
-    AfterValidator(_one_word),
-]
+CmdlineWord = Annotated[str, AfterValidator(_cmdline_word)]
 Choice = Annotated[str, AfterValidator(lambda v: formats.line(v, "choice", 256))]
 
 
@@ -161,8 +181,14 @@ class ElementSpec(BaseModel):
     environment: dict[Variable, VariableValue] = Field(default_factory=dict)
     disk: Disk | None = Field(None, description="a default disk layout (see the recipe's disk)")
     cmdline: list[CmdlineWord] = Field(
-        default_factory=list, description="kernel command-line arguments to add"
+        default_factory=list,
+        description="kernel command-line arguments to add; ${OSBAKE_CONSOLE} and "
+        "${OSBAKE_ARCH} are the architecture's serial console and name",
     )
+
+    def cmdline_for(self, arch: Arch) -> list[str]:
+        """The kernel command-line arguments, for an image of this architecture."""
+        return [expand_cmdline(word, arch) for word in self.cmdline]
 
 
 # -- option values -------------------------------------------------------------------------------

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 class Output:
     format: ClassVar[OutputFormat]
     suffix: ClassVar[str]
+    # Made from the assembled disk image (else from the tree): the plan puts it after
+    # the disk step, and a recipe that asks for it needs a disk layout.
     needs_disk: ClassVar[bool] = False
     registry: ClassVar[dict[OutputFormat, type[Output]]] = {}
 
@@ -52,6 +54,16 @@ def get_output(fmt: OutputFormat, settings: dict[str, Any] | None = None) -> Out
             hint=f"available: {', '.join(sorted(available()))}",
         )
     return cls(settings)
+
+
+def needs_disk(fmt: OutputFormat | str) -> bool:
+    """Whether the output is made from the disk image, as its plugin declares."""
+    _load_plugins()
+    try:
+        cls = Output.registry.get(OutputFormat(fmt))
+    except ValueError:
+        return False
+    return cls is not None and cls.needs_disk
 
 
 def check_output_options(recipe: Recipe) -> dict[str, dict[str, Any]]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from osbake import run as runner
+from osbake.arch import Arch
 from osbake.manifest import file_sha256
 from osbake.outputs import Output
 from osbake.recipe import OutputFormat
@@ -24,15 +25,6 @@ MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 MEDIA_CONFIG = "application/vnd.oci.image.config.v1+json"
 MEDIA_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
-GOARCH = {
-    "amd64": "amd64",
-    "arm64": "arm64",
-    "armhf": "arm",
-    "i386": "386",
-    "ppc64el": "ppc64le",
-    "riscv64": "riscv64",
-    "s390x": "s390x",
-}
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
@@ -53,11 +45,11 @@ class Oci(Output):
         layer_tmp.rename(blobs / layer_digest)
 
         plan = ctx.plan
+        platform = oci_platform(plan.arch)
         created = _created(ctx)
         config: dict[str, Any] = {
             "created": created,
-            "architecture": GOARCH.get(str(plan.arch), str(plan.arch)),
-            "os": "linux",
+            **platform,
             "config": {
                 "Env": [f"PATH={DEFAULT_PATH}"],
                 "Cmd": ["/bin/bash"],
@@ -70,8 +62,6 @@ class Oci(Output):
             "rootfs": {"type": "layers", "diff_ids": [f"sha256:{diff_id}"]},
             "history": [{"created": created, "created_by": f"osbake build {plan.image}"}],
         }
-        if str(plan.arch) == "armhf":
-            config["variant"] = "v7"
         config_digest, config_size = _write_blob(blobs, config)
         manifest = {
             "schemaVersion": 2,
@@ -99,7 +89,7 @@ class Oci(Output):
                     "mediaType": MEDIA_MANIFEST,
                     "digest": f"sha256:{manifest_digest}",
                     "size": manifest_size,
-                    "platform": {"architecture": config["architecture"], "os": "linux"},
+                    "platform": platform,
                     "annotations": {"org.opencontainers.image.ref.name": "latest"},
                 }
             ],
@@ -125,6 +115,15 @@ class Oci(Output):
             events=ctx.events,
         )
         return dest
+
+
+def oci_platform(arch: Arch) -> dict[str, str]:
+    """The OCI platform of an image (GOARCH names, and the variant for ARM)."""
+    info = arch.info
+    platform = {"architecture": info.oci, "os": "linux"}
+    if info.oci_variant:
+        platform["variant"] = info.oci_variant
+    return platform
 
 
 def _write_blob(blobs: Path, document: dict[str, Any]) -> tuple[str, int]:

@@ -1,4 +1,8 @@
-"""Item filters of `osbake sync`: `key=value`, `key!=value`, `key~regex` (all must match)."""
+"""Item filters of `osbake sync`: `key=value`, `key!=value`, `key~regex` (all must match).
+
+`arch=` and `arch!=` compare architectures, not spellings: the kernel's, Debian's, OCI's
+or a cloud's name of an architecture all match it (osbake.arch knows them).
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from osbake.arch import Arch, from_any
 from osbake.errors import UsageError
 from osbake.publish.streams import Item
 
@@ -22,11 +27,19 @@ class Filter:
     def matches(self, item: Item) -> bool:
         actual = item.fields().get(self.key)
         if self.op == "=":
-            return actual == self.value
+            return self._equal(actual)
         if self.op == "!=":
-            return actual != self.value
+            return not self._equal(actual)
         assert self.pattern is not None
         return actual is not None and self.pattern.search(actual) is not None
+
+    def _equal(self, actual: str | None) -> bool:
+        if actual == self.value:
+            return True
+        if self.key != "arch" or actual is None:
+            return False
+        wanted = from_any(self.value)
+        return wanted is not None and wanted == from_any(actual)
 
     def __str__(self) -> str:
         return f"{self.key}{self.op}{self.value}"
@@ -37,7 +50,7 @@ def parse_filter(text: str) -> Filter:
     if match is None:
         raise UsageError(
             f"filter '{text}': write key=value, key!=value or key~regex",
-            hint="for example arch=amd64 release~^book ftype!=manifest",
+            hint=f"for example arch={Arch.AMD64} release~^book ftype!=manifest",
         )
     key, op, value = match["key"], match["op"], match["value"]
     pattern = None

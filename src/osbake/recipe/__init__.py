@@ -1,7 +1,8 @@
 """The recipe: model, loader, schema."""
 
+from osbake.arch import Arch, Firmware
 from osbake.recipe.loader import load, locate, resolve_path, select_variant
-from osbake.recipe.model import Arch, Firmware, OutputFormat, Recipe
+from osbake.recipe.model import OutputFormat, Recipe
 
 __all__ = [
     "Arch",

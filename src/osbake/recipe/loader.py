@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from osbake import formats
+from osbake.arch import Arch, Firmware, from_any
 from osbake.errors import Location, RecipeError
 from osbake.formats import shown
 from osbake.recipe import files as files_mod
@@ -55,7 +56,68 @@ def load(path: str | Path, *, root: str | Path | None = None) -> Recipe:
         recipe._folders = folders
         _index_variants(recipe)
     _check_files(recipe, recipe.files, recipe.repositories, recipe.positions, ())
+    check_boot_modes(recipe)
     return recipe
+
+
+def check_boot_modes(recipe: Recipe) -> None:
+    """Every arch of the recipe, and of each variant, boots with every firmware its
+    `boot:` names (osbake.arch says which an arch has)."""
+    # (variant, its arches, its firmwares, where its boot: is written)
+    targets: list[tuple[str | None, list[Arch], list[Firmware], KeyPath]] = [
+        (None, recipe.arch, recipe.boot, ("boot",))
+    ]
+    for name, overlay_raw in recipe.variants.items():
+        overlay = recipe._overlays[name][0] if name in recipe._overlays else None
+        if overlay is None or not {"arch", "boot"} & set(overlay_raw):
+            continue
+        arches = overlay.arch if "arch" in overlay_raw else recipe.arch
+        boot_in_variant = "boot" in overlay_raw
+        boot = overlay.boot if boot_in_variant else recipe.boot
+        where: KeyPath = ("variants", name, "boot") if boot_in_variant else ("boot",)
+        targets.append((name, arches, boot, where))
+    for variant, arches, boot, where in targets:
+        for arch in arches:
+            info = arch.info
+            for index, firmware in enumerate(boot):
+                if firmware in info.firmwares:
+                    continue
+                within = f" (variant '{variant}')" if variant else ""
+                hint = _boot_hint(arch, firmware, len(arches) > 1)
+                if variant and where == ("boot",):
+                    hint = (
+                        f"{arch} boots with {', '.join(info.firmwares) or 'none'}: give "
+                        f"variant '{variant}' a 'boot:' of its own"
+                    )
+                raise RecipeError(
+                    f"{arch} does not boot with {firmware}{within}: {_why(arch, firmware)}",
+                    location=_locate(recipe.positions, (*where, index), recipe.source),
+                    hint=hint,
+                )
+
+
+def _why(arch: Arch, firmware: Firmware) -> str:
+    info = arch.info
+    if firmware == Firmware.UEFI_SECUREBOOT and info.grub_efi:
+        return f"Debian ships no signed shim and GRUB for {arch}"
+    if firmware == Firmware.BIOS and info.grub_efi:
+        return f"{arch} machines have no BIOS"
+    if not info.firmwares:
+        return f"osbake installs no bootloader for {arch}"
+    return f"GRUB has no {firmware} platform for {arch}"
+
+
+def _boot_hint(arch: Arch, firmware: Firmware, several: bool) -> str:
+    have = arch.info.firmwares
+    if not have:
+        hint = "remove 'boot:' (an image without a bootloader: tar, oci)"
+    else:
+        hint = f"{arch} boots with {', '.join(have)}: remove {firmware} from 'boot:'"
+        if firmware == Firmware.UEFI_SECUREBOOT and Firmware.UEFI in have:
+            hint += " (uefi boots without Secure Boot)"
+    if several:
+        hint += f"; or build {arch} in a variant of its own with its own 'arch:' and 'boot:'"
+    return hint
 
 
 @contextlib.contextmanager
@@ -477,7 +539,19 @@ def _describe(err: Any, loc: KeyPath) -> tuple[str, str | None]:
         return f"the key '{key}' is required here", f"add '{key}:' with a value"
     if kind in ("enum", "literal_error"):
         expected = err.get("ctx", {}).get("expected", "")
-        return (f"{shown(err.get('input'))} is not allowed for '{key}'", f"use one of: {expected}")
+        given = err.get("input")
+        if loc[:1] == ("arch",):
+            named = from_any(given) if isinstance(given, str) else None
+            if named is not None:
+                return (
+                    f"{shown(given)} is not a Debian architecture name",
+                    f"write {named} (Debian's name for it); recipes use Debian's names: {expected}",
+                )
+            return (
+                f"osbake does not know the architecture {shown(given)}",
+                f"use one of: {expected} (adding one is an entry in osbake/arch.py)",
+            )
+        return (f"{shown(given)} is not allowed for '{key}'", f"use one of: {expected}")
     if kind == "string_pattern_mismatch":
         return (
             f"{shown(err.get('input'))} is not a valid value for '{key}'",

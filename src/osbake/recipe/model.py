@@ -16,30 +16,13 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from osbake import formats
+from osbake.arch import ARCHITECTURES, Arch, Firmware
 from osbake.recipe.yamlpos import Positions
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]*$"
 NAME_SCHEMA = {"pattern": NAME_PATTERN, "maxLength": 64}
 # At most this many variants in one recipe (each is checked whenever it is loaded).
 MAX_VARIANTS = 256
-
-
-class Arch(StrEnum):
-    """Debian architecture names."""
-
-    AMD64 = "amd64"
-    ARM64 = "arm64"
-    ARMHF = "armhf"
-    I386 = "i386"
-    PPC64EL = "ppc64el"
-    RISCV64 = "riscv64"
-    S390X = "s390x"
-
-
-class Firmware(StrEnum):
-    BIOS = "bios"
-    UEFI = "uefi"
-    UEFI_SECUREBOOT = "uefi-secureboot"
 
 
 class OutputFormat(StrEnum):
@@ -316,7 +299,11 @@ class Recipe(Strict):
     release: Annotated[str, AfterValidator(lambda v: formats.codename(v, "release"))] = Field(
         "bookworm", description="distribution release (codename)"
     )
-    arch: list[Arch] = Field(default_factory=lambda: [Arch.AMD64], min_length=1)
+    arch: list[Arch] = Field(
+        default_factory=lambda: [Arch.AMD64],
+        min_length=1,
+        description="Debian architectures to build for (one image each; --arch picks one)",
+    )
     mirror: Uri | None = Field(
         None,
         description="package mirror URL (http, https, ftp, file or copy); the default comes "
@@ -334,7 +321,11 @@ class Recipe(Strict):
         description="kernel command line (elements add to it); words of letters, digits "
         f"and ._,:=/+@%~!*^?[]-, at most {formats.MAX_CMDLINE} characters",
     )
-    boot: list[Firmware] = Field(default_factory=list)
+    boot: list[Firmware] = Field(
+        default_factory=list,
+        description="firmwares the image must boot with; each arch has its own: "
+        + "; ".join(f"{info.debian}: {info.boot_summary()}" for info in ARCHITECTURES.values()),
+    )
     disk: Disk | None = None
     files: list[FileSpec] = Field(default_factory=list)
     run: list[RunLine] = Field(

@@ -15,7 +15,7 @@ def recipe_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["$id"] = SCHEMA_ID
     for key in ("arch", "boot", "outputs"):
-        # One value may be written without the list: arch: amd64.
+        # One value may be written without the list: `boot: uefi`.
         listed = schema["properties"][key]
         item = listed.get("items", {})
         schema["properties"][key] = {

@@ -166,3 +166,19 @@ def test_placement_is_aligned_and_leaves_room_for_gpt(tmp_path: Path) -> None:
     script = sfdisk_script(plan, placed)
     assert "label: gpt" in script
     assert f"uuid={plan.root.part_uuid.upper()}" in script
+
+
+def test_the_outputs_say_which_are_made_from_the_disk() -> None:
+    from osbake.outputs import needs_disk
+    from osbake.recipe import OutputFormat
+
+    made_from_disk = {str(f) for f in OutputFormat if needs_disk(f)}
+    assert made_from_disk == {"raw", "qcow2", "vmdk", "vhd", "vhdx", "raw.tar.xz", "raw.tar.gz"}
+    assert not needs_disk("no-such-format")
+
+
+def test_a_tree_output_needs_no_layout(tmp_path: Path) -> None:
+    text = "name: t\noutputs: [tar, oci]\n"
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    assert plan_disk(load(path), "amd64", []) is None

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from osbake import run as runner
+from osbake.arch import Arch, Firmware, from_any
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
 from osbake.extents import data_extents
@@ -35,13 +36,7 @@ from osbake.publish.targets import Target, TargetKind
 BLOCK = 512 * 1024  # the EBS direct API's block size
 GIB = 1 << 30
 ZERO_BLOCK = bytes(BLOCK)
-ARCHITECTURES = {
-    "amd64": "x86_64",
-    "x86_64": "x86_64",
-    "arm64": "arm64",
-    "aarch64": "arm64",
-    "i386": "i386",
-}
+DEFAULT_ARCH = str(Arch.AMD64)  # an item that names no arch
 ROOT_DEVICE = "/dev/xvda"
 QEMU_FORMATS = {"vhd": "vpc"}  # Glance's disk format names -> qemu-img's
 PRESENT_STATES = ("available", "pending")
@@ -52,6 +47,13 @@ IDENTITY_TAGS = {
     "osbake:version_name": "version_name",
     "osbake:item_name": "item_name",
 }
+
+
+def ec2_arch(name: str) -> str:
+    """RegisterImage's Architecture for a stream's arch (any of its names; its own if
+    unknown)."""
+    arch = from_any(name)
+    return (arch.info.ec2 or name) if arch is not None else name
 
 
 def ami_name(item: Item) -> str:
@@ -75,7 +77,12 @@ def boot_mode(item: Item) -> str | None:
         return "uefi"
     if "bios" in modes:
         return "legacy-bios"
-    return "uefi" if ARCHITECTURES.get(fields.get("arch", "")) == "arm64" else None
+    # Where the architecture has no BIOS (arm64), EC2 boots it with UEFI.
+    arch = from_any(fields.get("arch", ""))
+    info = arch.info if arch is not None else None
+    if info is not None and info.ec2 and info.grub_efi and Firmware.BIOS not in info.firmwares:
+        return "uefi"
+    return None
 
 
 def source_tag(item: Item) -> str:
@@ -555,11 +562,11 @@ class Ec2Target(Target):
         *,
         tags: dict[str, str] | None = None,
     ) -> str:
-        arch = item.fields().get("arch", "amd64")
+        arch = item.fields().get("arch", DEFAULT_ARCH)
         params: dict[str, Any] = {
             "Name": name,
             "Description": f"{name} (osbake sync of {item.product} {item.version})",
-            "Architecture": ARCHITECTURES.get(arch, arch),
+            "Architecture": ec2_arch(arch),
             "RootDeviceName": ROOT_DEVICE,
             "BlockDeviceMappings": [
                 {

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from osbake.arch import from_any
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
 from osbake.extras import Extra, needs
@@ -24,16 +25,6 @@ from osbake.publish.download import CHUNK, file_digest, verify_file
 from osbake.publish.streams import CHECKSUMS, DISK_FTYPES, Item
 from osbake.publish.targets import Target, TargetKind
 
-# Debian architecture names -> the `architecture` property Nova matches on.
-ARCHITECTURES = {
-    "amd64": "x86_64",
-    "arm64": "aarch64",
-    "i386": "i686",
-    "armhf": "armv7l",
-    "ppc64el": "ppc64le",
-    "s390x": "s390x",
-    "riscv64": "riscv64",
-}
 KEY_PROPERTIES = ("content_id", "product_name", "version_name", "item_name")
 # Which host and cache folder uploaded the image (staging.sync_owner).
 OWNER_PROPERTY = "osbake_sync_owner"
@@ -44,6 +35,12 @@ SOURCE_PROPERTY = "osbake_source"
 FILE_PROPERTY = "osbake_file_"
 # What an upload that did not finish leaves behind.
 LEFTOVER_STATES = frozenset({"queued", "saving", "uploading", "importing", "killed"})
+
+
+def glance_arch(name: str) -> str:
+    """The `architecture` property Nova matches on, for a stream's arch (its own if unknown)."""
+    arch = from_any(name)
+    return arch.info.glance if arch is not None else name
 
 
 def image_name(item: Item) -> str:
@@ -61,7 +58,7 @@ def image_properties(item: Item) -> dict[str, str]:
     props = {key: fields[key] for key in KEY_PROPERTIES}
     arch = fields.get("arch")
     if arch:
-        props["architecture"] = ARCHITECTURES.get(arch, arch)
+        props["architecture"] = glance_arch(arch)
     for source, target in (
         ("os", "os_distro"),
         ("version", "os_version"),
