@@ -299,6 +299,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if found.verified is not False else 1
 
 
+def cmd_diff(args: argparse.Namespace) -> int:
+    from osbake import diff
+
+    result = diff.diff(diff.read_side(Path(args.old)), diff.read_side(Path(args.new)))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=2))
+    else:
+        print(diff.render(result), end="")
+    return 1 if args.exit_code and not result.empty else 0
+
+
 def cmd_elements_list(args: argparse.Namespace) -> int:
     from osbake.elements import Catalog, SearchPath
 
@@ -478,6 +489,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("artifact")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--summary", action="store_true", help="do not list the packages")
+
+    p = command("diff", cmd_diff, "show what changed between two builds (images or manifests)")
+    p.add_argument("old", help="an image or its <image>.manifest.json")
+    p.add_argument("new", help="an image or its <image>.manifest.json")
+    p.add_argument("--json", action="store_true", help="print the differences as JSON")
+    p.add_argument(
+        "--exit-code", action="store_true", help="exit 1 when there are differences (like git)"
+    )
 
     p = sub.add_parser("elements", help="list or show elements")
     esub = p.add_subparsers(metavar="ACTION")
