@@ -25,6 +25,7 @@ USER_DATA = """\
 #cloud-config
 runcmd:
   - sh -c 'echo "E2E-HOST=$(hostname)" > /dev/ttyS0'
+  - sh -c 'cloud-init schema --system 2>&1 | tail -n 4 | sed "s/^/E2E-SCHEMA /" > /dev/ttyS0'
   - sh -c 'echo "E2E-KEY=$(cat /home/ops/.ssh/authorized_keys)" > /dev/ttyS0'
 """
 
@@ -76,6 +77,7 @@ def test_boots_with_served_metadata(
     seconds = time.monotonic() - started
     console = log.read_text(errors="replace")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:] + console[-3000:]
+    print("\n".join(line for line in console.splitlines() if "E2E-SCHEMA" in line))
     print(f"{datasource}: cloud-init done, {seconds:.0f} s from osbake boot's start")
     finished = re.search(DONE + r"(\w+)", console)
     assert finished is not None
