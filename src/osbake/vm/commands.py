@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,6 +24,9 @@ from osbake import vm
 from osbake.arch import Arch
 from osbake.errors import UsageError
 from osbake.events import Event, Events, JsonLinesSink
+from osbake.firstboot import datasource
+from osbake.firstboot.datasource import Inputs
+from osbake.firstboot.metadata import METADATA_ADDRESS, Datasource
 from osbake.vm.firmware import FIRMWARE_HELP, QEMU_FIRMWARE
 
 if TYPE_CHECKING:
@@ -50,6 +55,31 @@ def register(command: CommandFactory, sub: Any) -> None:
         choices=[str(b) for b in vm.SeedBus],
         default=str(vm.SeedBus.DISK),
         help="attach the seed as a read-only virtio disk (default) or as a CD-ROM (ISO only)",
+    )
+    p.add_argument(
+        "--datasource",
+        choices=[str(d) for d in Datasource],
+        help="give the guest its instance as a cloud does: a NoCloud or ConfigDrive seed "
+        "made from the options below, an EC2 or OpenStack metadata service at "
+        f"{METADATA_ADDRESS} (served by osbake for this boot), or none (docs/boot.md)",
+    )
+    p.add_argument("--hostname", metavar="H", help="with --datasource: the instance's host name")
+    p.add_argument("--user", metavar="NAME", help="with --datasource: create this user (sudo)")
+    p.add_argument(
+        "--ssh-key",
+        metavar="F",
+        action="append",
+        default=[],
+        help="with --datasource: an ssh public key file (repeatable), for --user or the "
+        "image's default user",
+    )
+    p.add_argument("--user-data", metavar="F", help="with --datasource: user-data")
+    p.add_argument("--vendor-data", metavar="F", help="with --datasource: vendor-data")
+    p.add_argument("--instance-id", metavar="ID", help="with --datasource: the instance id")
+    p.add_argument(
+        "--imdsv1",
+        action="store_true",
+        help="with --datasource ec2: also answer requests without an IMDSv2 token",
     )
     p.add_argument(
         "--expect",
@@ -112,6 +142,25 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if args.cpus is not None and args.cpus < 1:
         raise UsageError(f"--cpus {args.cpus} must be at least 1")
     image = Path(args.image)
+    inputs = Inputs(
+        hostname=args.hostname,
+        user=args.user,
+        ssh_keys=[Path(k).expanduser() for k in args.ssh_key],
+        user_data=Path(args.user_data).expanduser() if args.user_data else None,
+        vendor_data=Path(args.vendor_data).expanduser() if args.vendor_data else None,
+        instance_id=args.instance_id,
+    )
+    if args.datasource is None and (inputs.given() or args.imdsv1):
+        raise UsageError(
+            "--hostname, --user, --ssh-key, --user-data, --vendor-data, --instance-id and "
+            "--imdsv1 describe the instance a --datasource gives the guest",
+            hint="add --datasource nocloud|configdrive|ec2|openstack",
+        )
+    if args.datasource is not None and args.seed:
+        raise UsageError(
+            "--seed and --datasource both give the guest its instance",
+            hint="drop --seed: --datasource nocloud or configdrive makes the seed itself",
+        )
     if args.console_log is None:
         log_path = _default_log(image)
     else:
@@ -126,27 +175,53 @@ def cmd_boot(args: argparse.Namespace) -> int:
     main_thread = threading.current_thread() is threading.main_thread()
     old_handler = signal.signal(signal.SIGTERM, _terminated) if main_thread else None
     try:
-        report = vm.boot(
-            image,
-            firmware=vm.Firmware(args.firmware),
-            seed=Path(args.seed) if args.seed else None,
-            seed_bus=vm.SeedBus(args.seed_bus),
-            expect=args.expect or list(vm.DEFAULT_EXPECT),
-            fail_on=args.fail_on,
-            timeout=args.timeout,
-            memory=vm.parse_memory(args.mem),
-            cpus=args.cpus,
-            accel=vm.Accel(args.accel) if args.accel else None,
-            events=events,
-            log_path=log_path,
-            interactive=args.interactive,
-            arch=Arch(args.arch),
-        )
+        with contextlib.ExitStack() as stack:
+            source = None
+            if args.datasource is not None:
+                tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="osbake-ds-")))
+                source = datasource.prepare(
+                    args.datasource, inputs, tmp, stack, imdsv2=not args.imdsv1, events=events
+                )
+            report = _boot(args, image, source, events, log_path)
     finally:
         if main_thread:
             signal.signal(signal.SIGTERM, old_handler)
         if progress is not None:
             progress.stop()
+    return _finish(args, report)
+
+
+def _boot(
+    args: argparse.Namespace,
+    image: Path,
+    source: datasource.BootSource | None,
+    events: Events,
+    log_path: Path | None,
+) -> vm.BootReport:
+    seed = Path(args.seed) if args.seed else None
+    if source is not None:
+        seed = source.seed
+    return vm.boot(
+        image,
+        firmware=vm.Firmware(args.firmware),
+        seed=seed,
+        seed_bus=vm.SeedBus(args.seed_bus),
+        expect=args.expect or list(vm.DEFAULT_EXPECT),
+        fail_on=args.fail_on,
+        timeout=args.timeout,
+        memory=vm.parse_memory(args.mem),
+        cpus=args.cpus,
+        accel=vm.Accel(args.accel) if args.accel else None,
+        events=events,
+        log_path=log_path,
+        interactive=args.interactive,
+        arch=Arch(args.arch),
+        user_net=source.user_net if source is not None else (),
+        extra_args=source.qemu_args if source is not None else (),
+    )
+
+
+def _finish(args: argparse.Namespace, report: vm.BootReport) -> int:
     if args.json:
         print(json.dumps({"event": "report", **report.to_json()}, sort_keys=True), flush=True)
     if args.interactive:

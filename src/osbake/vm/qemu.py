@@ -48,6 +48,7 @@ class Machine:
     extra_args: list[str] = field(default_factory=list)
     tcg_threads: TcgThreads | None = None  # None: QEMU's default (multi on x86 hosts)
     arch: Arch = DEFAULT_ARCH
+    user_net: list[str] = field(default_factory=list)  # more -nic user options (guestfwd...)
 
 
 def qemu_of(arch: Arch) -> Qemu:
@@ -143,7 +144,8 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
         else:
             argv += ["-drive", spec + (",readonly=on" if drive.readonly else "")]
             argv += ["-device", f"virtio-blk-pci,drive=drive{index}{boot}"]
-    argv += ["-nic", "user,model=virtio-net-pci", "-device", "virtio-rng-pci"]
+    nic = ",".join(["user", "model=virtio-net-pci", *machine.user_net])
+    argv += ["-nic", nic, "-device", "virtio-rng-pci"]
     return argv + machine.extra_args
 
 

@@ -91,6 +91,7 @@ def boot(
     interactive: bool = False,
     workdir: Path | None = None,
     extra_args: Sequence[str] = (),
+    user_net: Sequence[str] = (),
     tcg_threads: TcgThreads | None = None,
     arch: Arch = DEFAULT_ARCH,
 ) -> BootReport:
@@ -112,6 +113,9 @@ def boot(
     one-CPU host). Several vCPUs under TCG take turns on one host thread
     (thread=single) unless `tcg_threads` says otherwise: multi-threaded TCG hangs
     x86 guests (see docs/boot.md).
+
+    `extra_args` go at the end of QEMU's command line, `user_net` are options added to
+    its user network (`-nic user,...`), e.g. a metadata service's net= and guestfwd=.
 
     `arch` is the image's architecture: its QEMU machine comes from osbake.arch and
     its firmware files from osbake.vm.firmware. KVM runs only the host's own
@@ -185,6 +189,7 @@ def boot(
                 interactive=interactive,
                 vars_file=vars_file,
                 extra_args=list(extra_args),
+                user_net=list(user_net),
                 tcg_threads=_tcg_threads(chosen, cpus or default_cpus(chosen), tcg_threads),
                 arch=arch,
             )

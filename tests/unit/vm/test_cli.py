@@ -159,3 +159,76 @@ def test_boot_is_listed_in_the_help(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for flag in ("--firmware", "--seed", "--expect", "--timeout", "--mem", "--interactive"):
         assert flag in out
+
+
+def test_datasource_ec2_serves_during_the_boot(
+    calls: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.request
+
+    from osbake.firstboot.metadata import TOKEN_TTL_HEADER
+
+    seen: list[int] = []
+
+    def boot(image: Path, **kwargs: Any) -> vm.BootReport:
+        # While the boot runs, the service answers on the port QEMU forwards to.
+        port = int(kwargs["user_net"][1].rsplit(" ", 1)[1])
+        token = urllib.request.Request(
+            f"http://127.0.0.1:{port}/latest/api/token",
+            method="PUT",
+            headers={TOKEN_TTL_HEADER: "60"},
+        )
+        with urllib.request.urlopen(token, timeout=5) as response:
+            seen.append(response.status)
+        calls.append({"image": image, **kwargs})
+        return passed_report(image)
+
+    monkeypatch.setattr(vm, "boot", boot)
+    argv = ["boot", str(tmp_path / "d.qcow2"), "--datasource", "ec2", "--hostname", "web-1"]
+    assert cli.main([*argv, "--console-log", ""]) == 0
+    (call,) = calls
+    assert seen == [200]
+    assert call["seed"] is None
+    assert call["user_net"][0] == "net=169.254.0.0/16"
+    assert call["user_net"][1].startswith("guestfwd=tcp:169.254.169.254:80-cmd:")
+    assert "manufacturer=Amazon EC2" in " ".join(call["extra_args"])
+
+
+def test_datasource_nocloud_attaches_a_seed_it_makes(
+    calls: list[dict[str, Any]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from osbake.firstboot import datasource
+
+    made: list[bytes] = []
+
+    def write_volume(content: Any, output: Path, **kwargs: Any) -> Path:
+        # The volume's writer (xorriso) is tested in tests/integration; the content here.
+        output.write_bytes(content.files["meta-data"])
+        return output
+
+    def boot(image: Path, **kwargs: Any) -> vm.BootReport:
+        made.append(kwargs["seed"].read_bytes())
+        return passed_report(image)
+
+    monkeypatch.setattr(datasource, "write_volume", write_volume)
+    monkeypatch.setattr(vm, "boot", boot)
+    argv = ["boot", str(tmp_path / "d.qcow2"), "--datasource", "nocloud", "--hostname", "web-1"]
+    assert cli.main([*argv, "--console-log", ""]) == 0
+    (seed,) = made
+    assert b"local-hostname: web-1" in seed
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--hostname", "web-1"],  # instance options need --datasource
+        ["--datasource", "ec2", "--seed", "s.iso"],
+        ["--datasource", "none", "--user", "ops"],
+        ["--datasource", "ec2", "--hostname", "bad_name!"],
+    ],
+)
+def test_datasource_usage_errors(
+    calls: list[dict[str, Any]], tmp_path: Path, extra: list[str]
+) -> None:
+    assert cli.main(["boot", str(tmp_path / "d.qcow2"), *extra]) == 2
+    assert calls == []

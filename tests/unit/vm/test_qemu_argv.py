@@ -188,3 +188,11 @@ def test_every_architecture_in_the_firmware_table_boots_under_qemu() -> None:
         assert arch.info.qemu is not None, arch
         assert table.bios == (Firmware.BIOS in arch.info.firmwares), arch
         assert set(table.uefi) <= set(arch.info.firmwares), arch
+
+
+def test_user_network_options_join_the_nic() -> None:
+    argv = vm.qemu_argv(machine(user_net=["net=169.254.0.0/16", "guestfwd=tcp:1.2.3.4:80-cmd:x"]))
+    assert pairs(argv, "-nic") == [
+        "user,model=virtio-net-pci,net=169.254.0.0/16,guestfwd=tcp:1.2.3.4:80-cmd:x"
+    ]
+    assert pairs(vm.qemu_argv(machine()), "-nic") == ["user,model=virtio-net-pci"]
