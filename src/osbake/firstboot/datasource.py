@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osbake.arch import Arch
 from osbake.errors import UsageError
 from osbake.events import Events
 from osbake.firstboot.metadata import Datasource, MetadataService
@@ -49,6 +50,7 @@ def prepare(
     stack: contextlib.ExitStack,
     *,
     imdsv2: bool = True,
+    arch: Arch = Arch.AMD64,
     events: Events | None = None,
 ) -> BootSource:
     """Make the seed (nocloud, configdrive) in `workdir`, or start the metadata service
@@ -75,7 +77,7 @@ def prepare(
     if not kind.served:
         seed = write_volume(content, workdir / f"seed-{kind}.iso", events=events)
         return BootSource(kind, seed=seed)
-    service = stack.enter_context(MetadataService(kind, content, imdsv2=imdsv2))
+    service = stack.enter_context(MetadataService(kind, content, imdsv2=imdsv2, arch=arch))
     return BootSource(
         kind, user_net=service.qemu_user_net(), qemu_args=service.qemu_args(), service=service
     )

@@ -41,6 +41,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from osbake.arch import Arch
 from osbake.errors import UsageError
 from osbake.firstboot.seed import CONFIGDRIVE_VERSION, SeedContent, SeedFormat
 
@@ -117,7 +118,9 @@ class Datasource(StrEnum):
         }[self.value]
 
 
-def metadata_routes(kind: Datasource, content: SeedContent) -> dict[str, bytes]:
+def metadata_routes(
+    kind: Datasource, content: SeedContent, arch: Arch = Arch.AMD64
+) -> dict[str, bytes]:
     """Every path the service answers (without the leading '/'), with its body.
 
     `content` is a ConfigDrive seed's content (`seed_content(format="configdrive")`).
@@ -132,7 +135,9 @@ def metadata_routes(kind: Datasource, content: SeedContent) -> dict[str, bytes]:
     user_data = content.files[latest + "user_data"]
     files: dict[str, bytes] = {}
     for version in EC2_VERSIONS[1:]:
-        for path, body in _ec2_files(meta, user_data, extended=version != "2009-04-04").items():
+        for path, body in _ec2_files(
+            meta, user_data, arch, extended=version != "2009-04-04"
+        ).items():
             files[f"{version}/{path}"] = body
     if kind is Datasource.OPENSTACK:
         for version in OPENSTACK_VERSIONS:
@@ -154,7 +159,9 @@ def metadata_routes(kind: Datasource, content: SeedContent) -> dict[str, bytes]:
     return routes
 
 
-def _ec2_files(meta: dict[str, Any], user_data: bytes, *, extended: bool) -> dict[str, bytes]:
+def _ec2_files(
+    meta: dict[str, Any], user_data: bytes, arch: Arch, *, extended: bool
+) -> dict[str, bytes]:
     instance_id = str(meta["uuid"])
     hostname = str(meta.get("hostname") or "ip-" + GUEST_IP.replace(".", "-"))
     md = {
@@ -182,7 +189,7 @@ def _ec2_files(meta: dict[str, Any], user_data: bytes, *, extended: bool) -> dic
         md[f"{nic}/subnet-ipv4-cidr-block"] = GUEST_NET
     identity = {
         "accountId": "000000000000",
-        "architecture": "x86_64",
+        "architecture": arch.info.ec2 or arch.info.kernel,
         "availabilityZone": ZONE,
         "imageId": "ami-00000000",
         "instanceId": instance_id,
@@ -232,13 +239,14 @@ class MetadataService:
         content: SeedContent,
         *,
         imdsv2: bool = True,
+        arch: Arch = Arch.AMD64,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.kind = Datasource(kind)
         self.content = content
         self.imdsv2 = imdsv2 and self.kind is Datasource.EC2
         self.clock = clock
-        self.routes = metadata_routes(self.kind, content)
+        self.routes = metadata_routes(self.kind, content, arch)
         self.tokens: dict[str, float] = {}
         self.lock = threading.Lock()
         self.server: _Server | None = None

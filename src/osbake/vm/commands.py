@@ -180,7 +180,13 @@ def cmd_boot(args: argparse.Namespace) -> int:
             if args.datasource is not None:
                 tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="osbake-ds-")))
                 source = datasource.prepare(
-                    args.datasource, inputs, tmp, stack, imdsv2=not args.imdsv1, events=events
+                    args.datasource,
+                    inputs,
+                    tmp,
+                    stack,
+                    imdsv2=not args.imdsv1,
+                    arch=Arch(args.arch),
+                    events=events,
                 )
             report = _boot(args, image, source, events, log_path)
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from osbake.arch import Arch
 from osbake.errors import UsageError
 from osbake.firstboot import datasource
 from osbake.firstboot.metadata import (
@@ -213,3 +214,11 @@ def test_datasource_none_takes_no_inputs(tmp_path: Path) -> None:
 def test_bad_hostname_refused_before_serving(tmp_path: Path) -> None:
     with contextlib.ExitStack() as stack, pytest.raises(UsageError, match="--hostname"):
         datasource.prepare("ec2", datasource.Inputs(hostname="bad_name!"), tmp_path, stack)
+
+
+def test_the_identity_document_names_the_guests_architecture() -> None:
+    made = seed_content(format="configdrive", hostname="web1")  # type: ignore[arg-type]
+    for arch, expected in ((Arch.AMD64, "x86_64"), (Arch.ARM64, "arm64"), (Arch.I386, "i386")):
+        routes = metadata_routes(Datasource.EC2, made, arch)  # type: ignore[arg-type]
+        document = json.loads(routes["latest/dynamic/instance-identity/document"])
+        assert document["architecture"] == expected
