@@ -485,7 +485,10 @@ def _render_files(files: list[FileChange]) -> list[str]:
     if not files:
         return ["files: the same paths, types, sizes and modes"]
     lines = [f"files: {len(files)} changed"]
-    for change in files[:TEXT_FILE_LIMIT]:
+    # Files that changed come first, then removed ones, then new ones (often many).
+    order = {"added": 2, "removed": 1}
+    shown = sorted(files, key=lambda change: (order.get(change.what, 0), change.path))
+    for change in shown[:TEXT_FILE_LIMIT]:
         if change.what == "added":
             lines.append(f"  + {change.path} ({_bytes(change.new_size)})")
         elif change.what == "removed":
