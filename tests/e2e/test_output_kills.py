@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osbake.build import partial_name
+from osbake.workspace import partial_name
 from osbake.cache import Store
 from osbake.manifest import file_sha256, load_manifest
 from osbake.outputs import get_output

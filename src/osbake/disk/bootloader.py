@@ -32,7 +32,7 @@ from osbake.recipe import Firmware
 from osbake.recipe.model import FsType, PartitionTable, PartitionType
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 # boot.img fields (grub-core/boot/i386/pc/boot.S, include/grub/i386/pc/boot.h).
 KERNEL_SECTOR = 0x5C
@@ -251,7 +251,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
             raise BootloaderError(f"osbake cannot install GRUB for UEFI on {arch}")
         platform, upper, lower = EFI_ARCH[arch]
         efi = "/boot/efi/EFI"
-        commands += [f"mkdir -p {efi}/BOOT {efi}/debian"]
+        commands += [f"mkdir -p {efi}/BOOT {efi}/{ctx.distro.efi_dir}"]
         if Firmware.UEFI_SECUREBOOT in uefi:
             # Debian's signed shim loads the signed GRUB beside it; that GRUB reads
             # its configuration from /EFI/debian (its built-in prefix).
@@ -263,7 +263,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
                 _require(ctx, source, "shim-signed and grub-efi-*-signed")
                 commands.append(f"install -m 0644 {source} {efi}/BOOT/{name}")
                 setup.efi_files.append(f"EFI/BOOT/{name}")
-            for folder in ("BOOT", "debian"):
+            for folder in ("BOOT", ctx.distro.efi_dir):
                 commands.append(
                     f"install -m 0644 /run/osbake/boot/early.cfg {efi}/{folder}/grub.cfg"
                 )
