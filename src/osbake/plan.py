@@ -199,16 +199,21 @@ def _environment(
     return env
 
 
-PACKAGE_DIR = Path(osbake.__file__).parent
+# Where osbake's code is (the tests point it at a copy).
+CODE_ROOT = Path(osbake.__file__).parent
 
 
-@cache
-def code_digest(modules: tuple[str, ...], root: Path = PACKAGE_DIR) -> str:
+def code_digest(modules: tuple[str, ...]) -> str:
     """A digest of the code of these modules (a package: all of its modules).
 
     A step's key covers the code that shapes that step only: a change to the web
     console leaves a cached bootstrap cached; a change to the bootloader does not.
     """
+    return _digest(modules, CODE_ROOT)
+
+
+@cache
+def _digest(modules: tuple[str, ...], root: Path) -> str:
     files: list[Path] = []
     for module in modules:
         relative = Path(*module.split(".")[1:])
