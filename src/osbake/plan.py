@@ -22,6 +22,7 @@ from osbake.distros import Distro, check_distro, distro_element, get_distro
 from osbake.elements import Catalog, Element, Request, SearchPath, resolve
 from osbake.elements.model import hash_paths
 from osbake.elements.options import resolve_options
+from osbake.elements.phases import phase_scripts
 from osbake.errors import RecipeError
 from osbake.outputs import check_output_options
 from osbake.recipe import Arch, Recipe, locate, select_variant
@@ -29,7 +30,6 @@ from osbake.steps import (
     DISK_CODE,
     OUTPUT_CODE,
     disk_inputs,
-    phase_scripts,
     step_code,
     step_inputs,
     tree_steps,
@@ -242,7 +242,9 @@ def _steps(plan: Plan) -> list[Step]:
         inputs = step_inputs(plan, spec)
         code = step_code(plan, spec.actions)
         key = _key(spec.name, parent, inputs, code)
-        scripts = tuple(s.name for s in phase_scripts(plan, spec.phase)) if spec.phase else ()
+        scripts = (
+            tuple(s.name for s in phase_scripts(plan.elements, spec.phase)) if spec.phase else ()
+        )
         actions = tuple(a.name for a in spec.actions)
         steps.append(
             Step(spec.name, spec.kind, key, inputs, spec.phase, scripts, actions=actions, code=code)

@@ -28,7 +28,7 @@ from osbake.disk.assemble import AssembledDisk, assemble
 from osbake.disk.layout import DiskPlan
 from osbake.elements import Phase
 from osbake.elements.model import hash_paths
-from osbake.elements.phases import run_phase
+from osbake.elements.phases import phase_scripts, run_phase
 from osbake.manifest import (
     IN_IMAGE_DIR,
     ArtifactEntry,
@@ -161,7 +161,7 @@ def run_scripts(ctx: Context, step: Step, results: Results) -> None:
 
 def _scripts_inputs(plan: Plan, spec: TreeStep) -> dict[str, Any]:
     assert spec.phase is not None
-    users = sorted({s.element for s in phase_scripts(plan, spec.phase)})
+    users = sorted({s.element for s in phase_scripts(plan.elements, spec.phase)})
     by_name = {e.name: e for e in plan.elements}
     inputs: dict[str, Any] = {
         "phase": str(spec.phase),
@@ -174,11 +174,6 @@ def _scripts_inputs(plan: Plan, spec: TreeStep) -> dict[str, Any]:
     if "run" in users:
         inputs["run"] = plan.recipe.run
     return inputs
-
-
-def phase_scripts(plan: Plan, phase: Phase) -> list[Any]:
-    scripts = [s for e in plan.elements for s in e.scripts(phase)]
-    return sorted(scripts, key=lambda s: s.sort_key())
 
 
 def _files_digest(recipe: Recipe) -> list[dict[str, str | None]]:

@@ -15,41 +15,54 @@ import os
 import re
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from osbake import sandbox
 from osbake.errors import OsbakeError
 from osbake.settings import Settings
 
 
-@contextlib.contextmanager
-def workspace(settings: Settings, image: str) -> Iterator[Path]:
-    """A private work directory, locked while in use and removed afterwards.
+class LockedFolder:
+    """A folder claimed by a lock file beside it (`NAME.lock`), held while in use.
 
-    The lock file beside it is taken before the directory exists, so work
-    directories of killed builds (whose lock is free) can be removed safely.
+    The lock is taken before the folder exists and dropped only after the folder
+    is gone (or moved away), so a folder whose lock is free, or that has no lock
+    file, belongs to nobody running: `reap_folders` removes it.
     """
-    root = settings.work_dir
-    root.mkdir(parents=True, exist_ok=True)
-    _reap_stale(root)
-    stamp = time.strftime("%Y%m%dT%H%M%S")
-    # The PID is 1 inside the build's PID namespace: a random token keeps names apart.
-    workdir = root / f"{image}-{stamp}-{secrets.token_hex(4)}"
-    lock_path = workdir.with_name(workdir.name + ".lock")
-    with lock_path.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        workdir.mkdir()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.lock_path = path.with_name(path.name + ".lock")
+        self.lock: IO[str] | None = _lock_current(self.lock_path)
+        path.mkdir()
+
+    def release(self) -> None:
+        """Drop the claim (the folder must be gone or moved away by now)."""
+        if self.lock is not None:
+            self.lock_path.unlink(missing_ok=True)
+            self.lock.close()
+            self.lock = None
+
+
+def _lock_current(path: Path) -> IO[str]:
+    """Open and lock `path`; again if a reaper removed the file before the lock was taken."""
+    while True:
+        handle = path.open("a")
+        fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield workdir
-        finally:
-            with contextlib.suppress(OsbakeError):
-                sandbox.remove_tree(workdir)
-            lock_path.unlink(missing_ok=True)
+            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            return handle
+        handle.close()
 
 
-def _reap_stale(root: Path) -> None:
-    """Remove work directories of builds that are gone (their lock is free or missing)."""
+def reap_folders(root: Path, remove: Callable[[Path], None]) -> int:
+    """Remove the folders under `root` of claims whose holder is gone; return how many."""
+    removed = 0
     for lock_path in root.glob("*.lock"):
         try:
             handle = lock_path.open("r")
@@ -59,16 +72,38 @@ def _reap_stale(root: Path) -> None:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                continue  # a running build holds it
-            with contextlib.suppress(OsbakeError):
-                sandbox.remove_tree(lock_path.with_suffix(""))
+                continue  # its holder runs
+            folder = lock_path.with_suffix("")
+            if folder.exists():
+                remove(folder)
+                removed += 1
             lock_path.unlink(missing_ok=True)
-    # A build takes its lock before it makes its directory and drops it only after
-    # removing it, so a directory without a lock file belongs to no running build.
     for entry in root.iterdir():
         if entry.is_dir() and not entry.with_name(entry.name + ".lock").exists():
-            with contextlib.suppress(OsbakeError):
-                sandbox.remove_tree(entry)
+            remove(entry)
+            removed += 1
+    return removed
+
+
+@contextlib.contextmanager
+def workspace(settings: Settings, image: str) -> Iterator[Path]:
+    """A private work directory, locked while in use and removed afterwards."""
+    root = settings.work_dir
+    root.mkdir(parents=True, exist_ok=True)
+    reap_folders(root, _remove_tree)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    # The PID is 1 inside the build's PID namespace: a random token keeps names apart.
+    claim = LockedFolder(root / f"{image}-{stamp}-{secrets.token_hex(4)}")
+    try:
+        yield claim.path
+    finally:
+        _remove_tree(claim.path)
+        claim.release()
+
+
+def _remove_tree(path: Path) -> None:
+    with contextlib.suppress(OsbakeError):
+        sandbox.remove_tree(path)
 
 
 # -- the output folder ---------------------------------------------------------------------
@@ -104,19 +139,9 @@ def claim_outputs(outdir: Path) -> Iterator[str]:
     ends) this build's own partials are removed and its lock file with them.
     """
     reap_partials(outdir)
-    while True:
-        token = secrets.token_hex(8)
-        path = _output_lock(outdir, token)
-        handle = path.open("a")
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            same = os.stat(path).st_ino == os.fstat(handle.fileno()).st_ino
-        except FileNotFoundError:
-            same = False
-        if same:
-            break
-        # A reaper removed the file between open and lock: take another token.
-        handle.close()
+    token = secrets.token_hex(8)
+    path = _output_lock(outdir, token)
+    handle = _lock_current(path)
     try:
         yield token
     finally:

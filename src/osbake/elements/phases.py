@@ -24,14 +24,14 @@ IMAGE_STAGE_DIR = f"{sandbox.RUN_DIR}/stage"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def phase_scripts(ctx: Context, phase: Phase) -> list[Script]:
-    scripts = [s for e in ctx.plan.elements for s in e.scripts(phase)]
+def phase_scripts(elements: list[Element], phase: Phase) -> list[Script]:
+    scripts = [s for e in elements for s in e.scripts(phase)]
     return sorted(scripts, key=lambda s: s.sort_key())
 
 
 def run_phase(ctx: Context, phase: Phase) -> None:
     elements = {e.name: e for e in ctx.plan.elements}
-    scripts = phase_scripts(ctx, phase)
+    scripts = phase_scripts(ctx.plan.elements, phase)
     for number, script in enumerate(scripts):
         ctx.events.progress(str(phase), number, len(scripts))
         try:
