@@ -321,8 +321,6 @@ def run_in_tree(
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "DEBIAN_FRONTEND": "noninteractive",
-        "DEBCONF_NONINTERACTIVE_SEEN": "true",
         "TERM": "dumb",
         **(env or {}),
     }

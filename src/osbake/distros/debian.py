@@ -163,8 +163,9 @@ class Debian(Distro):
         return list(dict.fromkeys(tools[fs] for fs in filesystems if fs in tools))
 
     def tool_environment(self, options: OptionValues) -> dict[str, str]:
+        env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
         proxy = apt_proxy(options)
-        return {"OSBAKE_APT_PROXY": proxy} if proxy else {}
+        return (env | {"OSBAKE_APT_PROXY": proxy}) if proxy else env
 
     def script_environment(self) -> dict[str, str]:
         return {
@@ -209,7 +210,10 @@ class Debian(Distro):
         )
         # Keep services from starting while packages are installed in later steps.
         sandbox.run_in_tree(
-            ctx.tree, ["sh", "-c", POLICY_RC_D + " && " + DIVERT_INITRAMFS], events=ctx.events
+            ctx.tree,
+            ["sh", "-c", POLICY_RC_D + " && " + DIVERT_INITRAMFS],
+            events=ctx.events,
+            env=self.tool_environment(ctx.options),
         )
         self._add_repositories(ctx)
 
@@ -253,6 +257,7 @@ class Debian(Distro):
             binds=[sandbox.Bind(staged, "/run/osbake/repos")],
             events=ctx.events,
             network=False,
+            env=self.tool_environment(ctx.options),
         )
 
     def install_packages(self, ctx: Work, packages: list[str]) -> None:
@@ -293,7 +298,11 @@ class Debian(Distro):
         a post-install script) remakes the initramfs as on any Debian system.
         """
         sandbox.run_in_tree(
-            ctx.tree, ["sh", "-ec", RESTORE_INITRAMFS], events=ctx.events, network=False
+            ctx.tree,
+            ["sh", "-ec", RESTORE_INITRAMFS],
+            events=ctx.events,
+            network=False,
+            env=self.tool_environment(ctx.options),
         )
 
     def finish(self, ctx: Work) -> None:
@@ -310,6 +319,7 @@ class Debian(Distro):
             events=ctx.events,
             network=False,
             resolver=False,
+            env=self.tool_environment(ctx.options),
         )
 
     def installed_packages(self, tree: Path) -> list[Package]:
