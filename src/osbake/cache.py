@@ -34,6 +34,7 @@ from typing import IO, Any
 from osbake import sandbox
 from osbake.disk.sizes import parse_size
 from osbake.errors import OsbakeError
+from osbake.workspace import LockedFolder, reap_folders
 
 DEFAULT_BUDGET = "20GiB"
 META = "meta.json"
@@ -100,7 +101,7 @@ class Writer:
     store: Store
     key: str
     path: Path
-    lock: IO[str]
+    claim: LockedFolder
     meta: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -146,8 +147,7 @@ class Writer:
         self._unlock()
 
     def _unlock(self) -> None:
-        self.lock.close()
-        (self.path.parent / f"{self.path.name}.lock").unlink(missing_ok=True)
+        self.claim.release()
 
 
 class Store:
@@ -218,34 +218,16 @@ class Store:
     # -- writing ------------------------------------------------------------------------
 
     def begin(self, key: str, step: str) -> Writer:
-        name = f"{key[:16]}-{secrets.token_hex(4)}"
-        lock = (self.tmp_dir / f"{name}.lock").open("w")
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        path = self.tmp_dir / name
-        path.mkdir()
+        claim = LockedFolder(self.tmp_dir / f"{key[:16]}-{secrets.token_hex(4)}")
         for sub in ("layer", "work", "extra"):
-            (path / sub).mkdir()
-        return Writer(self, key, path, lock, {"step": step})
+            (claim.path / sub).mkdir()
+        return Writer(self, key, claim.path, claim, {"step": step})
 
     # -- cleaning -----------------------------------------------------------------------
 
     def reap(self) -> int:
         """Remove what killed builds left half-written (unlocked temporary folders)."""
-        removed = 0
-        for lock_path in self.tmp_dir.glob("*.lock"):
-            with lock_path.open("a") as handle:
-                try:
-                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    continue
-                self._drop(lock_path.with_suffix(""))
-                lock_path.unlink(missing_ok=True)
-                removed += 1
-        for path in self.tmp_dir.iterdir():
-            if path.is_dir() and not path.with_name(path.name + ".lock").exists():
-                self._drop(path)
-                removed += 1
-        return removed
+        return reap_folders(self.tmp_dir, self._drop)
 
     def gc(self, max_size: int | None = None) -> list[Entry]:
         """Evict least recently used entries until the store fits `max_size`."""

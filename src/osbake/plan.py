@@ -1,118 +1,41 @@
 """The plan: a recipe, variant and arch resolved into steps with content keys.
 
 Each step's key is a sha256 over everything that can change its result: its
-parent's key, the recipe fields it uses, the contents of the element files it
-runs, the package set, the mirror state and osbake's own code. Equal keys mean
+parent's key, the inputs its actions declare (osbake.steps: the recipe fields it
+uses, the contents of the element files it runs, the package set, the mirror
+state) and the code of the modules that shape it. Equal keys mean
 equal results, which is what the step cache relies on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass, field
-from enum import StrEnum
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import osbake
+from osbake.context import Plan, Step, StepKind
 from osbake.disk.layout import DiskPlan, plan_disk
 from osbake.distros import Distro, check_distro, distro_element, get_distro
-from osbake.elements import Catalog, Element, Phase, Request, SearchPath, resolve
+from osbake.elements import Catalog, Element, Request, SearchPath, resolve
 from osbake.elements.model import hash_paths
-from osbake.elements.options import OptionValues, resolve_options
+from osbake.elements.options import resolve_options
+from osbake.elements.phases import phase_scripts
 from osbake.errors import RecipeError
 from osbake.outputs import check_output_options, needs_disk
-from osbake.recipe import Arch, OutputFormat, Recipe, locate, resolve_path, select_variant
+from osbake.recipe import Arch, Recipe, locate, select_variant
+from osbake.steps import (
+    DISK_CODE,
+    OUTPUT_CODE,
+    disk_inputs,
+    step_code,
+    step_inputs,
+    tree_steps,
+)
 
-
-class StepKind(StrEnum):
-    BOOTSTRAP = "bootstrap"
-    PHASE = "phase"
-    PACKAGES = "packages"
-    MANIFEST = "manifest"
-    DISK = "disk"
-    OUTPUT = "output"
-
-
-@dataclass(frozen=True)
-class Step:
-    name: str
-    kind: StepKind
-    key: str
-    inputs: dict[str, Any]
-    phase: Phase | None = None
-    scripts: tuple[str, ...] = ()
-    output: OutputFormat | None = None
-
-    def describe(self) -> str:
-        if self.kind == StepKind.PHASE:
-            return ", ".join(self.scripts) if self.scripts else "(no scripts)"
-        if self.kind == StepKind.PACKAGES:
-            return " ".join(self.inputs.get("packages", [])) or "(none)"
-        if self.kind == StepKind.BOOTSTRAP:
-            return f"{self.inputs['distro']} {self.inputs['release']} {self.inputs['arch']}"
-        if self.kind == StepKind.OUTPUT:
-            return str(self.output)
-        if self.kind == StepKind.DISK:
-            disk = self.inputs["disk"]
-            parts = ", ".join(f"{p['name']} {p['size']}" for p in disk["partitions"])
-            return f"{disk['table']}: {parts}"
-        return ""
-
-
-@dataclass
-class Plan:
-    recipe: Recipe
-    arch: Arch
-    image: str
-    elements: list[Element]
-    options: OptionValues
-    packages: list[str]
-    distro: Distro
-    environment: dict[str, str]
-    disk: DiskPlan | None = None
-    cmdline: str = ""
-    output_settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-    steps: list[Step] = field(default_factory=list)
-    # The recipe's own packages that no element, kernel or bootloader asks for. They
-    # are installed in a step of their own, after the others: editing the recipe's
-    # list (what users do most) then leaves the large install cached.
-    recipe_packages: list[str] = field(default_factory=list)
-
-    @property
-    def variant(self) -> str | None:
-        return self.recipe.variant
-
-    @property
-    def base_packages(self) -> list[str]:
-        """Every package but the recipe's own: elements', the kernel's, the bootloader's."""
-        return [p for p in self.packages if p not in self.recipe_packages]
-
-    def step(self, name: str) -> Step:
-        for step in self.steps:
-            if step.name == name:
-                return step
-        raise KeyError(name)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "image": self.image,
-            "recipe": self.recipe.name,
-            "variant": self.variant,
-            "arch": str(self.arch),
-            "elements": [
-                {"name": e.name, "sha256": e.content_hash(), "origin": e.origin}
-                for e in self.elements
-            ],
-            "packages": self.packages,
-            "steps": [
-                {"name": s.name, "kind": str(s.kind), "key": s.key, "describe": s.describe()}
-                for s in self.steps
-            ],
-        }
+__all__ = ["Plan", "Step", "StepKind", "check_recipe", "resolve_plan"]
 
 
 def image_name(recipe: Recipe, arch: Arch, base_arches: list[Arch]) -> str:
@@ -140,7 +63,7 @@ def resolve_plan(
     elements = resolve(catalog, _requests(recipe))
     options = resolve_options(recipe, elements)
     distro = get_distro(recipe, chosen_arch, options.get(distro_element(recipe.distro), {}))
-    disk = plan_disk(recipe, str(chosen_arch), elements)
+    disk = plan_disk(recipe, str(chosen_arch), elements, _disk_outputs(recipe))
     _check_boot(recipe, disk)
     base_packages, recipe_packages = _packages(recipe, elements, distro, disk)
     environment = _environment(recipe, chosen_arch, elements, distro)
@@ -177,7 +100,7 @@ def check_recipe(
         for arch in recipe.arch:
             distro = get_distro(recipe, arch, options.get(distro_element(recipe.distro), {}))
             distro.kernel_packages()
-            _check_boot(recipe, plan_disk(recipe, str(arch), elements))
+            _check_boot(recipe, plan_disk(recipe, str(arch), elements, _disk_outputs(recipe)))
             check_output_options(recipe)
             targets.append((variant, arch))
     return targets
@@ -231,6 +154,10 @@ def _check_boot(recipe: Recipe, disk: DiskPlan | None) -> None:
         )
 
 
+def _disk_outputs(recipe: Recipe) -> list[str]:
+    return [str(o) for o in recipe.outputs if needs_disk(o)]
+
+
 def _cmdline(recipe: Recipe, elements: list[Element], arch: Arch) -> str:
     words: list[str] = []
     for element in elements:
@@ -276,118 +203,67 @@ def _environment(
     return env
 
 
+# Where osbake's code is (the tests point it at a copy).
+CODE_ROOT = Path(osbake.__file__).parent
+
+
+def code_digest(modules: tuple[str, ...]) -> str:
+    """A digest of the code of these modules (a package: all of its modules).
+
+    A step's key covers the code that shapes that step only: a change to the web
+    console leaves a cached bootstrap cached; a change to the bootloader does not.
+    """
+    return _digest(modules, CODE_ROOT)
+
+
 @cache
-def code_digest() -> str:
-    """A digest of osbake's own code: a new osbake never reuses an old one's results."""
-    package = Path(osbake.__file__).parent
-    files = [p for p in sorted(package.rglob("*.py")) if "builtin" not in p.parts]
-    return f"{osbake.__version__}+{hash_paths(files, package)[:16]}"
+def _digest(modules: tuple[str, ...], root: Path) -> str:
+    files: list[Path] = []
+    for module in modules:
+        relative = Path(*module.split(".")[1:])
+        folder = root / relative
+        if folder.is_dir():
+            files += [p for p in folder.rglob("*.py") if "builtin" not in p.parts]
+        else:
+            files.append(folder.with_suffix(".py"))
+    return f"{osbake.__version__}+{hash_paths(sorted(set(files)), root)[:16]}"
 
 
-def _key(name: str, parent: str | None, inputs: dict[str, Any]) -> str:
+def _key(name: str, parent: str | None, inputs: dict[str, Any], code: tuple[str, ...]) -> str:
     text = json.dumps(
-        {"step": name, "parent": parent, "osbake": code_digest(), "inputs": inputs},
+        {"step": name, "parent": parent, "osbake": code_digest(code), "inputs": inputs},
         sort_keys=True,
         default=str,
     )
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _phase_inputs(plan: Plan, phase: Phase) -> tuple[dict[str, Any], tuple[str, ...]]:
-    scripts = sorted(
-        (s for e in plan.elements for s in e.scripts(phase)), key=lambda s: s.sort_key()
-    )
-    users = sorted({s.element for s in scripts})
-    by_name = {e.name: e for e in plan.elements}
-    inputs: dict[str, Any] = {
-        "phase": str(phase),
-        "environment": plan.environment,
-        "scripts": {name: by_name[name].content_hash(str(phase)) for name in users},
-        "options": {name: plan.options.get(name, {}) for name in users},
-    }
-    if phase == Phase.INSTALL:
-        inputs["static"] = {
-            e.name: e.content_hash("static") for e in plan.elements if e.static_dir is not None
-        }
-    if "files" in users:
-        inputs["files"] = _files_digest(plan.recipe)
-    if "run" in users:
-        inputs["run"] = plan.recipe.run
-    return inputs, tuple(s.name for s in scripts)
-
-
-def _files_digest(recipe: Recipe) -> list[dict[str, str | None]]:
-    entries = []
-    for index, spec in enumerate(recipe.files):
-        src = resolve_path(recipe, ("files", index, "src"), spec.src)
-        entries.append(
-            {
-                "dest": spec.dest,
-                "mode": spec.mode,
-                "owner": spec.owner,
-                "group": spec.group,
-                "sha256": hash_paths([src], src.parent),
-            }
-        )
-    return entries
-
-
 def _steps(plan: Plan) -> list[Step]:
-    """The build, in order: the story every build follows."""
+    """The build, in order: the tree's steps (osbake.steps), the disk, the outputs."""
     steps: list[Step] = []
     parent: str | None = None
-
-    def add(name: str, kind: StepKind, inputs: dict[str, Any], **extra: Any) -> None:
-        nonlocal parent
-        key = _key(name, parent, inputs)
-        steps.append(Step(name, kind, key, inputs, **extra))
-        parent = key
-
-    recipe = plan.recipe
-    add(
-        "bootstrap", StepKind.BOOTSTRAP, {"distro": recipe.distro, **plan.distro.bootstrap_inputs()}
-    )
-    for phase in (Phase.ROOT, Phase.PRE_INSTALL):
-        inputs, scripts = _phase_inputs(plan, phase)
-        add(str(phase), StepKind.PHASE, inputs, phase=phase, scripts=scripts)
-    package_options = plan.options.get("packages", {})
-    add(
-        "packages",
-        StepKind.PACKAGES,
-        {"packages": plan.base_packages, "options": package_options},
-    )
-    if plan.recipe_packages:
-        add(
-            "recipe-packages",
-            StepKind.PACKAGES,
-            {"packages": plan.recipe_packages, "options": package_options},
+    for spec in tree_steps(plan):
+        inputs = step_inputs(plan, spec)
+        code = step_code(plan, spec.actions)
+        key = _key(spec.name, parent, inputs, code)
+        scripts = (
+            tuple(s.name for s in phase_scripts(plan.elements, spec.phase)) if spec.phase else ()
         )
-    for phase in (
-        Phase.INSTALL,
-        Phase.POST_INSTALL,
-        Phase.BLOCK_DEVICE,
-        Phase.FINALISE,
-        Phase.CLEANUP,
-    ):
-        inputs, scripts = _phase_inputs(plan, phase)
-        if phase == Phase.BLOCK_DEVICE:
-            # This step also writes fstab and the bootloader files into the tree.
-            inputs["disk"] = _disk_inputs(plan.disk)
-            inputs["boot"] = [str(f) for f in recipe.boot]
-            inputs["cmdline"] = plan.cmdline
-        add(str(phase), StepKind.PHASE, inputs, phase=phase, scripts=scripts)
-    add("manifest", StepKind.MANIFEST, {"recipe": recipe.normalised()})
+        actions = tuple(a.name for a in spec.actions)
+        steps.append(
+            Step(spec.name, spec.kind, key, inputs, spec.phase, scripts, actions=actions, code=code)
+        )
+        parent = key
     tree_key = parent
     disk_key = None
     if plan.disk is not None:
-        add("disk", StepKind.DISK, {"disk": _disk_inputs(plan.disk)})
-        disk_key = parent
-    for fmt in recipe.outputs:
+        inputs = {"disk": disk_inputs(plan.disk)}
+        code = step_code(plan, (), *DISK_CODE)
+        disk_key = _key("disk", parent, inputs, code)
+        steps.append(Step("disk", StepKind.DISK, disk_key, inputs, code=code))
+    for fmt in plan.recipe.outputs:
         inputs = {"format": str(fmt), "settings": plan.output_settings.get(str(fmt), {})}
-        key = _key(f"output:{fmt}", disk_key if needs_disk(fmt) else tree_key, inputs)
-        steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, inputs, output=fmt))
+        code = step_code(plan, (), *OUTPUT_CODE)
+        key = _key(f"output:{fmt}", disk_key if needs_disk(fmt) else tree_key, inputs, code)
+        steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, inputs, output=fmt, code=code))
     return steps
-
-
-def _disk_inputs(disk: DiskPlan | None) -> dict[str, Any] | None:
-    return dataclasses.asdict(disk) if disk is not None else None

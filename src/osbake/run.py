@@ -37,7 +37,6 @@ TOOL_PACKAGES = {
     "tar": "tar",
     "dpkg-query": "dpkg",
     "qemu-img": "qemu-utils",
-    "qemu-system-x86_64": "qemu-system-x86",
     "sfdisk": "fdisk",
     "mkfs.ext4": "e2fsprogs",
     "mkfs.vfat": "dosfstools",
@@ -80,6 +79,10 @@ def require_tool(name: str) -> str:
     path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
     if path is None:
         package = TOOL_PACKAGES.get(name, name)
+        if name.startswith("qemu-system-"):
+            # Each arch's emulator (osbake.arch) is in a qemu-system-* package of its
+            # family; this one brings them all.
+            package = "qemu-system"
         raise HostError(
             f"the command '{name}' is not installed on this machine",
             hint=f"install it with 'apt-get install {package}' (or run 'make setup')",

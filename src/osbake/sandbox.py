@@ -46,8 +46,6 @@ MS_NODEV = 4
 MS_NOEXEC = 8
 PR_SET_PDEATHSIG = 1
 
-# The same in-image cache path every Debian tool expects.
-APT_ARCHIVES = "/var/cache/apt/archives"
 # Where osbake puts what phase scripts may read (elements, staged files) in the image.
 RUN_DIR = "/run/osbake"
 # What a command in the tree keeps of real root's capabilities: what package
@@ -272,7 +270,6 @@ def run_in_tree(
     events: Events | None = None,
     env: Mapping[str, str] | None = None,
     binds: Sequence[Bind] = (),
-    package_cache: Path | None = None,
     network: bool = True,
     resolver: bool = True,
     capture: bool = False,
@@ -317,9 +314,6 @@ def run_in_tree(
             args += ["--cap-add", capability]
     if resolver:
         args += _resolver_binds(tree)
-    if package_cache is not None:
-        package_cache.mkdir(parents=True, exist_ok=True)
-        args += ["--bind", str(package_cache), APT_ARCHIVES]
     for bind in binds:
         args += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
     args += ["--", *argv]
@@ -328,8 +322,6 @@ def run_in_tree(
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",
-        "DEBIAN_FRONTEND": "noninteractive",
-        "DEBCONF_NONINTERACTIVE_SEEN": "true",
         "TERM": "dumb",
         **(env or {}),
     }

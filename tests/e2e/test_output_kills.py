@@ -24,13 +24,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from osbake.build import partial_name
 from osbake.cache import Store
 from osbake.manifest import file_sha256, load_manifest
 from osbake.outputs import get_output
 from osbake.plan import StepKind, resolve_plan
 from osbake.recipe import OutputFormat, load
 from osbake.settings import Settings
+from osbake.workspace import partial_name
 from tests.conftest import EXAMPLES, ImageBuilds
 
 pytestmark = pytest.mark.e2e

@@ -6,7 +6,7 @@ from __future__ import annotations
 import fcntl
 from pathlib import Path
 
-from osbake.build import claim_outputs, partial_name, reap_partials
+from osbake.workspace import claim_outputs, partial_name, reap_partials
 
 DEAD = "0123456789abcdef"
 ALIVE = "fedcba9876543210"

@@ -48,7 +48,8 @@ def test_an_unfinished_entry_is_invisible_and_reaped(tmp_path: Path) -> None:
     writer = store.begin("k1", "bootstrap")
     (writer.layer / "half").write_text("half written")
     assert store.lookup("k1") is None
-    writer.lock.close()  # as if the build was killed: its lock is gone
+    assert writer.claim.lock is not None
+    writer.claim.lock.close()  # as if the build was killed: its lock is gone
     assert store.reap() == 1
     assert list(store.tmp_dir.iterdir()) == []
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -170,3 +171,77 @@ def test_the_serial_console_comes_from_the_architecture(tmp_path: Path) -> None:
     ]
     assert "linux-image-cloud-arm64" in arm.packages
     assert "grub-efi-arm64-bin" in arm.packages
+
+
+@pytest.fixture
+def code_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """osbake's code, copied: the keys are computed over the copy, which a test edits."""
+    import osbake
+    from osbake import plan as plan_module
+
+    copy = tmp_path / "code" / "osbake"
+    shutil.copytree(Path(osbake.__file__).parent, copy)
+    monkeypatch.setattr(plan_module, "CODE_ROOT", copy)
+    plan_module._digest.cache_clear()
+    yield copy
+    plan_module._digest.cache_clear()
+
+
+def edited_keys(code: Path, recipe: Path, module: str) -> tuple[dict[str, str], dict[str, str]]:
+    from osbake import plan as plan_module
+
+    before = keys(recipe)
+    source = code / module
+    source.write_text(source.read_text() + "\n# an edit\n")
+    plan_module._digest.cache_clear()
+    return before, keys(recipe)
+
+
+TREE_STEPS = ["bootstrap", "root", "pre-install", "packages", "recipe-packages", "install"]
+
+
+@pytest.mark.parametrize("module", ["service/app.py", "publish/tree.py", "cli.py"])
+def test_code_a_build_does_not_use_leaves_every_key(
+    tmp_path: Path, code_copy: Path, module: str
+) -> None:
+    recipe = copy_example(tmp_path)
+    before, after = edited_keys(code_copy, recipe, module)
+    assert set(TREE_STEPS) < set(before)
+    assert before == after
+
+
+def test_a_steps_own_code_changes_its_key_and_the_later_ones(
+    tmp_path: Path, code_copy: Path
+) -> None:
+    recipe = copy_example(tmp_path)
+    before, after = edited_keys(code_copy, recipe, "disk/bootloader.py")
+    same = [name for name in before if before[name] == after[name]]
+    # The bootloader is installed in block-device; the steps before it stay.
+    assert same == [
+        "bootstrap",
+        "root",
+        "pre-install",
+        "packages",
+        "recipe-packages",
+        "install",
+        "post-install",
+    ]
+
+
+def test_the_distro_plugin_shapes_the_bootstrap(tmp_path: Path, code_copy: Path) -> None:
+    recipe = copy_example(tmp_path)
+    before, after = edited_keys(code_copy, recipe, "distros/debian.py")
+    assert before["bootstrap"] != after["bootstrap"]
+
+
+def test_keys_come_from_the_declared_actions() -> None:
+    from osbake.steps import ACTIONS
+
+    plan = resolve_plan(load(EXAMPLES / "debian-cloud.yaml"))
+    assert plan.step("install").actions == ("static-files", "scripts", "initramfs")
+    assert plan.step("block-device").actions == ("scripts", "bootloader")
+    assert plan.step("finalise").actions == ("scripts", "distro-finish")
+    block = plan.step("block-device")
+    assert {"disk", "boot", "cmdline", "scripts"} <= set(block.inputs)
+    assert "osbake.disk" in block.code and "osbake.service" not in block.code
+    assert all(name in ACTIONS for step in plan.steps for name in step.actions)

@@ -15,7 +15,7 @@ from osbake.errors import OsbakeError
 from osbake.recipe.model import FsType, PartitionType
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 
 class DiskSizeError(OsbakeError):

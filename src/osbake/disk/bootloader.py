@@ -33,7 +33,7 @@ from osbake.recipe import Firmware
 from osbake.recipe.model import FsType, PartitionTable, PartitionType
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 # boot.img fields (grub-core/boot/i386/pc/boot.S, include/grub/i386/pc/boot.h).
 KERNEL_SECTOR = 0x5C
@@ -246,7 +246,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
         platform = _platform(info, uefi[0])
         loader, lower = info.efi_loader, info.efi_suffix
         efi = "/boot/efi/EFI"
-        commands += [f"mkdir -p {efi}/BOOT {efi}/debian"]
+        commands += [f"mkdir -p {efi}/BOOT {efi}/{ctx.distro.efi_dir}"]
         if Firmware.UEFI_SECUREBOOT in uefi:
             if not info.secure_boot:
                 raise BootloaderError(f"{info.debian} has no signed shim and GRUB for Secure Boot")
@@ -260,7 +260,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
                 _require(ctx, source, " and ".join(info.secure_boot_packages()))
                 commands.append(f"install -m 0644 {source} {efi}/BOOT/{name}")
                 setup.efi_files.append(f"EFI/BOOT/{name}")
-            for folder in ("BOOT", "debian"):
+            for folder in ("BOOT", ctx.distro.efi_dir):
                 commands.append(
                     f"install -m 0644 /run/osbake/boot/early.cfg {efi}/{folder}/grub.cfg"
                 )

@@ -9,13 +9,13 @@ taken as written and checked.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from osbake.arch import Arch
 from osbake.disk.sizes import MiB, align_up, format_size, parse_size
 from osbake.errors import Location, RecipeError
-from osbake.outputs import needs_disk
 from osbake.recipe import Firmware, Recipe, locate
 from osbake.recipe.model import Disk, FsType, Partition, PartitionTable, PartitionType
 
@@ -118,10 +118,16 @@ def layout_source(recipe: Recipe, elements: list[Element]) -> tuple[Disk | None,
     return None, None
 
 
-def plan_disk(recipe: Recipe, arch: str, elements: list[Element]) -> DiskPlan | None:
-    """The checked disk plan, or None when the image has no disk. Raises RecipeError."""
+def plan_disk(
+    recipe: Recipe, arch: str, elements: list[Element], disk_outputs: Sequence[str]
+) -> DiskPlan | None:
+    """The checked disk plan, or None when the image has no disk. Raises RecipeError.
+
+    `disk_outputs` are the recipe's outputs made from the disk (each output says so
+    itself: osbake.outputs.needs_disk); the caller passes them, so the layout does
+    not depend on the outputs.
+    """
     disk, source = layout_source(recipe, elements)
-    disk_outputs = [o for o in recipe.outputs if needs_disk(o)]
     if disk is None:
         if disk_outputs:
             raise RecipeError(

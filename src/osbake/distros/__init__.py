@@ -1,16 +1,49 @@
-"""Distribution plugins: one small file each, registered by subclassing `Distro`."""
+"""Distribution plugins: one small file each, registered by subclassing `Distro`.
+
+A distro family is one module here, named as the recipe's `distro:` names it
+(osbake/distros/<name>.py), plus its elements. The plugin owns the family's
+package manager: bootstrapping a tree, installing packages, the environment its
+tools need during the build, where it keeps downloaded packages, and the
+branding the bootloader shows.
+"""
 
 from __future__ import annotations
 
+import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from osbake.errors import RecipeError
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.elements.options import OptionValues
+    from osbake.events import Events
     from osbake.recipe import Arch, Recipe
+
+
+class Work(Protocol):
+    """What a distro's steps are given (osbake.context.Context is one).
+
+    A protocol rather than the context itself: the context holds the plan, which
+    holds the distro, so the plugins cannot import it back.
+    """
+
+    @property
+    def tree(self) -> Path: ...
+
+    @property
+    def workdir(self) -> Path: ...
+
+    @property
+    def packages(self) -> Path: ...
+
+    @property
+    def events(self) -> Events: ...
+
+    @property
+    def options(self) -> OptionValues: ...
 
 
 @dataclass(frozen=True)
@@ -29,6 +62,14 @@ class Distro:
 
     name: ClassVar[str]
     element: ClassVar[str]  # the element every image of this distro gets
+    # The modules whose code shapes what the plugin's steps make (hashed into the keys
+    # of the steps that call it).
+    modules: ClassVar[tuple[str, ...]] = ("osbake.distros",)
+    # Where the package manager keeps downloaded packages in the tree: the build's
+    # package folder is mounted there while packages may be installed.
+    package_cache_dir: ClassVar[str]
+    # Bootloader branding: the folder of the distro's own GRUB under /boot/efi/EFI.
+    efi_dir: ClassVar[str]
     registry: ClassVar[dict[str, type[Distro]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -63,16 +104,16 @@ class Distro:
         raise NotImplementedError
 
     # Steps.
-    def bootstrap(self, ctx: Context) -> None:
+    def bootstrap(self, ctx: Work) -> None:
         raise NotImplementedError
 
-    def install_packages(self, ctx: Context, packages: list[str]) -> None:
+    def install_packages(self, ctx: Work, packages: list[str]) -> None:
         raise NotImplementedError
 
-    def prepare_boot(self, ctx: Context) -> None:
+    def prepare_boot(self, ctx: Work) -> None:
         """Get the tree ready to boot (initramfs), once every package is installed."""
 
-    def finish(self, ctx: Context) -> None:
+    def finish(self, ctx: Work) -> None:
         """Undo what the build set up in the tree for itself (e.g. policy-rc.d)."""
 
     def installed_packages(self, tree: Path) -> list[Package]:
@@ -85,38 +126,59 @@ class Distro:
     def script_environment(self) -> dict[str, str]:
         return {}
 
+    def tool_environment(self, options: OptionValues) -> dict[str, str]:
+        """What the package manager needs in every step's environment (a proxy...)."""
+        return {}
+
+
+# A distro module's name: what a recipe may name (checked before it is imported).
+_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+# Modules in this package that are not distro families.
+_HELPERS = frozenset({"apt_sources", "kernels"})
+
+
+def load_distro(name: str) -> type[Distro] | None:
+    """The plugin of a distro family, loaded by name (osbake/distros/<name>.py)."""
+    if name not in Distro.registry and _NAME.match(name) and name not in _HELPERS:
+        try:
+            importlib.import_module(f"osbake.distros.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"osbake.distros.{name}":
+                raise
+    return Distro.registry.get(name)
+
+
+def known_distros() -> list[str]:
+    """Every distro family osbake has a plugin for."""
+    folder = Path(__file__).parent
+    for path in folder.glob("*.py"):
+        if path.stem != "__init__":
+            load_distro(path.stem)
+    return sorted(Distro.registry)
+
 
 def check_distro(recipe: Recipe) -> None:
     """A recipe naming a distro osbake has no plugin for fails here, before anything else."""
-    from osbake.distros import debian  # noqa: F401  (registers the plugin)
+    _plugin(recipe)
 
-    if recipe.distro not in Distro.registry:
+
+def get_distro(recipe: Recipe, arch: Arch, options: dict[str, Any]) -> Distro:
+    return _plugin(recipe)(recipe, arch, options)
+
+
+def _plugin(recipe: Recipe) -> type[Distro]:
+    cls = load_distro(recipe.distro)
+    if cls is None:
         from osbake.recipe import locate
 
         raise RecipeError(
             f"osbake has no distro plugin '{recipe.distro}'",
             location=locate(recipe, ("distro",)),
-            hint=f"use one of: {', '.join(sorted(Distro.registry))}",
+            hint=f"use one of: {', '.join(known_distros())}",
         )
-
-
-def get_distro(recipe: Recipe, arch: Arch, options: dict[str, Any]) -> Distro:
-    from osbake.distros import debian  # noqa: F401  (registers the plugin)
-
-    cls = Distro.registry.get(recipe.distro)
-    if cls is None:
-        from osbake.recipe import locate
-
-        raise RecipeError(
-            f"there is no distro plugin '{recipe.distro}'",
-            location=locate(recipe, ("distro",)),
-            hint=f"use one of: {', '.join(sorted(Distro.registry))}",
-        )
-    return cls(recipe, arch, options)
+    return cls
 
 
 def distro_element(name: str) -> str:
-    from osbake.distros import debian  # noqa: F401
-
-    cls = Distro.registry.get(name)
+    cls = load_distro(name)
     return cls.element if cls else name

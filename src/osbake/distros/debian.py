@@ -7,42 +7,46 @@ import re
 import shlex
 import urllib.error
 import urllib.request
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from osbake import run as runner
 from osbake import sandbox
+from osbake.arch import Arch
 from osbake.distros import Distro, Package, kernels
 from osbake.distros.apt_sources import AptSource, read_host_sources
 from osbake.errors import DistroError, RecipeError
-from osbake.recipe import locate
+from osbake.formats import FormatError
+from osbake.recipe import Recipe, locate
+from osbake.recipe.files import read_source
+from osbake.recipe.loader import source_folder
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.distros import Work
+    from osbake.elements.options import OptionValues
 
 ROLLING = ("sid", "unstable", "experimental")
 PRE_USRMERGE = ("stretch", "buster", "bullseye")
-KERNEL_FLAVOURS = {
-    # kernel: {arch: package}; "server" is the generic kernel, trimmed later.
-    "cloud": {"amd64": "linux-image-cloud-amd64", "arm64": "linux-image-cloud-arm64"},
-    "generic": {
-        "amd64": "linux-image-amd64",
-        "arm64": "linux-image-arm64",
-        "armhf": "linux-image-armmp",
-        "i386": "linux-image-686-pae",
-        "ppc64el": "linux-image-powerpc64le",
-        "riscv64": "linux-image-riscv64",
-        "s390x": "linux-image-s390x",
-    },
-}
+# Kernels: Debian's flavour per arch (linux-image-<flavour>); "server" is the generic
+# kernel, trimmed later. The generic flavour is the arch's name unless named here.
+CLOUD_KERNEL_ARCHES = (Arch.AMD64, Arch.ARM64)
+GENERIC_KERNEL_FLAVOURS = {Arch.ARMHF: "armmp", Arch.I386: "686-pae", Arch.PPC64EL: "powerpc64le"}
+# Debian's UEFI GRUB (grub-efi-<name>-bin): i386's is named for its 32-bit firmware.
+GRUB_EFI_ARCHES = (Arch.AMD64, Arch.ARM64, Arch.I386, Arch.RISCV64)
+APT_ARCHIVES = "/var/cache/apt/archives"
 DPKG_FORMAT = "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n"
 MIRROR_TIMEOUT = 20
+# A repository's key file: a keyring of a few keys is far below this.
+KEY_LIMIT = 1 << 20
 
 
 class Debian(Distro):
     name = "debian"
     element = "debian"
+    modules = ("osbake.distros", "osbake.distros.debian", "osbake.distros.apt_sources")
+    package_cache_dir = APT_ARCHIVES
+    efi_dir = "debian"
 
     # -- sources -------------------------------------------------------------------------
 
@@ -125,8 +129,8 @@ class Debian(Distro):
         if kernel == "none":
             return []
         flavour = "generic" if kernel == "server" else kernel
-        if flavour in KERNEL_FLAVOURS:
-            package = KERNEL_FLAVOURS[flavour].get(str(self.arch))
+        if flavour in ("cloud", "generic"):
+            package = _flavour_package(flavour, Arch(self.arch))
             if package is None:
                 raise RecipeError(
                     f"Debian has no '{kernel}' kernel for {self.arch}",
@@ -137,26 +141,31 @@ class Debian(Distro):
         return [kernel]
 
     def bootloader_packages(self, firmware: list[Any]) -> list[str]:
-        arch = str(self.arch)
-        efi = {"amd64": "amd64", "arm64": "arm64", "i386": "ia32", "riscv64": "riscv64"}
+        arch = Arch(self.arch)
+        efi = "ia32" if arch == Arch.I386 else arch.info.debian
         packages: list[str] = []
         names = {str(f) for f in firmware}
         if "bios" in names:
             packages.append("grub-pc-bin")
         if names & {"uefi", "uefi-secureboot"}:
-            if arch not in efi:
+            if arch not in GRUB_EFI_ARCHES:
                 raise DistroError(
                     f"Debian has no UEFI GRUB for {arch}", location=locate(self.recipe, ("boot",))
                 )
-            packages.append(f"grub-efi-{efi[arch]}-bin")
+            packages.append(f"grub-efi-{efi}-bin")
         if "uefi-secureboot" in names:
-            packages += ["shim-signed", f"grub-efi-{efi[arch]}-signed"]
+            packages += ["shim-signed", f"grub-efi-{efi}-signed"]
         return packages
 
     def filesystem_packages(self, filesystems: list[str]) -> list[str]:
         # ext4's e2fsprogs is in every Debian base system; vfat needs no tool to mount.
         tools = {"btrfs": "btrfs-progs", "xfs": "xfsprogs"}
         return list(dict.fromkeys(tools[fs] for fs in filesystems if fs in tools))
+
+    def tool_environment(self, options: OptionValues) -> dict[str, str]:
+        env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}
+        proxy = apt_proxy(options)
+        return (env | {"OSBAKE_APT_PROXY": proxy}) if proxy else env
 
     def script_environment(self) -> dict[str, str]:
         return {
@@ -167,7 +176,7 @@ class Debian(Distro):
 
     # -- steps ---------------------------------------------------------------------------
 
-    def bootstrap(self, ctx: Context) -> None:
+    def bootstrap(self, ctx: Work) -> None:
         cache = ctx.packages
         cache.mkdir(parents=True, exist_ok=True)
         argv: list[str] = [
@@ -180,9 +189,9 @@ class Debian(Distro):
             "--skip=cleanup/apt/lists",
             '--aptopt=Acquire::Languages "none"',
             '--aptopt=Acquire::Retries "3"',
-            f'--setup-hook=mkdir -p "$1{sandbox.APT_ARCHIVES}" && '
-            f'mount --bind {shlex.quote(str(cache))} "$1{sandbox.APT_ARCHIVES}"',
-            f'--customize-hook=umount "$1{sandbox.APT_ARCHIVES}"',
+            f'--setup-hook=mkdir -p "$1{APT_ARCHIVES}" && '
+            f'mount --bind {shlex.quote(str(cache))} "$1{APT_ARCHIVES}"',
+            f'--customize-hook=umount "$1{APT_ARCHIVES}"',
             *self._bootstrap_includes(),
             self.recipe.release,
             str(ctx.tree),
@@ -190,7 +199,7 @@ class Debian(Distro):
         ]
         # apt reads the proxy from the environment too; as an --aptopt it would stay in
         # the image's apt configuration.
-        proxy = ctx.host_apt_proxy
+        proxy = apt_proxy(ctx.options)
         env = {"http_proxy": proxy} if proxy else {}
         ctx.tree.parent.mkdir(parents=True, exist_ok=True)
         runner.run(
@@ -201,7 +210,10 @@ class Debian(Distro):
         )
         # Keep services from starting while packages are installed in later steps.
         sandbox.run_in_tree(
-            ctx.tree, ["sh", "-c", POLICY_RC_D + " && " + DIVERT_INITRAMFS], events=ctx.events
+            ctx.tree,
+            ["sh", "-c", POLICY_RC_D + " && " + DIVERT_INITRAMFS],
+            events=ctx.events,
+            env=self.tool_environment(ctx.options),
         )
         self._add_repositories(ctx)
 
@@ -214,13 +226,13 @@ class Debian(Distro):
             return []
         return [f"--hook-dir={hooks}"]
 
-    def _add_repositories(self, ctx: Context) -> None:
+    def _add_repositories(self, ctx: Work) -> None:
         """The recipe's extra repositories, as deb822 sources with their own keyrings."""
         if not self.recipe.repositories:
             return
         staged = ctx.workdir / "repositories"
         staged.mkdir(parents=True, exist_ok=True)
-        keyrings = _repository_keyrings(ctx)
+        keyrings = _repository_keyrings(ctx, self.recipe)
         commands = ["mkdir -p /etc/apt/keyrings /etc/apt/sources.list.d"]
         for repo in self.recipe.repositories:
             stanza = [
@@ -245,9 +257,10 @@ class Debian(Distro):
             binds=[sandbox.Bind(staged, "/run/osbake/repos")],
             events=ctx.events,
             network=False,
+            env=self.tool_environment(ctx.options),
         )
 
-    def install_packages(self, ctx: Context, packages: list[str]) -> None:
+    def install_packages(self, ctx: Work, packages: list[str]) -> None:
         if not packages:
             return
         recommends = "true" if ctx.options.get("packages", {}).get("recommends") else "false"
@@ -261,6 +274,7 @@ class Debian(Distro):
             "Dpkg::Use-Pty=0",
         ]
         cache = ctx.packages
+        cache.mkdir(parents=True, exist_ok=True)
         script = (
             f"{' '.join(apt)} update --error-on=any && "
             f"{' '.join(apt)} install {' '.join(shlex.quote(p) for p in packages)}"
@@ -269,13 +283,13 @@ class Debian(Distro):
             ctx.tree,
             ["sh", "-c", script],
             events=ctx.events,
-            package_cache=cache,
-            env=ctx.apt_environment(),
+            binds=[sandbox.Bind(cache, APT_ARCHIVES, writable=True)],
+            env=self.tool_environment(ctx.options),
             hint="check the package names (apt-cache policy NAME on a "
             "Debian machine) and the mirror",
         )
 
-    def prepare_boot(self, ctx: Context) -> None:
+    def prepare_boot(self, ctx: Work) -> None:
         """Make the initramfs once, now that every package is installed.
 
         update-initramfs was diverted to a stub at the bootstrap: installing a kernel
@@ -284,10 +298,14 @@ class Debian(Distro):
         a post-install script) remakes the initramfs as on any Debian system.
         """
         sandbox.run_in_tree(
-            ctx.tree, ["sh", "-ec", RESTORE_INITRAMFS], events=ctx.events, network=False
+            ctx.tree,
+            ["sh", "-ec", RESTORE_INITRAMFS],
+            events=ctx.events,
+            network=False,
+            env=self.tool_environment(ctx.options),
         )
 
-    def finish(self, ctx: Context) -> None:
+    def finish(self, ctx: Work) -> None:
         # The build's policy-rc.d and apt settings go; so does the host's resolver that
         # mmdebstrap copied in (a symlink, e.g. to systemd-resolved, is the image's own).
         sandbox.run_in_tree(
@@ -301,6 +319,7 @@ class Debian(Distro):
             events=ctx.events,
             network=False,
             resolver=False,
+            env=self.tool_environment(ctx.options),
         )
 
     def installed_packages(self, tree: Path) -> list[Package]:
@@ -367,26 +386,64 @@ POLICY_RC_D = (
 )
 
 
-def _repository_keyrings(ctx: Context) -> dict[str, Path]:
-    from osbake.recipe import resolve_path
+def _flavour_package(flavour: str, arch: Arch) -> str | None:
+    if flavour == "cloud":
+        return f"linux-image-cloud-{arch.info.debian}" if arch in CLOUD_KERNEL_ARCHES else None
+    return f"linux-image-{GENERIC_KERNEL_FLAVOURS.get(arch, arch.info.debian)}"
 
+
+def apt_proxy(options: OptionValues) -> str | None:
+    """The apt proxy to use while building (only with the apt-proxy element)."""
+    if "apt-proxy" not in options:
+        return None
+    configured = options["apt-proxy"].get("proxy")
+    if configured:
+        return str(configured)
+    return host_apt_proxy()
+
+
+@cache
+def host_apt_proxy() -> str | None:
+    """The host's apt HTTP proxy (Acquire::http::Proxy), if it has one."""
+    if not runner.exists("apt-config"):
+        return None
+    text = runner.output(["apt-config", "dump", "Acquire::http::Proxy"])
+    for line in text.splitlines():
+        if line.startswith("Acquire::http::Proxy "):
+            value = line.split(" ", 1)[1].strip().rstrip(";").strip('"')
+            if value and value.upper() != "DIRECT" and value != "false":
+                return value
+    return None
+
+
+def _repository_keyrings(ctx: Work, recipe: Recipe) -> dict[str, Path]:
     keyrings: dict[str, Path] = {}
-    for index, repo in enumerate(ctx.recipe.repositories):
+    for index, repo in enumerate(recipe.repositories):
         if repo.key is None:
             continue
-        path = resolve_path(ctx.recipe, ("repositories", index, "key"), repo.key)
-        keyrings[repo.name] = _dearmor(ctx, repo.name, path)
+        keyrings[repo.name] = _keyring(ctx, recipe, index, repo.name, repo.key)
     return keyrings
 
 
-def _dearmor(ctx: Context, name: str, path: Path) -> Path:
-    data = path.read_bytes()
+def _keyring(ctx: Work, recipe: Recipe, index: int, name: str, key: str) -> Path:
+    """A repository's keyring, read without following symlinks out of the recipe's
+    folder (the folder may have changed since the recipe was loaded), dearmored."""
+    where = ("repositories", index, "key")
+    try:
+        data = read_source(source_folder(recipe, where), key, KEY_LIMIT)
+    except FormatError as exc:
+        raise RecipeError(exc.message, location=locate(recipe, where), hint=exc.hint) from None
+    folder = ctx.workdir / "keyrings"
+    folder.mkdir(parents=True, exist_ok=True)
     if b"-----BEGIN PGP PUBLIC KEY BLOCK-----" not in data:
-        return path
-    out = ctx.workdir / "keyrings" / f"{name}.gpg"
-    out.parent.mkdir(parents=True, exist_ok=True)
+        out = folder / f"{name}.gpg"
+        out.write_bytes(data)
+        return out
+    armored = folder / f"{name}.asc"
+    armored.write_bytes(data)
+    out = folder / f"{name}.gpg"
     runner.run(
-        ["gpg", "--batch", "--yes", "--dearmor", "-o", str(out), str(path)], events=ctx.events
+        ["gpg", "--batch", "--yes", "--dearmor", "-o", str(out), str(armored)], events=ctx.events
     )
     return out
 

@@ -17,21 +17,21 @@ from osbake.elements.options import option_environment
 from osbake.errors import CommandError
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 IMAGE_ELEMENTS_DIR = f"{sandbox.RUN_DIR}/elements"
 IMAGE_STAGE_DIR = f"{sandbox.RUN_DIR}/stage"
 HOST_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
-def phase_scripts(ctx: Context, phase: Phase) -> list[Script]:
-    scripts = [s for e in ctx.plan.elements for s in e.scripts(phase)]
+def phase_scripts(elements: list[Element], phase: Phase) -> list[Script]:
+    scripts = [s for e in elements for s in e.scripts(phase)]
     return sorted(scripts, key=lambda s: s.sort_key())
 
 
 def run_phase(ctx: Context, phase: Phase) -> None:
     elements = {e.name: e for e in ctx.plan.elements}
-    scripts = phase_scripts(ctx, phase)
+    scripts = phase_scripts(ctx.plan.elements, phase)
     for number, script in enumerate(scripts):
         ctx.events.progress(str(phase), number, len(scripts))
         try:
@@ -49,7 +49,7 @@ def _run_script(ctx: Context, phase: Phase, script: Script, elements: dict[str, 
     env = {
         **ctx.plan.environment,
         **option_environment(ctx.options.get(element.name, {}), element),
-        **ctx.apt_environment(),
+        **ctx.distro.tool_environment(ctx.options),
         "OSBAKE_PHASE": str(phase),
         "OSBAKE_ELEMENT": element.name,
     }
@@ -66,16 +66,10 @@ def _run_script(ctx: Context, phase: Phase, script: Script, elements: dict[str, 
         target = f"{IMAGE_ELEMENTS_DIR}/{element.name}/{phase}/{script.path.name}"
         # The shared package cache is there while packages may be installed; not in
         # finalise, whose clean-up (apt-get clean) must only clean the image.
-        cache = None if phase == Phase.FINALISE else ctx.packages
-        sandbox.run_in_tree(
-            ctx.tree,
-            [target],
-            env=env,
-            binds=binds,
-            events=ctx.events,
-            package_cache=cache,
-            hint=hint,
-        )
+        if phase != Phase.FINALISE:
+            ctx.packages.mkdir(parents=True, exist_ok=True)
+            binds.append(sandbox.Bind(ctx.packages, ctx.distro.package_cache_dir, writable=True))
+        sandbox.run_in_tree(ctx.tree, [target], env=env, binds=binds, events=ctx.events, hint=hint)
     else:
         env |= {
             "OSBAKE_TARGET_ROOT": str(ctx.tree),

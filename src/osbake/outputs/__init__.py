@@ -13,7 +13,7 @@ from osbake.errors import OutputError, RecipeError
 from osbake.recipe import OutputFormat, Recipe
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 
 class Output:

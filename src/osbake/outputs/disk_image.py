@@ -12,7 +12,7 @@ from osbake.errors import OutputError
 from osbake.outputs import Output
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 # qemu-img check knows these formats; for the others `info` must agree on format and size.
 CHECKABLE = ("qcow2", "vhdx", "vmdk")

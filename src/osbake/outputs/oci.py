@@ -19,7 +19,7 @@ from osbake.outputs import Output
 from osbake.recipe import OutputFormat
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 MEDIA_INDEX = "application/vnd.oci.image.index.v1+json"
 MEDIA_MANIFEST = "application/vnd.oci.image.manifest.v1+json"

@@ -10,7 +10,7 @@ from osbake.outputs.disk_image import DiskOutput, verify
 from osbake.recipe import OutputFormat
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 
 class Raw(DiskOutput):

@@ -11,7 +11,7 @@ from osbake.outputs.disk_image import DiskOutput
 from osbake.recipe import OutputFormat
 
 if TYPE_CHECKING:
-    from osbake.build import Context
+    from osbake.context import Context
 
 
 class RawTarXz(DiskOutput):

@@ -11,6 +11,7 @@ from osbake.disk.partition_table import place, sfdisk_script
 from osbake.disk.sizes import MiB, format_size, parse_size
 from osbake.elements import Catalog, SearchPath, resolve
 from osbake.errors import RecipeError
+from osbake.plan import _disk_outputs as disk_outputs
 from osbake.plan import _requests
 from osbake.recipe import load
 
@@ -20,7 +21,7 @@ def disk_plan(tmp_path: Path, text: str):  # type: ignore[no-untyped-def]
     path.write_text(text)
     recipe = load(path)
     elements = resolve(Catalog(SearchPath.for_recipe(recipe.source_dirs)), _requests(recipe))
-    return plan_disk(recipe, "amd64", elements)
+    return plan_disk(recipe, "amd64", elements, disk_outputs(recipe))
 
 
 def failure(tmp_path: Path, text: str) -> RecipeError:
@@ -181,4 +182,4 @@ def test_a_tree_output_needs_no_layout(tmp_path: Path) -> None:
     text = "name: t\noutputs: [tar, oci]\n"
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    assert plan_disk(load(path), "amd64", []) is None
+    assert plan_disk(load(path), "amd64", [], disk_outputs(load(path))) is None
