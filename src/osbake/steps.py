@@ -334,6 +334,7 @@ BOOTLOADER = Action(
     install_bootloader,
     _bootloader_inputs,
     ("osbake.disk", "osbake.distros.kernels"),
+    distro=True,  # the distro's branding: its EFI folder and menu title
     produces=("boot",),
 )
 DISTRO_FINISH = Action("distro-finish", finish, _no_inputs, distro=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import glob
 import os
 import re
 import secrets
@@ -60,10 +61,14 @@ def _lock_current(path: Path) -> IO[str]:
         handle.close()
 
 
-def reap_folders(root: Path, remove: Callable[[Path], None]) -> int:
-    """Remove the folders under `root` of claims whose holder is gone; return how many."""
+def reap_folders(root: Path, remove: Callable[[Path], None], prefix: str = "") -> int:
+    """Remove the folders under `root` of claims whose holder is gone; return how many.
+
+    With `prefix`, only folders whose names start with it are looked at (a shared
+    folder such as /tmp holds other programs' folders too).
+    """
     removed = 0
-    for lock_path in root.glob("*.lock"):
+    for lock_path in root.glob(f"{glob.escape(prefix)}*.lock"):
         try:
             handle = lock_path.open("r")
         except OSError:
@@ -78,7 +83,7 @@ def reap_folders(root: Path, remove: Callable[[Path], None]) -> int:
                 remove(folder)
                 removed += 1
             lock_path.unlink(missing_ok=True)
-    for entry in root.iterdir():
+    for entry in root.glob(f"{glob.escape(prefix)}*"):
         if entry.is_dir() and not entry.with_name(entry.name + ".lock").exists():
             remove(entry)
             removed += 1

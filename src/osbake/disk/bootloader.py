@@ -145,6 +145,11 @@ def fstab(disk: DiskPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _grub_quoted(text: str) -> str:
+    """Text for inside single quotes in grub.cfg (a quote ends and reopens them)."""
+    return text.replace("'", "'\\''")
+
+
 def boot_partition(disk: DiskPlan) -> PartitionPlan:
     """The partition whose file system holds /boot."""
     for part in disk.partitions:
@@ -153,7 +158,14 @@ def boot_partition(disk: DiskPlan) -> PartitionPlan:
     return disk.root
 
 
-def grub_cfg(disk: DiskPlan, kernel: str, initrd: str | None, cmdline: str, serial: bool) -> str:
+def grub_cfg(
+    disk: DiskPlan,
+    kernel: str,
+    initrd: str | None,
+    cmdline: str,
+    serial: bool,
+    title: str = "Linux",
+) -> str:
     boot = boot_partition(disk)
     root = disk.root
     lines = [
@@ -171,7 +183,7 @@ def grub_cfg(disk: DiskPlan, kernel: str, initrd: str | None, cmdline: str, seri
             "terminal_output console serial",
         ]
     lines += [
-        "menuentry 'Debian GNU/Linux' --id osbake {",
+        f"menuentry '{_grub_quoted(title)}' --id osbake {{",
         f"\tsearch --no-floppy --fs-uuid --set=root {boot.fs_uuid}",
         "\techo 'Loading Linux ...'",
         f"\tlinux {kernel} root=UUID={root.fs_uuid} ro {cmdline}".rstrip(),
@@ -225,7 +237,9 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     if firmware:
         kernel, initrd = kernel_paths(ctx, disk)
         serial = f"console={info.console}" in cmdline
-        (stage / "grub.cfg").write_text(grub_cfg(disk, kernel, initrd, cmdline, serial))
+        (stage / "grub.cfg").write_text(
+            grub_cfg(disk, kernel, initrd, cmdline, serial, ctx.distro.menu_title)
+        )
         (stage / "early.cfg").write_text(early_cfg(disk))
         commands += [
             "mkdir -p /boot/grub",

@@ -68,8 +68,10 @@ class Distro:
     # Where the package manager keeps downloaded packages in the tree: the build's
     # package folder is mounted there while packages may be installed.
     package_cache_dir: ClassVar[str]
-    # Bootloader branding: the folder of the distro's own GRUB under /boot/efi/EFI.
+    # Bootloader branding: the folder of the distro's own GRUB under /boot/efi/EFI,
+    # and the title of the GRUB menu entry.
     efi_dir: ClassVar[str]
+    menu_title: ClassVar[str]
     registry: ClassVar[dict[str, type[Distro]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:

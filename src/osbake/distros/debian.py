@@ -47,6 +47,7 @@ class Debian(Distro):
     modules = ("osbake.distros", "osbake.distros.debian", "osbake.distros.apt_sources")
     package_cache_dir = APT_ARCHIVES
     efi_dir = "debian"
+    menu_title = "Debian GNU/Linux"
 
     # -- sources -------------------------------------------------------------------------
 

@@ -59,7 +59,7 @@ from osbake.vm.media import (
 from osbake.vm.qemu import DEFAULT_MEMORY, Accel, Machine, TcgThreads, default_cpus, qemu_argv
 from osbake.vm.report import BootReport, Outcome
 from osbake.vm.runner import DEFAULT_EXPECT, DEFAULT_TIMEOUT, boot, parse_memory
-from osbake.vm.workspace import LOCK_FILE, WORKDIR_PREFIX, sweep_stale_workdirs, workspace
+from osbake.vm.workspace import WORKDIR_PREFIX, sweep_stale_workdirs, workspace
 
 __all__ = [
     "COMPRESSED",
@@ -68,7 +68,6 @@ __all__ = [
     "DEFAULT_MEMORY",
     "DEFAULT_TIMEOUT",
     "DISK_FORMATS",
-    "LOCK_FILE",
     "MAX_LINE",
     "PROBE_MARK",
     "PROBE_SECONDS",

@@ -1,54 +1,45 @@
-"""A boot's private temporary directory, locked while in use; a killed boot's is swept."""
+"""A boot's private temporary directory, claimed while in use; a killed boot's is swept.
+
+The claim is osbake.workspace's LockedFolder (a lock file beside the folder, held
+for as long as the boot runs), the same as a build's work folder.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import secrets
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from osbake.workspace import LockedFolder, reap_folders
+
 WORKDIR_PREFIX = "osbake-boot-"
-LOCK_FILE = "osbake.lock"
 
 
 @contextlib.contextmanager
 def workspace(parent: Path | None = None) -> Iterator[Path]:
-    """A private temporary directory for one boot, locked while in use.
+    """A private temporary directory for one boot, claimed while in use.
 
-    The lock (flock, so it also holds across PID namespaces) is taken before the
-    lock file gets its name; a directory whose lock is free belongs to an osbake
-    that was killed, and the next boot removes it.
+    A directory whose claim is free (or that has none) belongs to an osbake that
+    was killed, and the next boot removes it.
     """
     base = Path(parent or tempfile.gettempdir())
     sweep_stale_workdirs(base)
-    folder = Path(tempfile.mkdtemp(prefix=WORKDIR_PREFIX, dir=base))
-    pending = folder / (LOCK_FILE + ".new")
-    lock = pending.open("w")
+    claim = LockedFolder(base / f"{WORKDIR_PREFIX}{secrets.token_hex(6)}")
     try:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        pending.rename(folder / LOCK_FILE)
-        yield folder
+        yield claim.path
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
-        lock.close()
+        shutil.rmtree(claim.path, ignore_errors=True)
+        claim.release()
 
 
 def sweep_stale_workdirs(parent: Path) -> None:
     """Remove the work directories (overlays) of boots whose osbake was killed."""
-    try:
-        candidates = sorted(parent.glob(WORKDIR_PREFIX + "*"))
-    except OSError:
-        return
-    for folder in candidates:
-        try:
-            handle = (folder / LOCK_FILE).open("r")
-        except OSError:
-            continue  # being set up, or not a boot's directory
-        with handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                continue  # a running boot holds it
-            shutil.rmtree(folder, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        reap_folders(parent, _remove, prefix=WORKDIR_PREFIX)
+
+
+def _remove(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)

@@ -48,6 +48,15 @@ def test_fstab_and_grub_cfg_use_uuids(tmp_path: Path) -> None:
     assert f"root=UUID={plan.root.fs_uuid} ro console=ttyS0,115200" in cfg
     assert "serial --unit=0" in cfg
     assert f"--set=root {plan.root.fs_uuid}" in bootloader.early_cfg(plan)
+    assert "menuentry 'Linux' --id osbake {" in cfg
+
+
+def test_the_menu_title_is_the_distros_and_quoted(tmp_path: Path) -> None:
+    plan = disk_plan(tmp_path, LAYOUT.format(size="auto", root="rest"))
+    cfg = bootloader.grub_cfg(plan, "/vmlinuz", None, "", False, "Debian GNU/Linux")
+    assert "menuentry 'Debian GNU/Linux' --id osbake {" in cfg
+    cfg = bootloader.grub_cfg(plan, "/vmlinuz", None, "", False, "Bob's OS")
+    assert "menuentry 'Bob'\\''s OS' --id osbake {" in cfg
 
 
 def test_a_separate_boot_partition_boots_the_newest_kernel(tmp_path: Path) -> None:

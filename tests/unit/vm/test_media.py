@@ -167,17 +167,17 @@ def test_stale_work_directories_are_swept(tmp_path: Path) -> None:
     dead = tmp_path / "osbake-boot-dead"
     dead.mkdir()
     (dead / "overlay.qcow2").write_bytes(b"x")
-    (dead / vm.LOCK_FILE).write_text("")
-    unlocked = tmp_path / "osbake-boot-setting-up"
-    unlocked.mkdir()
+    (tmp_path / "osbake-boot-dead.lock").write_text("")  # a claim nobody holds
+    unclaimed = tmp_path / "osbake-boot-unclaimed"  # the claim comes before the folder
+    unclaimed.mkdir()
     other = tmp_path / "something-else"
     other.mkdir()
-    (other / vm.LOCK_FILE).write_text("")
+    (tmp_path / "something-else.lock").write_text("")
     with vm.workspace(tmp_path) as alive:
-        assert (alive / vm.LOCK_FILE).is_file()
-        vm.sweep_stale_workdirs(tmp_path)  # another boot sweeping: this one is locked
+        assert alive.with_name(alive.name + ".lock").is_file()
+        vm.sweep_stale_workdirs(tmp_path)  # another boot sweeping: this one is claimed
         assert alive.is_dir()
         assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-            [alive.name, "osbake-boot-setting-up", "something-else"]
+            [alive.name, alive.name + ".lock", "something-else", "something-else.lock"]
         )
-    assert not alive.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["something-else", "something-else.lock"]
