@@ -131,5 +131,10 @@ def manifest_path(outdir: Path, image: str) -> Path:
     return outdir / f"{image}.manifest.json"
 
 
+def sbom_path(outdir: Path, image: str) -> Path:
+    """The SPDX document written beside the manifest (osbake.sbom)."""
+    return outdir / f"{image}.spdx.json"
+
+
 def load_manifest(path: Path) -> Manifest:
     return Manifest.model_validate_json(path.read_text(encoding="utf-8"))

@@ -14,6 +14,7 @@ The document carries no build time of its own: `created` is what the caller give
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -21,11 +22,13 @@ import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from osbake.manifest import Manifest
+from osbake.manifest import Manifest, MirrorEntry
 
 SPDX_VERSION = "SPDX-2.3"
 # Bounds on what is read from an image tree (it is made by a recipe from anyone).
@@ -194,6 +197,23 @@ def document(
     if extracted:
         doc["hasExtractedLicensingInfos"] = [extracted[key] for key in sorted(extracted)]
     return doc
+
+
+def created(mirror: Iterable[MirrorEntry]) -> str:
+    """The document's time: SOURCE_DATE_EPOCH, else the newest mirror Release's date.
+
+    Never the time of the build, so that one input gives one document.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if epoch.isdigit():
+        moment = datetime.fromtimestamp(int(epoch), UTC)
+    else:
+        dates = []
+        for entry in mirror:
+            with contextlib.suppress(TypeError, ValueError, IndexError):
+                dates.append(parsedate_to_datetime(entry.date).astimezone(UTC))
+        moment = max(dates) if dates else datetime.fromtimestamp(0, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ref(text: str) -> str:

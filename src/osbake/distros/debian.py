@@ -21,10 +21,12 @@ from osbake.formats import FormatError
 from osbake.recipe import Recipe, locate
 from osbake.recipe.files import read_source
 from osbake.recipe.loader import source_folder
+from osbake.sbom import Installed, read_debian_tree
 
 if TYPE_CHECKING:
     from osbake.distros import Work
     from osbake.elements.options import OptionValues
+    from osbake.manifest import Manifest
 
 ROLLING = ("sid", "unstable", "experimental")
 PRE_USRMERGE = ("stretch", "buster", "bullseye")
@@ -334,6 +336,12 @@ class Debian(Distro):
             name, version, arch, source, source_version = parts
             packages.append(Package(name, version, arch, source or name, source_version or version))
         return sorted(packages, key=lambda p: (p.name, p.arch))
+
+    def bill_of_materials(
+        self, tree: Path, manifest: Manifest, packages: Path
+    ) -> list[Installed] | None:
+        debs = {p.name: p for p in packages.glob("*.deb")} if packages.is_dir() else {}
+        return read_debian_tree(tree, manifest, debs)
 
     def kernel_footprint(self, tree: Path) -> dict[str, Any] | None:
         footprint = kernels.measure(tree, self.recipe.kernel)
