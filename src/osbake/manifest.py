@@ -7,8 +7,12 @@ the artifact list and timings, which are not known yet) inside the image under
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +116,23 @@ class Manifest(Entry):
                 "build": BuildInfo(),
             }
         )
+
+
+def build_epoch(mirror_dates: Iterable[str]) -> int:
+    """The time a build's outputs say they were made (seconds since 1970).
+
+    SOURCE_DATE_EPOCH when it is set, else the newest date of the mirror's Release
+    files (so two builds from one mirror state say the same), else 0. Never the
+    clock: that would make every build's bytes differ.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if epoch.isdigit():
+        return int(epoch)
+    newest = 0
+    for text in mirror_dates:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            newest = max(newest, int(parsedate_to_datetime(text).timestamp()))
+    return newest
 
 
 def recipe_digest(normalised: dict[str, Any]) -> str:

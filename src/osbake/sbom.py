@@ -14,7 +14,6 @@ The document carries no build time of its own: `created` is what the caller give
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -23,12 +22,11 @@ import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from osbake.manifest import Manifest, MirrorEntry
+from osbake.manifest import Manifest, MirrorEntry, build_epoch
 
 SPDX_VERSION = "SPDX-2.3"
 # Bounds on what is read from an image tree (it is made by a recipe from anyone).
@@ -200,19 +198,9 @@ def document(
 
 
 def created(mirror: Iterable[MirrorEntry]) -> str:
-    """The document's time: SOURCE_DATE_EPOCH, else the newest mirror Release's date.
-
-    Never the time of the build, so that one input gives one document.
-    """
-    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
-    if epoch.isdigit():
-        moment = datetime.fromtimestamp(int(epoch), UTC)
-    else:
-        dates = []
-        for entry in mirror:
-            with contextlib.suppress(TypeError, ValueError, IndexError):
-                dates.append(parsedate_to_datetime(entry.date).astimezone(UTC))
-        moment = max(dates) if dates else datetime.fromtimestamp(0, UTC)
+    """The document's time: the build's epoch (osbake.manifest.build_epoch), never the
+    time of the build, so that one input gives one document."""
+    moment = datetime.fromtimestamp(build_epoch(entry.date for entry in mirror), UTC)
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
