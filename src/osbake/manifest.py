@@ -108,9 +108,12 @@ class Manifest(Entry):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
 
     def in_image(self) -> Manifest:
-        """The copy stored inside the image: no artifacts, no timings."""
+        """The copy stored inside the image: no artifacts, no timings, no host paths."""
         return self.model_copy(
             update={
+                # Where the recipe was on the build host is not the image's business, and
+                # would make two builds of one recipe from two folders differ.
+                "recipe_file": None,
                 "artifacts": [],
                 "steps": [StepEntry(name=s.name, key=s.key) for s in self.steps],
                 "build": BuildInfo(),

@@ -61,3 +61,16 @@ def test_two_uncached_builds_give_the_same_bytes(tmp_path: Path, image_builds: I
         check=True,
     ).stdout.splitlines()
     assert "./var/log/dpkg.log" not in listing and "./var/cache/ldconfig/aux-cache" not in listing
+
+
+def test_rebuild_from_the_image_says_identical(image_builds: ImageBuilds) -> None:
+    shared = image_builds.build("debian-minimal.yaml")
+    result = subprocess.run(
+        [sys.executable, "-m", "osbake", "rebuild", str(shared / "debian-minimal.tar.zst")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert result.stdout.splitlines() == ["tar: identical", "oci: identical"]
