@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from osbake import package_pool, sandbox
+from osbake import package_pool, sandbox, sbom
 from osbake import run as runner
 from osbake.cache import Entry, Store, Writer, link_or_copy
 from osbake.context import Context, Plan, Step, StepKind
@@ -37,6 +37,7 @@ from osbake.manifest import (
     StepEntry,
     file_sha256,
     manifest_path,
+    sbom_path,
 )
 from osbake.outputs import get_output, needs_disk
 from osbake.plan import resolve_plan
@@ -429,10 +430,15 @@ def _finish(ctx: Context, results: Results) -> BuildResult:
     final_manifest = manifest_path(ctx.outdir, ctx.plan.image)
     partial_manifest = ctx.partial_for(final_manifest)
     partial_manifest.write_text(manifest.to_json())
+    papers = {final_manifest}
+    if results.sbom is not None:
+        final_sbom = sbom_path(ctx.outdir, ctx.plan.image)
+        ctx.partial_for(final_sbom).write_text(sbom.to_json(results.sbom))
+        papers.add(final_sbom)
     artifacts = []
     for partial, final in ctx.partials.items():
         os.replace(partial, final)
-        if final != final_manifest:
+        if final not in papers:
             artifacts.append(final)
     ctx.partials.clear()
     return BuildResult(ctx.plan.image, artifacts, final_manifest, manifest)

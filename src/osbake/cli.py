@@ -9,6 +9,7 @@ import argparse
 import importlib
 import json
 import os
+import shutil
 import sys
 import traceback
 import unicodedata
@@ -223,7 +224,7 @@ def _run_builds(
     except KeyboardInterrupt:
         _print_error(err, Interrupted())
         return 130
-    if not args.json:
+    if not args.json and not getattr(args, "quiet", False):
         for result in results:
             for path in result.artifacts:
                 out.print(f"{path}")
@@ -308,6 +309,64 @@ def cmd_diff(args: argparse.Namespace) -> int:
     else:
         print(diff.render(result), end="")
     return 1 if args.exit_code and not result.empty else 0
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Build an image again from its manifest and say whether the artifacts are the same."""
+    import tempfile
+
+    from osbake import diff as diff_mod
+    from osbake import rebuild
+    from osbake.inspect import inspect_artifact
+    from osbake.manifest import load_manifest, manifest_path
+    from osbake.plan import resolve_plan
+
+    original = inspect_artifact(Path(args.image)).manifest
+    err = Console(stderr=True, highlight=False)
+    work = Path(tempfile.mkdtemp(prefix="osbake-rebuild-"))
+    try:
+        prepared = rebuild.prepare(
+            original,
+            work / "recipe",
+            mirror=args.mirror,
+            source=Path(args.source) if args.source else None,
+        )
+        base = recipe_mod.load(prepared.recipe)
+        plan = resolve_plan(base, None, prepared.arch)
+        for note in prepared.notes:
+            err.print(f"note: {note}")
+        for change in rebuild.mirror_changes(original.mirror, plan.distro.mirror_state()):
+            err.print(f"note: the mirror has changed since the build: {change}")
+        outdir = Path(args.output) if args.output else work / "out"
+        build_args = argparse.Namespace(
+            output=str(outdir), json=False, verbose=False, log=None, no_cache=True, quiet=True
+        )
+        code = sandbox.isolate(
+            lambda: _flush(
+                guarded(
+                    lambda: _run_builds(base, [(None, prepared.arch)], build_args),
+                    verbose=bool(args.debug),
+                )
+            )
+        )
+        if code != 0:
+            return code
+        again = load_manifest(manifest_path(outdir, plan.image))
+        result = rebuild.compare(original, again)
+    finally:
+        if not args.output:
+            shutil.rmtree(work, ignore_errors=True)
+    out = Console(highlight=False)
+    for fmt in result.identical:
+        out.print(f"{fmt}: identical")
+    for fmt in result.different:
+        out.print(f"{fmt}: DIFFERENT")
+    for fmt in result.missing:
+        out.print(f"{fmt}: not made by the rebuild")
+    if result.different or result.missing:
+        print(diff_mod.render(result.changes), end="")
+        return 1
+    return 0
 
 
 def cmd_elements_list(args: argparse.Namespace) -> int:
@@ -497,6 +556,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--exit-code", action="store_true", help="exit 1 when there are differences (like git)"
     )
+
+    p = command("rebuild", cmd_rebuild, "build an image again from its manifest and compare")
+    p.add_argument("image", help="an image (its manifest beside it or inside it)")
+    p.add_argument("--mirror", help="take packages from this mirror (e.g. a snapshot of then)")
+    p.add_argument("--source", help="the folder of the original recipe's files and elements")
+    p.add_argument("-o", "--output", help="keep the rebuilt image here (default: thrown away)")
 
     p = sub.add_parser("elements", help="list or show elements")
     esub = p.add_subparsers(metavar="ACTION")

@@ -12,7 +12,6 @@ module; it imports none of them but the types a plan is made of.
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -26,6 +25,7 @@ from osbake.distros import Distro
 from osbake.elements.model import Element, Phase
 from osbake.elements.options import OptionValues
 from osbake.events import Events
+from osbake.manifest import build_epoch
 from osbake.recipe import Arch, OutputFormat, Recipe
 from osbake.settings import Settings
 from osbake.workspace import partial_name
@@ -173,6 +173,12 @@ class Context:
         """This build's package folder (shared with the host's pool, see package_pool)."""
         return self.workdir / "packages"
 
+    @cached_property
+    def epoch(self) -> int:
+        """When the outputs say they were made: SOURCE_DATE_EPOCH or the mirror's date."""
+        dates = (state.get("date", "") for state in self.plan.distro.mirror_state().values())
+        return build_epoch(dates)
+
     @property
     def stage(self) -> Path:
         """Files prepared for phase scripts, visible as /run/osbake/stage in the image."""
@@ -215,9 +221,8 @@ def make_rootfs_tar(ctx: Context, path: Path) -> None:
         "--format=posix",
         "--pax-option=exthdr.name=%d/PaxHeaders/%f,delete=atime,delete=ctime",
     ]
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        argv += [f"--mtime=@{epoch}", "--clamp-mtime"]
+    # No file is newer than the build's epoch: files the build made get that time.
+    argv += [f"--mtime=@{ctx.epoch}", "--clamp-mtime"]
     argv += [f"--exclude={pattern}" for pattern in TAR_EXCLUDES]
     argv.append(".")
     runner.run(argv, events=ctx.events)

@@ -7,8 +7,12 @@ the artifact list and timings, which are not known yet) inside the image under
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+from collections.abc import Iterable
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -104,14 +108,34 @@ class Manifest(Entry):
         return json.dumps(self.model_dump(mode="json"), indent=2, sort_keys=False) + "\n"
 
     def in_image(self) -> Manifest:
-        """The copy stored inside the image: no artifacts, no timings."""
+        """The copy stored inside the image: no artifacts, no timings, no host paths."""
         return self.model_copy(
             update={
+                # Where the recipe was on the build host is not the image's business, and
+                # would make two builds of one recipe from two folders differ.
+                "recipe_file": None,
                 "artifacts": [],
                 "steps": [StepEntry(name=s.name, key=s.key) for s in self.steps],
                 "build": BuildInfo(),
             }
         )
+
+
+def build_epoch(mirror_dates: Iterable[str]) -> int:
+    """The time a build's outputs say they were made (seconds since 1970).
+
+    SOURCE_DATE_EPOCH when it is set, else the newest date of the mirror's Release
+    files (so two builds from one mirror state say the same), else 0. Never the
+    clock: that would make every build's bytes differ.
+    """
+    epoch = os.environ.get("SOURCE_DATE_EPOCH", "")
+    if epoch.isdigit():
+        return int(epoch)
+    newest = 0
+    for text in mirror_dates:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
+            newest = max(newest, int(parsedate_to_datetime(text).timestamp()))
+    return newest
 
 
 def recipe_digest(normalised: dict[str, Any]) -> str:
@@ -129,6 +153,11 @@ def file_sha256(path: Path) -> str:
 
 def manifest_path(outdir: Path, image: str) -> Path:
     return outdir / f"{image}.manifest.json"
+
+
+def sbom_path(outdir: Path, image: str) -> Path:
+    """The SPDX document written beside the manifest (osbake.sbom)."""
+    return outdir / f"{image}.spdx.json"
 
 
 def load_manifest(path: Path) -> Manifest:

@@ -21,11 +21,12 @@ import re
 import stat
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import quote
 
-from osbake.manifest import Manifest
+from osbake.manifest import Manifest, MirrorEntry, build_epoch
 
 SPDX_VERSION = "SPDX-2.3"
 # Bounds on what is read from an image tree (it is made by a recipe from anyone).
@@ -194,6 +195,13 @@ def document(
     if extracted:
         doc["hasExtractedLicensingInfos"] = [extracted[key] for key in sorted(extracted)]
     return doc
+
+
+def created(mirror: Iterable[MirrorEntry]) -> str:
+    """The document's time: the build's epoch (osbake.manifest.build_epoch), never the
+    time of the build, so that one input gives one document."""
+    moment = datetime.fromtimestamp(build_epoch(entry.date for entry in mirror), UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _ref(text: str) -> str:

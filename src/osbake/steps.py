@@ -12,6 +12,7 @@ construction, not copied there by hand.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,7 +22,7 @@ from typing import Any
 import yaml
 
 import osbake
-from osbake import sandbox
+from osbake import sandbox, sbom
 from osbake.context import Context, Plan, Step, StepKind
 from osbake.disk import bootloader
 from osbake.disk.assemble import AssembledDisk, assemble
@@ -54,6 +55,7 @@ class Results:
     disk_description: dict[str, Any] | None = None
     artifacts: list[ArtifactEntry] = field(default_factory=list)
     steps: list[StepEntry] = field(default_factory=list)
+    sbom: dict[str, Any] | None = None  # the SPDX document (osbake.sbom)
 
 
 # -- results kept with a step's cache entry ------------------------------------------------
@@ -98,8 +100,19 @@ def _load_boot(folder: Path, meta: Any) -> bootloader.BootSetup:
     )
 
 
+def _save_sbom(document: dict[str, Any], folder: Path) -> bool:
+    (folder / "sbom.spdx.json").write_text(sbom.to_json(document))
+    return True
+
+
+def _load_sbom(folder: Path, meta: Any) -> dict[str, Any]:
+    loaded: dict[str, Any] = json.loads((folder / "sbom.spdx.json").read_text())
+    return loaded
+
+
 KEPT: dict[str, Kept] = {
     "manifest": Kept(_save_manifest, _load_manifest),
+    "sbom": Kept(_save_sbom, _load_sbom),
     "boot": Kept(_save_boot, _load_boot),
 }
 
@@ -280,18 +293,26 @@ def write_manifest(ctx: Context, step: Step, results: Results) -> None:
         disk=_planned_disk(plan),
         kernel=ctx.distro.kernel_footprint(ctx.tree),
     )
+    installed = ctx.distro.bill_of_materials(ctx.tree, results.manifest, ctx.packages)
+    results.sbom = (
+        None
+        if installed is None
+        else sbom.document(results.manifest, installed, created=sbom.created(mirror))
+    )
     staged = ctx.stage / "osbake"
     staged.mkdir(parents=True, exist_ok=True)
     (staged / "manifest.json").write_text(results.manifest.in_image().to_json())
     (staged / "recipe.yaml").write_text(yaml.safe_dump(normalised, sort_keys=False))
+    in_image = ["/run/osbake/in/manifest.json", "/run/osbake/in/recipe.yaml"]
+    if results.sbom is not None:
+        (staged / "sbom.spdx.json").write_text(sbom.to_json(results.sbom))
+        in_image.append("/run/osbake/in/sbom.spdx.json")
     sandbox.run_in_tree(
         ctx.tree,
         [
             "sh",
             "-c",
-            f"mkdir -p {IN_IMAGE_DIR} && "
-            f"install -m 0644 /run/osbake/in/manifest.json /run/osbake/in/recipe.yaml "
-            f"{IN_IMAGE_DIR}/",
+            f"mkdir -p {IN_IMAGE_DIR} && install -m 0644 {' '.join(in_image)} {IN_IMAGE_DIR}/",
         ],
         binds=[sandbox.Bind(staged, "/run/osbake/in")],
         events=ctx.events,
@@ -342,9 +363,9 @@ MANIFEST = Action(
     "manifest",
     write_manifest,
     _manifest_inputs,
-    ("osbake.manifest", "osbake.distros.kernels"),
+    ("osbake.manifest", "osbake.sbom", "osbake.distros.kernels"),
     distro=True,
-    produces=("manifest",),
+    produces=("manifest", "sbom"),
 )
 ACTIONS = {
     a.name: a

@@ -235,3 +235,27 @@ def test_sigkill_leaves_no_mounts_or_processes(tmp_path: Path) -> None:
         time.sleep(0.5)
     assert left == ""
     assert Path("/proc/self/mountinfo").read_text() == before
+
+
+def test_an_spdx_sbom_beside_the_manifest_and_inside_the_image(minimal: Path) -> None:
+    from spdx_tools.spdx.parser.parse_anything import parse_file
+    from spdx_tools.spdx.validation.document_validator import validate_full_spdx_document
+
+    beside = minimal / "debian-minimal.spdx.json"
+    parsed = parse_file(str(beside))
+    assert [m.validation_message for m in validate_full_spdx_document(parsed)] == []
+    document = json.loads(beside.read_text())
+    inside = tar_read(minimal / "debian-minimal.tar.zst", "./usr/share/osbake/sbom.spdx.json")
+    assert json.loads(inside) == document
+    manifest = load_manifest(minimal / "debian-minimal.manifest.json")
+    packages = {p["name"]: p for p in document["packages"] if p["SPDXID"] != "SPDXRef-Image"}
+    assert set(packages) == {p.name for p in manifest.packages}
+    # Debian's copyright files give most packages a license; the .debs are at hand.
+    licensed = [p for p in packages.values() if p["licenseDeclared"] != "NOASSERTION"]
+    assert len(licensed) > 0.8 * len(packages), len(licensed)
+    summed = [p for p in packages.values() if p.get("checksums")]
+    assert len(summed) > 0.8 * len(packages), len(summed)
+    assert packages["bash"]["licenseDeclared"].startswith("GPL-3.0-or-later")
+    depends = [r for r in document["relationships"] if r["relationshipType"] == "DEPENDS_ON"]
+    assert len(depends) > len(packages)
+    assert not document["creationInfo"]["created"].startswith("1970")

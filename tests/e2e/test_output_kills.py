@@ -151,7 +151,7 @@ def test_killed_output_steps_leave_nothing_partial(recipe: Path, tmp_path: Path)
     manifest = load_manifest(outdir / "debian-cloud.manifest.json")
     files = {a.file: a for a in manifest.artifacts}
     assert len(files) == len(FORMATS)
-    expected = {*files, "debian-cloud.manifest.json", "notes.txt"}
+    expected = {*files, "debian-cloud.manifest.json", "debian-cloud.spdx.json", "notes.txt"}
     assert {p.name for p in outdir.iterdir()} == expected
     for name, artifact in files.items():
         assert file_sha256(outdir / name) == artifact.sha256

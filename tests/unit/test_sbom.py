@@ -182,3 +182,33 @@ def test_an_oversized_copyright_file_is_not_read(tmp_path: Path, size: int) -> N
         handle.write(b"License: MIT\n")
         handle.truncate(size)
     assert sbom._licenses(tree, "big") == []
+
+
+def test_the_documents_time_is_the_mirrors_not_the_builds(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from osbake.manifest import MirrorEntry
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    mirror = [
+        MirrorEntry(source="a bookworm", sha256="0", date="Sat, 09 Nov 2024 10:01:24 UTC"),
+        MirrorEntry(source="a bookworm-updates", sha256="0", date="Sun, 10 Nov 2024 08:00:00 UTC"),
+        MirrorEntry(source="local", sha256="0", date="not a date"),
+    ]
+    assert sbom.created(mirror) == "2024-11-10T08:00:00Z"
+    assert sbom.created([]) == "1970-01-01T00:00:00Z"
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert sbom.created(mirror) == "2023-11-14T22:13:20Z"
+
+
+def test_the_build_epoch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from osbake.manifest import build_epoch
+
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    dates = ["Sat, 09 Nov 2024 10:01:24 UTC", "Sun, 10 Nov 2024 08:00:00 UTC", "garbage", ""]
+    assert build_epoch(dates) == 1731225600
+    assert build_epoch([]) == 0
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    assert build_epoch(dates) == 1700000000
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "not a number")
+    assert build_epoch(dates) == 1731225600

@@ -20,7 +20,9 @@ from osbake.errors import RecipeError
 if TYPE_CHECKING:
     from osbake.elements.options import OptionValues
     from osbake.events import Events
+    from osbake.manifest import Manifest
     from osbake.recipe import Arch, Recipe
+    from osbake.sbom import Installed
 
 
 class Work(Protocol):
@@ -123,6 +125,15 @@ class Distro:
 
     def kernel_footprint(self, tree: Path) -> dict[str, Any] | None:
         """The booted kernel's size (image, modules, initramfs) for the manifest."""
+        return None
+
+    def bill_of_materials(
+        self, tree: Path, manifest: Manifest, packages: Path
+    ) -> list[Installed] | None:
+        """The installed packages with what an SBOM lists (None: this distro has none).
+
+        `packages` is the build's package folder (the files the packages came from).
+        """
         return None
 
     def script_environment(self) -> dict[str, str]:

@@ -21,12 +21,25 @@ from osbake.formats import FormatError
 from osbake.recipe import Recipe, locate
 from osbake.recipe.files import read_source
 from osbake.recipe.loader import source_folder
+from osbake.sbom import Installed, read_debian_tree
 
 if TYPE_CHECKING:
     from osbake.distros import Work
     from osbake.elements.options import OptionValues
+    from osbake.manifest import Manifest
 
 ROLLING = ("sid", "unstable", "experimental")
+# What dpkg, apt and ldconfig write during a build that records its time (the
+# manifest and the SBOM say what was installed); the running system makes them anew.
+BUILD_RECORDS = (
+    "/var/log/dpkg.log",
+    "/var/log/alternatives.log",
+    "/var/log/bootstrap.log",
+    "/var/log/apt/history.log",
+    "/var/log/apt/term.log",
+    "/var/log/apt/eipp.log.xz",
+    "/var/cache/ldconfig/aux-cache",
+)
 PRE_USRMERGE = ("stretch", "buster", "bullseye")
 # Kernels: Debian's flavour per arch (linux-image-<flavour>); "server" is the generic
 # kernel, trimmed later. The generic flavour is the arch's name unless named here.
@@ -308,14 +321,17 @@ class Debian(Distro):
 
     def finish(self, ctx: Work) -> None:
         # The build's policy-rc.d and apt settings go; so does the host's resolver that
-        # mmdebstrap copied in (a symlink, e.g. to systemd-resolved, is the image's own).
+        # mmdebstrap copied in (a symlink, e.g. to systemd-resolved, is the image's own);
+        # and the logs and caches that record when the build ran (BUILD_RECORDS), so
+        # that two builds of one recipe from one mirror state give the same bytes.
         sandbox.run_in_tree(
             ctx.tree,
             [
                 "sh",
                 "-c",
                 "rm -f /usr/sbin/policy-rc.d /etc/apt/apt.conf.d/99mmdebstrap; "
-                "[ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf",
+                "[ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf; "
+                f"rm -f {' '.join(BUILD_RECORDS)}",
             ],
             events=ctx.events,
             network=False,
@@ -335,6 +351,12 @@ class Debian(Distro):
             name, version, arch, source, source_version = parts
             packages.append(Package(name, version, arch, source or name, source_version or version))
         return sorted(packages, key=lambda p: (p.name, p.arch))
+
+    def bill_of_materials(
+        self, tree: Path, manifest: Manifest, packages: Path
+    ) -> list[Installed] | None:
+        debs = {p.name: p for p in packages.glob("*.deb")} if packages.is_dir() else {}
+        return read_debian_tree(tree, manifest, debs)
 
     def kernel_footprint(self, tree: Path) -> dict[str, Any] | None:
         footprint = kernels.measure(tree, self.recipe.kernel)

@@ -134,9 +134,6 @@ def _write_blob(blobs: Path, document: dict[str, Any]) -> tuple[str, int]:
 
 
 def _created(ctx: Context) -> str:
-    import os
     from datetime import UTC, datetime
 
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    moment = datetime.fromtimestamp(int(epoch) if epoch else ctx.started, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(ctx.epoch, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
