@@ -240,3 +240,32 @@ def test_a_huge_stream_file_is_refused(tmp_path: Path, monkeypatch: pytest.Monke
     )
     with pytest.raises(PublishError, match="larger than 0 MiB, not a stream file"):
         Source(str(tmp_path)).streams()
+
+
+class _RacingImages:
+    """A Glance connection whose delete fails because another sync deleted it first."""
+
+    def __init__(self, after: object) -> None:
+        self.after = after
+
+    def delete_image(self, image: object, ignore_missing: bool = True) -> None:
+        raise RuntimeError("400 Bad Request: Image status transition from deleted to deleted")
+
+    def find_image(self, name_or_id: str, ignore_missing: bool = True) -> object:
+        return self.after
+
+
+def test_glance_takes_an_image_another_sync_deleted_as_deleted() -> None:
+    from types import SimpleNamespace
+
+    from osbake.errors import PublishError
+    from osbake.events import Events
+    from osbake.publish.targets.glance import GlanceTarget
+
+    image = SimpleNamespace(id="f03b5cd1", name="demo", status="active")
+    for after in (None, SimpleNamespace(id="f03b5cd1", status="deleted")):
+        target = GlanceTarget(SimpleNamespace(image=_RacingImages(after)))
+        target._delete(image, "a second copy", Events())  # no error: it is gone
+    target = GlanceTarget(SimpleNamespace(image=_RacingImages(image)))
+    with pytest.raises(PublishError, match="cannot delete image f03b5cd1"):
+        target._delete(image, "a second copy", Events())

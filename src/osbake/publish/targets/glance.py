@@ -214,11 +214,24 @@ class GlanceTarget(Target):
         try:
             self.connection.image.delete_image(image, ignore_missing=True)
         except Exception as exc:  # openstacksdk raises many kinds
+            if self._gone(image):
+                # Another sync deleted it first (Glance answers a second delete with 400
+                # "deleted to deleted" or 404): what this one wanted is done.
+                events.log(f"{self.name}: image {image.id} was removed by another sync")
+                return
             raise PublishError(
                 f"{self.name}: cannot delete image {image.id} ({exc})",
                 hint="check the cloud's policy: osbake deletes the images it left behind",
             ) from exc
         events.log(f"{self.name}: {why}")
+
+    def _gone(self, image: Any) -> bool:
+        """Whether the image is deleted (or being deleted) now, looked up afresh."""
+        try:
+            found = self.connection.image.find_image(image.id, ignore_missing=True)
+        except Exception:  # the cloud does not answer: not known to be gone
+            return False
+        return found is None or found.status in ("deleted", "pending_delete")
 
     def put(self, item: Item, path: Path, events: Events) -> None:
         disk_format = DISK_FTYPES[item.ftype]
