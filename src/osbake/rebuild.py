@@ -66,14 +66,18 @@ def prepare(
     files = [f["src"] for f in recipe.get("files") or [] if isinstance(f, dict) and "src" in f]
     own_elements = [e.name for e in manifest.elements if e.origin not in ("built-in", "")]
     if (files or own_elements) and origin is None:
+        where = (
+            f"the folder they were in ({Path(manifest.recipe_file).parent}) is gone"
+            if manifest.recipe_file
+            else "the manifest does not say where they were"
+        )
         raise UsageError(
-            "the recipe copies files or uses elements of its own, and the folder they were "
-            f"in ({Path(manifest.recipe_file).parent if manifest.recipe_file else 'unknown'}) "
-            "is gone",
-            hint="give that folder with --source DIR",
+            f"the recipe copies files or uses elements of its own, and {where}",
+            hint="give the folder of the original recipe with --source DIR",
         )
     if origin is not None:
-        for given in sorted(set(files)):
+        checked: list[str] = []
+        for given in files:
             try:
                 relative = relative_path(given, "a file the recipe copies")
             except FormatError as exc:
@@ -81,6 +85,9 @@ def prepare(
                     f"the manifest's recipe: {exc.message}",
                     hint="a manifest's recipe may copy files from its own folder only",
                 ) from None
+            if relative not in checked:
+                checked.append(relative)
+        for relative in checked:
             dest = folder / relative
             dest.parent.mkdir(parents=True, exist_ok=True)
             if not dest.exists():

@@ -80,6 +80,9 @@ def test_a_file_outside_the_source_folder_is_refused(tmp_path: Path) -> None:
     hostile.recipe["files"] = [{"src": "/etc/hostname", "dest": "/etc/x"}]
     with pytest.raises(ArtifactError, match="must be a path relative"):
         rebuild.prepare(hostile, tmp_path / "b" / "work")
+    hostile.recipe["files"] = [{"src": {"not": "a path"}, "dest": "/etc/x"}]
+    with pytest.raises(ArtifactError, match="a file the recipe copies"):
+        rebuild.prepare(hostile, tmp_path / "c" / "work")
 
 
 def test_mirror_changes() -> None:
