@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,17 @@ elements: [marker]
 packages: [less]
 outputs: [tar]
 """
+
+
+@pytest.fixture(scope="module", autouse=True)
+def own_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A step cache of this module's own: what earlier runs left in the shared one (the
+    same keys, when the code is the same) must not decide what these builds run. The
+    second test reuses the first one's steps, as the comments there say."""
+    folder = tmp_path_factory.mktemp("own-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OSBAKE_CACHE_DIR", str(folder))
+        yield folder
 
 
 def build(recipe: Path, out: Path) -> dict[str, str]:
