@@ -326,18 +326,56 @@ def _copy_range(
 
 
 def _read_ext4(image: Path, device: str, inner: str, where: Path, budget: _Budget) -> bytes | None:
+    # `cat` reads a symlink's own inode as if it were a file: ask what the path is first.
+    stat_out = where / "stat"
+    found = _debugfs(image, ["stat", inner], device, stat_out, budget, limit=MiB)
+    if found is None:
+        return None
+    text = stat_out.read_text(errors="replace")
+    kind = re.search(r"Type: (\S+)", text)
+    size = re.search(r"\bSize: (\d+)", text)
+    if kind is None or size is None:
+        raise ArtifactError(f"debugfs could not read {inner} in {image}: {text[:200]!r}")
+    if kind.group(1) != "regular":
+        return None
+    _check_size(image, inner, int(size.group(1)), budget)
     out = where / "file"
-    argv = ["debugfs", "-c", "-R", f'cat "{inner}"', device]
+    if _debugfs(image, ["cat", inner], device, out, budget, limit=budget.limits.file) is None:
+        return None
+    return out.read_bytes()
+
+
+def _debugfs(
+    image: Path, request: list[str], device: str, out: Path, budget: _Budget, *, limit: int
+) -> Path | None:
+    """Run one debugfs request with its output (at most `limit` bytes) into `out`; None if
+    the path is not there."""
+    argv = ["debugfs", "-c", "-R", " ".join(f'"{word}"' for word in request), device]
     with out.open("wb") as handle:
-        result = runner.run(_bounded(argv, budget, budget.limits.file), stdout=handle, check=False)
+        result = runner.run(
+            _bounded(argv, budget, limit + 1),
+            stdout=handle,
+            check=False,
+            env={"DEBUGFS_PAGER": "__none__"},
+        )
     complaints = [
         line for line in result.tail if line.strip() and not line.startswith(EXT4_CHATTER)
     ]
     if any(EXT4_NOT_FOUND in line for line in complaints):
         return None
     if result.returncode != 0 or complaints:
+        if out.stat().st_size > limit:
+            _check_size(image, request[-1], limit + 1, budget)
         raise _tool_failed(image, "debugfs", result, budget)
-    return out.read_bytes()
+    return out
+
+
+def _check_size(image: Path, inner: str, size: int, budget: _Budget) -> None:
+    if size > budget.limits.file:
+        raise ArtifactError(
+            f"{inner} in {image} is larger than {budget.limits.file} bytes ({size})",
+            hint="a manifest is far smaller: the image is not one osbake built, or was altered",
+        )
 
 
 def _read_btrfs(image: Path, device: str, inner: str, where: Path, budget: _Budget) -> bytes | None:
@@ -350,8 +388,12 @@ def _read_btrfs(image: Path, device: str, inner: str, where: Path, budget: _Budg
     # Only the path's folders and the file match: nothing else is written, and
     # `btrfs restore` writes no symlinks unless asked (-S).
     argv = ["btrfs", "restore", "--path-regex", f"^{pattern}$", device, str(restored)]
-    result = runner.run(_bounded(argv, budget, budget.limits.file), capture=True, check=False)
+    result = runner.run(_bounded(argv, budget, budget.limits.file + 1), capture=True, check=False)
     if result.returncode != 0:
+        # A write past the size limit fails (EFBIG: Python's children ignore SIGXFSZ).
+        for written in restored.rglob("*"):
+            if written.is_file() and written.stat().st_size >= budget.limits.file:
+                _check_size(image, inner, budget.limits.file + 1, budget)
         raise _tool_failed(image, "btrfs restore", result, budget)
     target = restored
     for part in parts:
@@ -364,8 +406,7 @@ def _read_btrfs(image: Path, device: str, inner: str, where: Path, budget: _Budg
             return None
     if not stat.S_ISREG(os.lstat(target).st_mode):
         return None
-    if target.stat().st_size > budget.limits.file:
-        raise ArtifactError(f"{inner} in {image} is larger than {budget.limits.file} bytes")
+    _check_size(image, inner, os.lstat(target).st_size, budget)
     return target.read_bytes()
 
 
@@ -375,8 +416,6 @@ def _tool_failed(
     status = result.returncode
     if status in (124, 137):
         why = f"it took longer than {budget.limits.seconds:.0f} s"
-    elif status in (-25, 128 + 25, 153):
-        why = f"the file is larger than {budget.limits.file} bytes"
     else:
         why = (result.tail or [f"status {status}"])[-1].strip()
     return ArtifactError(
