@@ -101,6 +101,11 @@ def read_file(image: Path, path: str, limits: Limits | None = None) -> Found:
         work = Path(tmp)
         source = _open(image, work, budget)
         try:
+            if source.size > limits.disk:
+                raise ArtifactError(
+                    f"{image} claims a disk of {source.size} bytes, which osbake does not read",
+                    hint="the file is damaged or crafted",
+                )
             return _find(image, source, path, work, budget)
         finally:
             source.close()

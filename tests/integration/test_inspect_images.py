@@ -222,3 +222,20 @@ def test_a_partition_past_the_end_of_the_disk_is_not_read(tmp_path: Path) -> Non
     os.truncate(disk, 4 << 20)  # the table says 16 MiB
     with pytest.raises(ArtifactError, match="has no Linux partition"):
         inspect_artifact(disk)
+
+
+def test_a_qcow2_claiming_an_enormous_disk_is_refused(tmp_path: Path) -> None:
+    qcow2 = tmp_path / "huge.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(qcow2), "1M"], check=True)
+    with qcow2.open("r+b") as handle:  # virtual size (offset 24): 2^62 bytes
+        handle.seek(24)
+        handle.write((1 << 62).to_bytes(8, "big"))
+    with pytest.raises(ArtifactError, match="claims a disk of 4611686018427387904 bytes"):
+        inspect_artifact(qcow2)
+    with qcow2.open("r+b") as handle:  # L1 size (offset 36): 2^31 entries
+        handle.seek(24)
+        handle.write((1 << 20).to_bytes(8, "big"))
+        handle.seek(36)
+        handle.write((1 << 31).to_bytes(4, "big"))
+    with pytest.raises(ArtifactError, match=r"\(2147483648 entries\) is larger than QEMU"):
+        inspect_artifact(qcow2)
