@@ -312,6 +312,12 @@ def _print_recipe(manifest: Manifest, verified: bool | None) -> int:
     print(rebuild.recipe_text(rebuild.recipe_of(manifest)), end="")
     files, elements = rebuild.outside_recipe(manifest)
     err = Console(stderr=True, highlight=False)
+    options = rebuild.build_options(manifest)
+    if options:
+        err.print(
+            f"note: build this image with 'osbake build RECIPE {' '.join(options)}'",
+            soft_wrap=True,
+        )
     if files:
         err.print(
             "note: the recipe copies files that are not in the image's manifest: "
@@ -362,7 +368,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             source=Path(args.source) if args.source else None,
         )
         base = recipe_mod.load(prepared.recipe)
-        plan = resolve_plan(base, None, prepared.arch)
+        plan = resolve_plan(base, prepared.variant, prepared.arch)
         for note in prepared.notes:
             err.print(f"note: {note}")
         for change in rebuild.mirror_changes(original.mirror, plan.distro.mirror_state()):
@@ -374,7 +380,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         code = sandbox.isolate(
             lambda: _flush(
                 guarded(
-                    lambda: _run_builds(base, [(None, prepared.arch)], build_args),
+                    lambda: _run_builds(base, [(prepared.variant, prepared.arch)], build_args),
                     verbose=bool(args.debug),
                 )
             )

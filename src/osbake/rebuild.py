@@ -33,6 +33,7 @@ RECIPE_NAME = "recipe.yaml"
 class Prepared:
     recipe: Path  # the recipe file to build
     arch: str
+    variant: str | None  # the variant to build (the recipe has it, empty: see recipe_of)
     notes: list[str] = field(default_factory=list)  # what the user should know
 
 
@@ -85,7 +86,7 @@ def prepare(
             _copy(origin, "elements", folder / "elements")
     path = folder / RECIPE_NAME
     path.write_text(recipe_text(recipe))
-    return Prepared(path, manifest.arch, notes)
+    return Prepared(path, manifest.arch, manifest.variant, notes)
 
 
 def recipe_of(manifest: Manifest, mirror: str | None = None) -> dict[str, Any]:
@@ -102,7 +103,20 @@ def recipe_of(manifest: Manifest, mirror: str | None = None) -> dict[str, Any]:
             ) from None
     recipe.pop("variants", None)
     recipe.pop("extends", None)
+    if manifest.variant:
+        # The variant's changes are merged already; an empty variant of the same name
+        # gives the build the image's name and variant, and so the same step keys.
+        recipe["variants"] = {manifest.variant: {}}
     return recipe
+
+
+def build_options(manifest: Manifest) -> list[str]:
+    """The `osbake build` options that pick the manifest's image out of recipe_of()."""
+    options = ["--variant", manifest.variant] if manifest.variant else []
+    arches = manifest.recipe.get("arch")
+    if isinstance(arches, list) and len(arches) > 1:
+        options += ["--arch", manifest.arch]
+    return options
 
 
 def recipe_text(recipe: dict[str, Any]) -> str:
