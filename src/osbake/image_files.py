@@ -33,9 +33,11 @@ from pathlib import Path
 
 from osbake import run as runner
 from osbake.arch import ARCHITECTURES
-from osbake.deploy.images import FOREIGN, ImageSource, RawSource, open_image
+from osbake.deploy.images import FOREIGN, ImageSource, RawSource, is_fixed_vhd, open_image
 from osbake.deploy.layout import LINUX_DATA, SECTOR, read_layout
 from osbake.deploy.partitions import probe_filesystem
+from osbake.deploy.qcow2 import is_qcow2
+from osbake.disk.sizes import format_size
 from osbake.errors import ArtifactError, CommandError
 
 GiB = 1 << 30
@@ -81,13 +83,15 @@ class _Budget:
         self.copied += length
         if self.copied > self.limits.data:
             raise ArtifactError(
-                f"{image} holds more than {self.limits.data >> 30} GiB of data where osbake "
-                "looked for the file",
+                f"{image} holds more than {format_size(self.limits.data)} of data where "
+                "osbake looked for the file",
                 hint="is it a disk image? a crafted image can point many blocks at the same data",
             )
         if time.monotonic() > self.deadline:
             raise ArtifactError(
-                f"reading {image} took longer than {self.limits.seconds:.0f} s", hint=None
+                f"reading {image} took longer than {self.limits.seconds:.0f} s",
+                hint="a real image is read in minutes; a crafted one can make the tools work "
+                "without end",
             )
 
 
@@ -115,19 +119,13 @@ def is_disk_image(image: Path) -> bool:
     """Whether the file looks like a disk image (not a root tarball or an OCI archive)."""
     with image.open("rb") as handle:
         head = handle.read(64 * 1024)
-    if head[:4] == b"QFI\xfb" or any(head.startswith(magic) for magic in FOREIGN):
+    if is_qcow2(head) or any(head.startswith(magic) for magic in FOREIGN):
         return True
     layout = read_layout(head)
     if layout.table is not None and layout.partitions:
         return True
-    if probe_filesystem(image, 0) in ("ext4", "btrfs"):
+    if probe_filesystem(image, 0) in ("ext4", "btrfs") or is_fixed_vhd(image):
         return True
-    size = image.stat().st_size
-    if size >= 1024 and size % SECTOR == 0:  # a fixed VHD: raw data, then a footer
-        with image.open("rb") as handle:
-            handle.seek(size - SECTOR)
-            if handle.read(8) == b"conectix":
-                return True
     return _tar_holds_disk(image)
 
 
