@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -91,9 +92,13 @@ def test_a_disk_without_partition_table_and_an_mbr_disk(tmp_path: Path) -> None:
     assert (found.partition, json.loads(found.data)["name"]) == (1, "mbr")
 
 
-def osbake_cli(*argv: str | Path, user: str | None = None) -> subprocess.CompletedProcess[str]:
+def osbake_cli(
+    *argv: str | Path, user: str | None = None, tmpdir: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     prefix = ["setpriv", "--reuid", user, "--regid", user, "--clear-groups"] if user else []
     env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "HOME": "/nonexistent"}
+    if tmpdir is not None:
+        env["TMPDIR"] = str(tmpdir)
     return subprocess.run(
         [*prefix, sys.executable, "-m", "osbake", *map(str, argv)],
         capture_output=True,
@@ -112,7 +117,11 @@ def test_recipe_of_a_renamed_image_as_an_unprivileged_user(raw_disk: Path) -> No
         folder.chmod(0o755)
         image = images.convert(raw_disk, "qcow2", folder / "download.img")
         image.chmod(0o644)
-        result = osbake_cli("inspect", image, "--recipe", user=user)
+        scratch = folder / "tmp"
+        scratch.mkdir()
+        if user is not None:
+            os.chown(scratch, int(user), int(user))
+        result = osbake_cli("inspect", image, "--recipe", user=user, tmpdir=scratch)
         assert result.returncode == 0, result.stderr
         recipe = yaml.safe_load(result.stdout)
         assert recipe["name"].startswith("tiny-") and recipe["release"] == "bookworm"
@@ -120,11 +129,10 @@ def test_recipe_of_a_renamed_image_as_an_unprivileged_user(raw_disk: Path) -> No
         assert "the recipe copies files that are not in the image's manifest: files/motd" in (
             " ".join(result.stderr.split())
         )
-        assert sorted(p.name for p in folder.iterdir()) == ["download.img"]
+        assert sorted(p.name for p in folder.iterdir()) == ["download.img", "tmp"]
+        assert list(scratch.iterdir()) == []  # its temporary folder is gone
     finally:
-        for path in folder.iterdir():
-            path.unlink()
-        folder.rmdir()
+        shutil.rmtree(folder)
 
 
 # -- images that are not osbake's, or are crafted -----------------------------------------
