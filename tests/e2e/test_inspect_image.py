@@ -32,10 +32,14 @@ def osbake(*argv: str | Path, timeout: int = 1800) -> subprocess.CompletedProces
     )
 
 
+@pytest.fixture(scope="module")
+def shared(image_builds: ImageBuilds) -> Path:
+    return image_builds.build("debian-cloud.yaml")
+
+
 def test_a_renamed_qcow2_leads_back_to_a_recipe_that_rebuilds_it_from_the_cache(
-    tmp_path: Path, image_builds: ImageBuilds
+    tmp_path: Path, shared: Path
 ) -> None:
-    shared = image_builds.build("debian-cloud.yaml")
     original = load_manifest(shared / "debian-cloud.manifest.json")
     downloaded = tmp_path / "downloads" / "some-image.img"
     downloaded.parent.mkdir()

@@ -127,7 +127,7 @@ def _refuse_unsupported(header: Header, name: str) -> None:
     if header.backing_file:
         raise ArtifactError(
             f"{name} is a qcow2 overlay on a backing file ({header.backing_file}); "
-            "deploy needs the whole disk in one file",
+            "osbake reads the whole disk from one file",
             hint=CONVERT_HINT,
         )
     if header.encrypted:
