@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from osbake.manifest import file_sha256, load_manifest
 from tests.conftest import ImageBuilds
@@ -45,16 +46,10 @@ def test_a_renamed_qcow2_leads_back_to_a_recipe_that_rebuilds_it_from_the_cache(
     downloaded.parent.mkdir()
     os.link(shared / "debian-cloud.qcow2", downloaded)  # no manifest beside it
 
-    shown = osbake("inspect", downloaded, "--json", timeout=300)
-    assert shown.returncode == 0, shown.stderr
-    inside = json.loads(shown.stdout)
-    assert inside["recipe_sha256"] == original.recipe_sha256
-    assert [s["key"] for s in inside["steps"]] == [s.key for s in original.steps]
-    assert inside["packages"] == [p.model_dump(mode="json") for p in original.packages]
-
     printed = osbake("inspect", downloaded, "--recipe", timeout=300)
     assert printed.returncode == 0, printed.stderr
     assert printed.stdout.startswith("name: debian-cloud\n")
+    assert yaml.safe_load(printed.stdout) == original.recipe
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text(printed.stdout)
 
