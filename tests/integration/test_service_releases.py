@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import threading
@@ -37,6 +38,7 @@ REGIONS = ("eu-west-1", "us-east-1")
 def console(
     tmp_path_factory: pytest.TempPathFactory,
     moto_endpoint: str,  # noqa: F811
+    glance: Path,
 ) -> Iterator[RunningConsole]:
     root = tmp_path_factory.mktemp("releases")
     running = RunningConsole(
@@ -46,6 +48,7 @@ def console(
             **fake_commands(),
             **AWS_ENV,
             "AWS_ENDPOINT_URL": moto_endpoint,
+            "OS_CLIENT_CONFIG_FILE": str(glance),
             "OSBAKE_CACHE_DIR": str(root / "cache"),
         },
     )
@@ -123,6 +126,8 @@ def test_blessing_publishes_signed_streams_that_the_reference_client_reads(
     console: RunningConsole,
     tmp_path: Path,
     moto_endpoint: str,  # noqa: F811
+    glance: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url = console.url
     with console.api() as api, console.api("") as anonymous:
@@ -134,7 +139,13 @@ def test_blessing_publishes_signed_streams_that_the_reference_client_reads(
             },
         )
         assert reply.status_code == 201, reply.text
-        targets = {"targets": [f"ec2:{','.join(REGIONS)}", f"dir:{tmp_path / 'mirror'}"]}
+        targets = {
+            "targets": [
+                f"ec2:{','.join(REGIONS)}",
+                "glance:testglance",
+                f"dir:{tmp_path / 'mirror'}",
+            ]
+        }
         assert api.put("/api/configurations/rel/push-targets", json=targets).status_code == 200
         viewer = console.make_token("viewer", "looker")
         with console.api(viewer) as looker:
@@ -217,6 +228,31 @@ def test_blessing_publishes_signed_streams_that_the_reference_client_reads(
             images = ec2.describe_images(Owners=["self"])["Images"]
             assert len(images) == 1, (region, images)
             assert images[0]["Name"].startswith("rel-bookworm-amd64-")
+        # Glance: the push job uploaded it; `osbake sync` from the console's URL finds it
+        # there and uploads nothing.
+        import openstack
+
+        monkeypatch.setenv("OS_CLIENT_CONFIG_FILE", str(glance))
+        cloud = openstack.connect(cloud="testglance")
+        pushed = [
+            i for i in cloud.image.images() if i.properties.get("source_sha256") == disk["sha256"]
+        ]
+        assert [(i.status, i.properties["simplestreams_label"]) for i in pushed] == [
+            ("active", "beta")
+        ]
+        again = subprocess.run(
+            [
+                *(sys.executable, "-m", "osbake", "sync", url, "glance:testglance"),
+                *("--keyring", str(keyring), "recipe=rel"),
+            ],
+            env={**os.environ, "OS_CLIENT_CONFIG_FILE": str(glance)},
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert again.returncode == 0, again.stderr
+        assert "1 items selected, 0 transferred" in again.stdout
+
         page = api.get(f"/builds/{build_id}").text
         assert f"ec2:{','.join(REGIONS)}" in page
         push = next(j for j in jobs if (j["target"] or "").startswith("ec2:"))
@@ -271,8 +307,16 @@ def test_unblessing_and_retention_remove_versions_and_the_stream_stays_valid(
             },
         )
         assert reply.status_code == 201, reply.text
+        bad = {"targets": ["glance:no-such-cloud"]}
+        assert api.put("/api/configurations/keep/push-targets", json=bad).status_code == 200
         first = blessed_build(api, console, "keep", "final")
-        jobs_done(api, first, {"publish"})
+        jobs = jobs_done(api, first, {"publish", "push"})
+        # a push that cannot work is tried three times, each attempt in its log
+        push = next(j for j in jobs if j["kind"] == "push")
+        assert (push["state"], push["attempts"]) == ("failed", 3)
+        assert "no-such-cloud" in push["error"]
+        assert api.get(push["log"]).text.count("==> push (attempt") == 3
+        assert "failed" in api.get(f"/builds/{first}").text
         assert [i["label"] for i in query(keyring, url, "recipe=keep", "ftype=disk.raw")] == [
             "final"
         ]

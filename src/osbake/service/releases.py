@@ -52,7 +52,7 @@ log = logging.getLogger("osbake.service")
 
 TREE = "publish"  # DATA/publish: the streams the console serves
 FILES_DIR = "images"  # the published files, under DATA/publish/images (served at /images/)
-RETRY_SECONDS = 10.0  # a failed job waits this long times its attempts before the next
+RETRY_TICKS = 2  # a failed job waits this many console ticks times its attempts, then again
 PUSH_KINDS = ("glance", "ec2", "dir")
 CLOUD_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-\d{1,2}")
@@ -256,7 +256,8 @@ class ReleaseQueue:
                 job.error = message
                 if job.attempts < job.max_attempts:
                     job.state = JobState.QUEUED
-                    job.not_before = now() + RETRY_SECONDS * job.attempts
+                    wait = RETRY_TICKS * self.settings.tick_seconds * job.attempts
+                    job.not_before = now() + wait
                     events.log(f"tried {job.attempts} times; trying again")
                 else:
                     job.state = JobState.FAILED
