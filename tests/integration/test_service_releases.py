@@ -190,6 +190,9 @@ def test_blessing_publishes_signed_streams_that_the_reference_client_reads(
         whole = anonymous.get(f"/{path}")
         assert whole.status_code == 200
         assert hashlib.sha256(whole.content).hexdigest() == disk["sha256"]
+        head = anonymous.head(f"/{path}")
+        assert (head.status_code, head.headers["content-length"]) == (200, str(disk["size"]))
+        assert head.content == b""
         part = anonymous.get(f"/{path}", headers={"Range": "bytes=10-19"})
         assert part.status_code == 206
         assert part.content == whole.content[10:20]
@@ -255,6 +258,8 @@ def test_blessing_publishes_signed_streams_that_the_reference_client_reads(
 
         page = api.get(f"/builds/{build_id}").text
         assert f"ec2:{','.join(REGIONS)}" in page
+        assert 'id="release-log"' in page and "/static/release.js" in page  # the live log
+        assert api.get("/static/release.js").status_code == 200
         push = next(j for j in jobs if (j["target"] or "").startswith("ec2:"))
         assert "succeeded" in page
         assert "snapshot" in api.get(push["log"]).text.lower()

@@ -99,7 +99,7 @@ def _file(root: Path, relative: str) -> Response:
     return FileResponse(path, media_type=media_type(path.name))
 
 
-@router.get("/streams/v1/{name}")
+@router.api_route("/streams/v1/{name}", methods=["GET", "HEAD"])
 async def stream_file(
     name: Annotated[str, PathParam(max_length=256, pattern=STREAM_NAME)], console: ConsoleDep
 ) -> Response:
@@ -108,7 +108,7 @@ async def stream_file(
     return await run_in_threadpool(_file, tree / STREAMS_DIR, name)
 
 
-@router.get("/images/{path:path}")
+@router.api_route("/images/{path:path}", methods=["GET", "HEAD"])
 async def published_file(path: str, console: ConsoleDep) -> Response:
     """A published file (image, manifest, README, SHA256SUMS); range requests work."""
     tree = releases.tree_dir(console.settings)

@@ -314,6 +314,7 @@ def publish(session: Session, settings: ServiceSettings, events: Events) -> dict
         else:
             released.append((build, manifest, label))
     tree = tree_dir(settings)
+    session.commit()  # no transaction stays open while files are copied and signed
     result = publish_streams(
         tree,
         daily=[m for _, m in daily],
@@ -422,6 +423,7 @@ def push(
         events.log("nothing of this configuration is published now: nothing to push")
         return {"selected": 0, "transferred": [], "target": job.target}
     events.log(f"pushing {len(shas)} published builds into {job.target}")
+    session.commit()  # no transaction stays open during the upload
     staging = settings.data_dir / "push-staging"
     staging.mkdir(mode=0o700, exist_ok=True)
     result = sync(

@@ -108,7 +108,9 @@ ROLES: dict[tuple[str, str], str] = {
     ("GET", "/configurations/{name}/releases"): "viewer",
     # what the console publishes: anyone may read it
     ("GET", "/streams/v1/{name}"): PUBLIC,
+    ("HEAD", "/streams/v1/{name}"): PUBLIC,
     ("GET", "/images/{path}"): PUBLIC,
+    ("HEAD", "/images/{path}"): PUBLIC,
     ("GET", "/keyring.gpg"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/openapi.json"): PUBLIC,
