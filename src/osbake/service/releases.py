@@ -385,17 +385,6 @@ def _record(session: Session, live: dict[tuple[int, str], Any]) -> list[Build]:
     return list(new_builds.values())
 
 
-def keyring_file(settings: ServiceSettings) -> Path:
-    """The console's public keyring as a file (what a push checks the streams with)."""
-    path = signing_key.gnupg_home(settings) / "public-keyring.gpg"
-    data = signing_key.public_keyring(settings)
-    if not path.exists() or path.read_bytes() != data:
-        partial = path.with_name(".public-keyring.gpg.partial")
-        partial.write_bytes(data)
-        partial.replace(path)
-    return path
-
-
 def push(
     session: Session, settings: ServiceSettings, job: ReleaseJob, events: Events
 ) -> dict[str, Any]:
@@ -429,7 +418,7 @@ def push(
     result = sync(
         str(tree),
         job.target,
-        keyring=keyring_file(settings),
+        keyring=signing_key.keyring_file(settings),
         filters=[f"manifest_sha256~^({'|'.join(shas)})$"],
         events=events,
         staging=staging,

@@ -125,10 +125,20 @@ def _choose(home: Path, found: str) -> None:
     partial.replace(home / CHOSEN)
 
 
-def public_keyring(settings: ServiceSettings) -> bytes:
-    """The signing key's public part as a binary keyring (for gpgv and sstream-query)."""
+def keyring_file(settings: ServiceSettings) -> Path:
+    """The signing key's public part as a binary keyring file (for gpgv and sstream-query),
+    exported once per key: serving it starts no process."""
     key = fingerprint(settings)
-    return _gpg(gnupg_home(settings), "--export", key)
+    path = gnupg_home(settings) / f"public-{key}.gpg"
+    if not path.exists():
+        partial = path.with_name(f".{path.name}.partial")
+        partial.write_bytes(_gpg(gnupg_home(settings), "--export", key))
+        partial.replace(path)
+    return path
+
+
+def public_keyring(settings: ServiceSettings) -> bytes:
+    return keyring_file(settings).read_bytes()
 
 
 def stop_agent(settings: ServiceSettings) -> None:
