@@ -12,11 +12,16 @@ from osbake.events import Events
 SIGNED_HEADER = b"-----BEGIN PGP SIGNED MESSAGE-----"
 
 
-def check_key(key: str, events: Events | None = None) -> None:
+def _home(home: Path | None) -> list[str | Path]:
+    """gpg's --homedir option for a key kept in a folder of its own (None: gpg's default)."""
+    return ["--homedir", home] if home is not None else []
+
+
+def check_key(key: str, events: Events | None = None, *, home: Path | None = None) -> None:
     """Fail before anything is written if gpg has no secret key `key`."""
     runner.require_tool("gpg")
     result = runner.run(
-        ["gpg", "--batch", "--list-secret-keys", "--with-colons", key],
+        ["gpg", *_home(home), "--batch", "--list-secret-keys", "--with-colons", key],
         events=events,
         capture=True,
         check=False,
@@ -28,12 +33,20 @@ def check_key(key: str, events: Events | None = None) -> None:
         )
 
 
-def clearsign(source: Path, target: Path, key: str, events: Events | None = None) -> None:
+def clearsign(
+    source: Path,
+    target: Path,
+    key: str,
+    events: Events | None = None,
+    *,
+    home: Path | None = None,
+) -> None:
     """Write `target` as the clearsigned copy of `source` (inline signature, .sjson)."""
     try:
         runner.run(
             [
                 "gpg",
+                *_home(home),
                 "--batch",
                 "--yes",
                 "--local-user",

@@ -35,6 +35,7 @@ class Label(StrEnum):
     ALPHA = "alpha"
     BETA = "beta"
     RC = "rc"
+    FINAL = "final"  # the console's name for a release milestone
     RELEASE = "release"
     DAILY = "daily"
 

@@ -130,6 +130,8 @@ def publish_streams(
     sign: str | None = None,
     keep: int | None = None,
     events: Events | None = None,
+    files_dir: str = "",
+    gnupg_home: Path | None = None,
 ) -> PublishResult:
     """Make the daily and released streams list exactly these builds (manifest paths).
 
@@ -137,6 +139,9 @@ def publish_streams(
     `released` the blessed ones (with their milestone label, `release` if not
     given). Builds already published keep their serial and files; versions of
     builds no longer listed leave the streams and their files are deleted.
+    `files_dir`: a folder of the tree new versions' files go under (e.g. `images`,
+    so that a server can tell them from its own pages); `gnupg_home`: the gpg home
+    folder of the signing key (default: gpg's own).
     """
     releases = [Release(Path(p), Label.DAILY) for p in daily]
     for entry in released:
@@ -144,7 +149,17 @@ def publish_streams(
         if milestone is Label.DAILY:
             raise UsageError("a released build needs a milestone label, not 'daily'")
         releases.append(Release(Path(path), milestone))
-    return _update(repo, releases, content_prefix, sign, keep, events or null_events(), set(Stream))
+    return _update(
+        repo,
+        releases,
+        content_prefix,
+        sign,
+        keep,
+        events or null_events(),
+        set(Stream),
+        files_dir=files_dir,
+        gnupg_home=gnupg_home,
+    )
 
 
 def resolve_sources(
@@ -217,6 +232,7 @@ class _State:
     repo: Path
     products: dict[str, Tree]
     events: Events
+    files_dir: str = ""
     written: list[Path] = field(default_factory=list)
     changed: set[str] = field(default_factory=set)
 
@@ -229,6 +245,9 @@ def _update(
     keep: int | None,
     events: Events,
     exact: set[Stream] | None,
+    *,
+    files_dir: str = "",
+    gnupg_home: Path | None = None,
 ) -> PublishResult:
     if keep is not None and keep < 1:
         raise UsageError(f"--keep {keep}: keep at least one version", hint="use --keep 1 or more")
@@ -237,9 +256,11 @@ def _update(
             f"--content-id {prefix}: use letters, digits, '.', '_' and '-'",
             hint="for example org.example.images",
         )
+    if files_dir and not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", files_dir):
+        raise UsageError(f"files folder {files_dir!r}: use one plain folder name")
     builds = [_load_build(r) for r in releases]
     if sign:
-        signing.check_key(sign, events)
+        signing.check_key(sign, events, home=gnupg_home)
     elif (repo / INDEX_SJSON).exists():
         raise UsageError(
             f"{repo} is a signed tree: publishing without --sign would leave its signed "
@@ -249,7 +270,7 @@ def _update(
     repo.mkdir(parents=True, exist_ok=True)
     result = PublishResult(repo.resolve(), signed=bool(sign))
     with tree_lock(repo):
-        state = _State(repo, read_streams(repo), events)
+        state = _State(repo, read_streams(repo), events, files_dir)
         before = referenced(state.products)
         try:
             events.step("copy files")
@@ -260,7 +281,14 @@ def _update(
             if keep is not None:
                 _prune(state, keep)
             events.step("write streams" + (" (signed)" if sign else ""))
-            write_streams(repo, state.products, changed=state.changed, sign=sign, events=events)
+            write_streams(
+                repo,
+                state.products,
+                changed=state.changed,
+                sign=sign,
+                events=events,
+                gnupg_home=gnupg_home,
+            )
         except BaseException:
             for path in reversed(state.written):
                 with contextlib.suppress(OSError):
@@ -356,10 +384,10 @@ def _serial_base(build: _Build) -> str:
     return when.astimezone(UTC).strftime("%Y%m%d")
 
 
-def _version_dir(build: _Build, serial: str) -> str:
+def _version_dir(build: _Build, serial: str, files_dir: str = "") -> str:
     m = build.manifest
     name = m.name + (f"-{m.variant}" if m.variant else "")
-    return f"{name}/{m.release}/{m.arch}/{serial}"
+    return f"{files_dir + '/' if files_dir else ''}{name}/{m.release}/{m.arch}/{serial}"
 
 
 def _find_version(state: _State, pid: str, sha: str) -> tuple[str, Tree] | None:
@@ -380,7 +408,8 @@ def _choose_serial(state: _State, build: _Build, pid: str) -> str:
     base = _serial_base(build)
 
     def free(serial: str) -> bool:
-        return serial not in taken and not (state.repo / _version_dir(build, serial)).exists()
+        folder = state.repo / _version_dir(build, serial, state.files_dir)
+        return serial not in taken and not folder.exists()
 
     if build.release.serial:
         if not free(base):
@@ -424,7 +453,7 @@ def _add_version(state: _State, build: _Build, prefix: str) -> PublishedVersion:
     boot = m.recipe.get("boot")
     if isinstance(boot, list) and boot:
         version["boot"] = ",".join(str(b) for b in boot)
-    directory = _version_dir(build, serial)
+    directory = _version_dir(build, serial, state.files_dir)
     old_version = product["versions"].get(serial)
     new_items = _place_items(state, build, directory, version["items"])
     if new_items or old_version != version:
@@ -595,6 +624,7 @@ def write_streams(
     changed: set[str],
     sign: str | None = None,
     events: Events | None = None,
+    gnupg_home: Path | None = None,
 ) -> None:
     """Write the products files (those `changed` or missing) and the index.
 
@@ -613,9 +643,9 @@ def write_streams(
             path = products_path(cid)
             if cid in changed or not (repo / path).exists():
                 tree["updated"] = now
-                staged += _stage(stage, repo, path, tree, sign, events)
+                staged += _stage(stage, repo, path, tree, sign, events, gnupg_home)
             elif sign and not (repo / signed_path(path)).exists():
-                staged += _stage(stage, repo, path, tree, sign, events)
+                staged += _stage(stage, repo, path, tree, sign, events, gnupg_home)
             index["index"][cid] = {
                 "datatype": tree.get("datatype", DATATYPE),
                 "format": PRODUCTS_FORMAT,
@@ -624,7 +654,14 @@ def write_streams(
                 "updated": tree.get("updated", now),
             }
         staged += _stage(
-            stage, repo, INDEX_JSON, index, sign, events, signed_copy=signed_index(index)
+            stage,
+            repo,
+            INDEX_JSON,
+            index,
+            sign,
+            events,
+            gnupg_home,
+            signed_copy=signed_index(index),
         )
         (repo / STREAMS_DIR).mkdir(parents=True, exist_ok=True)
         for source, target in staged:
@@ -638,6 +675,7 @@ def _stage(
     data: Tree,
     sign: str | None,
     events: Events,
+    gnupg_home: Path | None = None,
     *,
     signed_copy: Tree | None = None,
 ) -> list[tuple[Path, Path]]:
@@ -653,7 +691,7 @@ def _stage(
             to_sign = stage / f"{name}.to-sign"
             to_sign.write_bytes(dump(signed_copy))
         signed = stage / f"{name}.signed"
-        signing.clearsign(to_sign, signed, sign, events)
+        signing.clearsign(to_sign, signed, sign, events, home=gnupg_home)
         signed.chmod(0o644)
         pairs.append((signed, repo / signed_path(path)))
     pairs.append((plain, repo / path))

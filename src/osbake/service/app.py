@@ -19,10 +19,22 @@ from starlette.routing import BaseRoute
 
 import osbake
 from osbake.errors import OsbakeError
-from osbake.service import api, auth, limits, problems, retention, views, web
+from osbake.service import (
+    api,
+    auth,
+    limits,
+    problems,
+    release_web,
+    releases,
+    retention,
+    signing_key,
+    views,
+    web,
+)
 from osbake.service.config import ServiceSettings
 from osbake.service.db import Database, migrate
 from osbake.service.deps import Console, csrf_token, login_redirect
+from osbake.service.models import Build
 from osbake.service.queue import BuildQueue, HueyQueue
 
 HERE = Path(__file__).parent
@@ -59,20 +71,42 @@ def create_app(
     migrate(db.engine)
     for folder in (settings.artifacts_dir, settings.logs_dir, settings.scratch_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    release_queue = releases.ReleaseQueue(settings, db)
+
+    def publish_on_bless(build: Build, folder: Path) -> None:
+        # Blessing and unblessing both ask for a publish: the streams list what is blessed.
+        with db.session() as session:
+            state = "blessed" if build.blessed else "unblessed"
+            releases.request_publish(session, f"build {build.id} {state}", build.id)
+
     console = Console(
-        settings, db, queue or HueyQueue(settings.queue_url), bless_hooks=bless_hooks or []
+        settings,
+        db,
+        queue or HueyQueue(settings.queue_url),
+        bless_hooks=[publish_on_bless, *(bless_hooks or [])],
+        releases=release_queue,
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        thread = None
+        threads = []
         if background:
-            thread = threading.Thread(target=console.loop, name="osbake-console", daemon=True)
-            thread.start()
+            threads = [
+                threading.Thread(target=console.loop, name="osbake-console", daemon=True),
+                threading.Thread(
+                    target=release_queue.loop,
+                    args=(console.stop,),
+                    name="osbake-releases",
+                    daemon=True,
+                ),
+            ]
+            for thread in threads:
+                thread.start()
         yield
         console.stop.set()
-        if thread is not None:
+        for thread in threads:
             await asyncio.to_thread(thread.join, 10)
+        signing_key.stop_agent(settings)
         db.dispose()
 
     app = FastAPI(
@@ -113,7 +147,7 @@ def create_app(
             swagger_favicon_url="/docs-assets/favicon.png",
         )
 
-    for router in (*api.ROUTERS, web.router):
+    for router in (*api.ROUTERS, web.router, release_web.router):
         problems.document(router.routes)
         app.include_router(router)
     app.state.routes = all_routes(app)

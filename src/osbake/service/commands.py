@@ -76,6 +76,13 @@ def register(command: CommandFactory, sub: object) -> None:
         default=30.0,
         help="seconds a queued build may be missing from the queue before it is put back",
     )
+    p.add_argument(
+        "--signing-key",
+        type=Path,
+        metavar="FILE",
+        help="import this secret key (gpg --export-secret-keys, no passphrase) as the key "
+        "that signs the published streams (default: one made on first start)",
+    )
     p.add_argument("--tick", type=float, default=5.0, help=argparse.SUPPRESS)
     p.add_argument("--stream-seconds", type=float, default=600.0, help=argparse.SUPPRESS)
 
@@ -103,7 +110,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with needs(Extra.CONSOLE, "osbake serve", *LATER):
         import uvicorn
 
-        from osbake.service import auth
+        from osbake.service import auth, signing_key
         from osbake.service.app import create_app
         from osbake.service.config import ServiceSettings, parse_size
         from osbake.service.models import Role
@@ -140,6 +147,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     url_host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
     base_url = f"http://{url_host}:{args.port}"
     out.print(f"osbake console on {base_url}  (data {settings.data_dir})")
+    if args.signing_key is not None:
+        signing_key.import_key(settings, args.signing_key)
+    out.print(
+        f"streams signed by {signing_key.fingerprint(settings)}: "
+        f"{base_url}/streams/v1/index.sjson, keyring {base_url}/keyring.gpg"
+    )
     supervisor = None
     if worker_secret is not None:
         if os.geteuid() != 0:

@@ -27,6 +27,7 @@ from osbake.service.db import Database
 from osbake.service.limits import MIB
 from osbake.service.models import Role, now
 from osbake.service.queue import BuildQueue
+from osbake.service.releases import ReleaseQueue
 
 log = logging.getLogger("osbake.service")
 
@@ -41,6 +42,7 @@ class Console:
     in_use: retention.InUse = field(default_factory=retention.InUse)
     bless_hooks: list[retention.BlessHook] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
+    releases: ReleaseQueue | None = None
 
     def tick(self) -> None:
         """One round of the background work: schedules, lost builds and workers, retention."""

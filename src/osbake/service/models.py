@@ -213,3 +213,69 @@ class Package(Base):
     name: Mapped[str] = mapped_column(String(256))
     version: Mapped[str] = mapped_column(String(256))
     arch: Mapped[str] = mapped_column(String(32))
+
+
+class JobKind(StrEnum):
+    PUBLISH = "publish"  # write the console's streams (the blessed builds)
+    PUSH = "push"  # sync the published versions of a configuration into a target
+
+
+class JobState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class ReleaseJob(Base):
+    """A job of the console's release queue: publish the streams, or push into a target."""
+
+    __tablename__ = "release_jobs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    state: Mapped[str] = mapped_column(String(16), default=JobState.QUEUED, index=True)
+    build_id: Mapped[int | None] = mapped_column(ForeignKey("builds.id"), nullable=True, index=True)
+    configuration_id: Mapped[int | None] = mapped_column(
+        ForeignKey("configurations.id"), nullable=True, index=True
+    )
+    target: Mapped[str] = mapped_column(String(1024), default="")  # a push target's spec
+    reason: Mapped[str] = mapped_column(Text, default="")  # what asked for it
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    max_attempts: Mapped[int] = mapped_column(Integer, default=3)
+    not_before: Mapped[float] = mapped_column(Float, default=now)  # retries wait
+    error: Mapped[str] = mapped_column(Text, default="")
+    result: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    created: Mapped[float] = mapped_column(Float, default=now)
+    started: Mapped[float | None] = mapped_column(Float, nullable=True)
+    finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class PushTarget(Base):
+    """Where a configuration's published builds go after publishing (no credentials:
+    those come from the console's environment or files on its host)."""
+
+    __tablename__ = "push_targets"
+    __table_args__ = (Index("ix_push_target", "configuration_id", "spec", unique=True),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id"))
+    spec: Mapped[str] = mapped_column(String(1024))  # glance:CLOUD, ec2:R1,R2, dir:/PATH
+    created: Mapped[float] = mapped_column(Float, default=now)
+    created_by: Mapped[str] = mapped_column(String(160), default="")
+
+
+class Publication(Base):
+    """A build's version in the console's streams: when it came, and when it left."""
+
+    __tablename__ = "publications"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"), index=True)
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id"), index=True)
+    channel: Mapped[str] = mapped_column(String(32))  # the stream: daily or released
+    label: Mapped[str] = mapped_column(String(32))  # the version's label (milestone)
+    content_id: Mapped[str] = mapped_column(String(256))
+    product: Mapped[str] = mapped_column(String(512))
+    version: Mapped[str] = mapped_column(String(64))  # the serial
+    paths: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    published: Mapped[float] = mapped_column(Float, default=now)
+    removed: Mapped[float | None] = mapped_column(Float, nullable=True)
+    build: Mapped[Build] = relationship()

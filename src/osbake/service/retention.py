@@ -81,6 +81,26 @@ def bless(
     return build
 
 
+def unbless(
+    session: Session,
+    settings: ServiceSettings,
+    build: Build,
+    who: str,
+    hooks: list[BlessHook] | None = None,
+) -> Build:
+    """Take a build's blessing back: it leaves the published streams at the next publish
+    and retention treats it as any other build again."""
+    if not build.blessed:
+        raise Conflict(f"build {build.id} is not blessed")
+    build.blessed = False
+    build.blessed_by = None
+    build.blessed_at = None
+    session.commit()
+    for hook in hooks or []:  # the same hooks: publishing lists what is blessed now
+        hook(build, artifact_dir(settings, build.id))
+    return build
+
+
 def directory_size(path: Path) -> int:
     if not path.exists():
         return 0

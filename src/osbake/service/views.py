@@ -6,10 +6,19 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from osbake.service import builds as builds_mod
-from osbake.service.models import Build, Configuration, ConfigVersion, Schedule
+from osbake.service import releases
+from osbake.service.models import (
+    Build,
+    Configuration,
+    ConfigVersion,
+    Publication,
+    ReleaseJob,
+    Schedule,
+)
 
 
 def iso(seconds: float | None) -> str | None:
@@ -59,6 +68,7 @@ def build_json(session: Session, build: Build) -> dict[str, Any]:
             }
             for a in build.artifacts
         ],
+        "release": build_release_json(session, build.id),
     }
 
 
@@ -133,3 +143,76 @@ def duration(seconds: float | None) -> str:
 
 
 FILTERS = {"size": human_size, "when": when, "duration": duration, "iso": iso}
+
+
+# -- releases ------------------------------------------------------------------------------
+
+
+def publication_json(row: Publication) -> dict[str, Any]:
+    return {
+        "build": row.build_id,
+        "channel": row.channel,
+        "label": row.label,
+        "content_id": row.content_id,
+        "product": row.product,
+        "version": row.version,
+        "published": iso(row.published),
+        "removed": iso(row.removed),
+        "stream": f"/streams/v1/{row.content_id}.json",
+        "files": [
+            f"/{p}" for p in row.paths if isinstance(p, str) and p.startswith(releases.FILES_DIR)
+        ],
+    }
+
+
+def job_json(job: ReleaseJob) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "kind": job.kind,
+        "state": job.state,
+        "build": job.build_id,
+        "target": job.target or None,
+        "reason": job.reason,
+        "attempts": job.attempts,
+        "max_attempts": job.max_attempts,
+        "error": job.error or None,
+        "result": job.result,
+        "created": iso(job.created),
+        "started": iso(job.started),
+        "finished": iso(job.finished),
+        "log": f"/api/release-jobs/{job.id}/log",
+    }
+
+
+def release_json(session: Session, configuration_id: int) -> dict[str, Any]:
+    """What a configuration published when, in which channel, and where it was pushed."""
+    rows = session.scalars(
+        select(Publication)
+        .where(Publication.configuration_id == configuration_id)
+        .order_by(Publication.id.desc())
+    ).all()
+    jobs = session.scalars(
+        select(ReleaseJob)
+        .where(ReleaseJob.configuration_id == configuration_id)
+        .order_by(ReleaseJob.id.desc())
+        .limit(200)
+    ).all()
+    return {
+        "publications": [publication_json(r) for r in rows],
+        "pushes": [job_json(j) for j in jobs],
+        "push_targets": [t.spec for t in releases.push_targets(session, configuration_id)],
+    }
+
+
+def build_release_json(session: Session, build_id: int) -> dict[str, Any]:
+    """A build's publications and release jobs (the build's page shows them)."""
+    rows = session.scalars(
+        select(Publication).where(Publication.build_id == build_id).order_by(Publication.id)
+    ).all()
+    jobs = session.scalars(
+        select(ReleaseJob).where(ReleaseJob.build_id == build_id).order_by(ReleaseJob.id)
+    ).all()
+    return {
+        "publications": [publication_json(r) for r in rows],
+        "jobs": [job_json(j) for j in jobs],
+    }

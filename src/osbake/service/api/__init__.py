@@ -14,6 +14,7 @@ from osbake.service.api import (
     builds,
     configurations,
     console,
+    releases,
     retention,
     schedules,
     workers,
@@ -28,5 +29,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     builds.router,
     artifacts.router,
     retention.router,
+    releases.router,
     workers.router,
 )
