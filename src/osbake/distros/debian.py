@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 import urllib.error
@@ -343,6 +344,10 @@ class Debian(Distro):
             resolver=False,
             env=self.tree_environment(ctx),
         )
+        # The sandbox mounts a /dev of its own over the tree's: the folder's time is what
+        # mmdebstrap left, which differs between a root and a rootless bootstrap.
+        if (ctx.tree / "dev").is_dir():
+            os.utime(ctx.tree / "dev", (ctx.epoch, ctx.epoch), follow_symlinks=False)
 
     def installed_packages(self, tree: Path) -> list[Package]:
         text = runner.output(
