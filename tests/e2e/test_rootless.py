@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from osbake.manifest import file_sha256, load_manifest
-from tests.conftest import EXAMPLES, REPO
+from tests.conftest import EXAMPLES, REPO, ImageBuilds
 
 pytestmark = pytest.mark.e2e
 
@@ -91,7 +91,9 @@ def build_as_user(osbake: Path, work: Path, *argv: str) -> subprocess.CompletedP
     )
 
 
-def test_build_as_unprivileged_user(rootless_osbake: Path, work: Path) -> None:
+def test_build_as_unprivileged_user(
+    rootless_osbake: Path, work: Path, image_builds: ImageBuilds
+) -> None:
     user = pwd.getpwnam(USER)
     result = build_as_user(
         rootless_osbake,
@@ -112,6 +114,9 @@ def test_build_as_unprivileged_user(rootless_osbake: Path, work: Path) -> None:
     owners = {line.split()[5]: line.split()[1] for line in listing.splitlines()}
     assert owners["./etc/shadow"] == "0/42"  # root:shadow inside, not the user's ids
     assert owners["./home/debian/"] == "1000/1000"
+    # The same bytes as root's build of the recipe (owners, modes, times, contents).
+    as_root = image_builds.build("debian-minimal.yaml") / "debian-minimal.tar.zst"
+    assert file_sha256(tarball) == file_sha256(as_root)
 
 
 def test_cloud_image_built_as_unprivileged_user_boots(

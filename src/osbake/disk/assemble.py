@@ -199,6 +199,7 @@ def _make_filesystem(
                 uuid=part.fs_uuid,
                 usage=usage,
                 workdir=ctx.workdir,
+                epoch=ctx.epoch,
                 events=ctx.events,
             )
             result.free[part.name] = filesystems.ext4_free_bytes(image, item.start, ctx.events)
@@ -211,6 +212,7 @@ def _make_filesystem(
                 label=part.label,
                 uuid=part.fs_uuid,
                 sector_size=disk.sector_size,
+                epoch=ctx.epoch,
                 events=ctx.events,
             )
         elif part.fs == FsType.BTRFS:

@@ -165,8 +165,16 @@ def make_ext4(
     uuid: str,
     usage: TreeUsage,
     workdir: Path,
+    epoch: int,
     events: Events,
 ) -> None:
+    """An ext4 file system at `offset` of `image`, filled from `source`.
+
+    Reproducible: the UUID and hash seed are the caller's (derived), mke2fs's own times
+    (creation, write, check) are `epoch` (E2FSPROGS_FAKE_TIME), mke2fs adds a folder's
+    entries in sorted order (scandir), and every inode's times are settled after
+    (settle_ext4_times): mke2fs copies the build host's access and change times.
+    """
     conf = workdir / "mke2fs.conf"
     conf.write_text(MKE2FS_CONF)
     argv = [
@@ -191,10 +199,7 @@ def make_ext4(
     if label:
         argv += ["-L", label]
     argv += [str(image), str(size // BLOCK)]
-    env = {"MKE2FS_CONFIG": str(conf)}
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
-    if epoch:
-        env["E2FSPROGS_FAKE_TIME"] = epoch
+    env = {"MKE2FS_CONFIG": str(conf), "E2FSPROGS_FAKE_TIME": str(epoch)}
     try:
         runner.run(argv, env=env, events=events)
     except OsbakeError as exc:
@@ -205,6 +210,63 @@ def make_ext4(
                 hint="give the partition more space (its size, or disk.free)",
             ) from None
         raise
+    settle_ext4_times(image, offset, source, epoch, workdir, events)
+
+
+def _debugfs_quoted(path: str) -> str:
+    """A path as one argument of a debugfs command (a quote is doubled inside quotes)."""
+    return '"' + path.replace('"', '""') + '"'
+
+
+def ext4_time_commands(source: Path, epoch: int) -> list[str]:
+    """debugfs commands giving every inode made from `source` fixed times.
+
+    Modification times are the tree's, clamped to the build's epoch (as the tarballs'
+    are); access and change times are the same value (the host's say when the build
+    ran). Creation times are mke2fs's, already the epoch. A name with a line break
+    cannot be written in a debugfs command: it keeps the times mke2fs gave it.
+    """
+    commands: list[str] = []
+
+    def settle(image_path: str, info: os.stat_result) -> None:
+        when = min(int(info.st_mtime), epoch)
+        quoted = _debugfs_quoted(image_path)
+        commands.extend(f"sif {quoted} {field} {when}" for field in ("mtime", "atime", "ctime"))
+
+    settle("/", os.lstat(source))
+    for dirpath, dirnames, filenames in os.walk(source):
+        here = Path(dirpath)
+        relative = "/" + str(here.relative_to(source)) if here != source else ""
+        for name in sorted(dirnames + filenames):
+            if "\n" in name or "\n" in relative:
+                continue
+            settle(f"{relative}/{name}", os.lstat(here / name))
+    return commands
+
+
+def settle_ext4_times(
+    image: Path, offset: int, source: Path, epoch: int, workdir: Path, events: Events
+) -> None:
+    """Give the inodes of the ext4 file system at `offset` the times of ext4_time_commands."""
+    script = workdir / "ext4-times.debugfs"
+    script.write_text("\n".join(ext4_time_commands(source, epoch)) + "\n")
+    try:
+        # stdout echoes every command: kept out of the log. stderr has the errors.
+        result = runner.run(
+            ["debugfs", "-w", "-f", str(script), f"{image}?offset={offset}"],
+            env={"E2FSPROGS_FAKE_TIME": str(epoch)},
+            capture=True,
+            events=events,
+        )
+    finally:
+        script.unlink(missing_ok=True)
+    problems = [line for line in result.tail if line.strip() and not line.startswith("debugfs ")]
+    if problems:
+        raise FilesystemError(
+            f"could not set the file times of the ext4 file system made from {source}: "
+            + "; ".join(problems[-3:]),
+            hint="this is a bug in osbake; run with -v for debugfs's output",
+        )
 
 
 def ext4_free_bytes(image: Path, offset: int, events: Events) -> int:
@@ -236,12 +298,19 @@ def make_vfat(
     label: str | None,
     uuid: str,
     sector_size: int,
+    epoch: int,
     events: Events,
 ) -> None:
-    """A FAT file system at `offset`, filled from `source` with mtools (no mounting)."""
+    """A FAT file system at `offset`, filled from `source` with mtools (no mounting).
+
+    Reproducible: the volume id is derived, mkfs.vfat --invariant fixes its other
+    time-based fields, and mtools dates every entry at the build's epoch
+    (SOURCE_DATE_EPOCH), adding folders and files in sorted order.
+    """
     sectors = size // sector_size
     argv = [
         "mkfs.vfat",
+        "--invariant",
         "--offset",
         str(offset // sector_size),
         "-S",
@@ -256,17 +325,26 @@ def make_vfat(
     # mkfs.vfat takes the size in 1 KiB blocks after the device name.
     argv += [str(image), str(sectors * sector_size // 1024)]
     runner.run(argv, events=events)
-    entries = sorted(source.iterdir()) if source.is_dir() else []
-    if not entries:
+    folders, files = _vfat_contents(source)
+    if not folders and not files:
         return
     target = f"{image}@@{offset}"
-    env = {"MTOOLS_SKIP_CHECK": "1", "MTOOLS_NO_VFAT": "0"}
+    env = {
+        "MTOOLS_SKIP_CHECK": "1",
+        "MTOOLS_NO_VFAT": "0",
+        "MTOOLSRC": "/dev/null",
+        "SOURCE_DATE_EPOCH": str(epoch),
+    }
     try:
-        runner.run(
-            ["mcopy", "-s", "-p", "-Q", "-m", "-i", target, *[str(e) for e in entries], "::"],
-            env=env,
-            events=events,
-        )
+        if folders:
+            runner.run(["mmd", "-i", target, *[f"::/{f}" for f in folders]], env=env, events=events)
+        for folder, names in files.items():
+            where = f"::/{folder}/" if folder else "::/"
+            runner.run(
+                ["mcopy", "-s", "-p", "-Q", "-i", target, *[str(n) for n in names], where],
+                env=env,
+                events=events,
+            )
     except OsbakeError as exc:
         if "Disk full" in exc.message or "No space" in exc.message:
             needed = sum(f.stat().st_size for f in source.rglob("*") if f.is_file())
@@ -276,6 +354,31 @@ def make_vfat(
                 hint="make the partition larger",
             ) from None
         raise
+
+
+def _vfat_contents(source: Path) -> tuple[list[str], dict[str, list[Path]]]:
+    """The folders (parents first) and each folder's files under `source`, sorted.
+
+    mcopy -s would add a folder's entries in the order the host's file system lists
+    them; osbake makes the folders and copies the files itself, in name order. A
+    symbolic link to a folder is copied as mcopy -s copies it.
+    """
+    folders: list[str] = []
+    files: dict[str, list[Path]] = {}
+    if not source.is_dir():
+        return folders, files
+    for dirpath, dirnames, filenames in os.walk(source):
+        dirnames.sort()
+        here = Path(dirpath)
+        relative = "" if here == source else str(here.relative_to(source))
+        if relative:
+            folders.append(relative)
+        linked = [d for d in dirnames if (here / d).is_symlink()]
+        dirnames[:] = [d for d in dirnames if d not in linked]
+        names = sorted(filenames + linked)
+        if names:
+            files[relative] = [here / name for name in names]
+    return folders, files
 
 
 def make_in_file(

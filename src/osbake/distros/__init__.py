@@ -47,6 +47,9 @@ class Work(Protocol):
     @property
     def options(self) -> OptionValues: ...
 
+    @property
+    def epoch(self) -> int: ...
+
 
 @dataclass(frozen=True)
 class Package:

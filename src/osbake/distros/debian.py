@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shlex
 import urllib.error
@@ -181,6 +182,11 @@ class Debian(Distro):
         proxy = apt_proxy(options)
         return (env | {"OSBAKE_APT_PROXY": proxy}) if proxy else env
 
+    def tree_environment(self, ctx: Work) -> dict[str, str]:
+        """The tools' environment with the build's epoch: mkinitramfs and other Debian
+        tools date what they make SOURCE_DATE_EPOCH (reproducible initramfs)."""
+        return self.tool_environment(ctx.options) | {"SOURCE_DATE_EPOCH": str(ctx.epoch)}
+
     def script_environment(self) -> dict[str, str]:
         return {
             "OSBAKE_DEBIAN_SUITES": " ".join(
@@ -227,7 +233,7 @@ class Debian(Distro):
             ctx.tree,
             ["sh", "-c", POLICY_RC_D + " && " + DIVERT_INITRAMFS],
             events=ctx.events,
-            env=self.tool_environment(ctx.options),
+            env=self.tree_environment(ctx),
         )
         self._add_repositories(ctx)
 
@@ -271,7 +277,7 @@ class Debian(Distro):
             binds=[sandbox.Bind(staged, "/run/osbake/repos")],
             events=ctx.events,
             network=False,
-            env=self.tool_environment(ctx.options),
+            env=self.tree_environment(ctx),
         )
 
     def install_packages(self, ctx: Work, packages: list[str]) -> None:
@@ -298,7 +304,7 @@ class Debian(Distro):
             ["sh", "-c", script],
             events=ctx.events,
             binds=[sandbox.Bind(cache, APT_ARCHIVES, writable=True)],
-            env=self.tool_environment(ctx.options),
+            env=self.tree_environment(ctx),
             hint="check the package names (apt-cache policy NAME on a "
             "Debian machine) and the mirror",
         )
@@ -316,7 +322,7 @@ class Debian(Distro):
             ["sh", "-ec", RESTORE_INITRAMFS],
             events=ctx.events,
             network=False,
-            env=self.tool_environment(ctx.options),
+            env=self.tree_environment(ctx),
         )
 
     def finish(self, ctx: Work) -> None:
@@ -336,8 +342,12 @@ class Debian(Distro):
             events=ctx.events,
             network=False,
             resolver=False,
-            env=self.tool_environment(ctx.options),
+            env=self.tree_environment(ctx),
         )
+        # The sandbox mounts a /dev of its own over the tree's: the folder's time is what
+        # mmdebstrap left, which differs between a root and a rootless bootstrap.
+        if (ctx.tree / "dev").is_dir():
+            os.utime(ctx.tree / "dev", (ctx.epoch, ctx.epoch), follow_symlinks=False)
 
     def installed_packages(self, tree: Path) -> list[Package]:
         text = runner.output(

@@ -50,6 +50,8 @@ def _run_script(ctx: Context, phase: Phase, script: Script, elements: dict[str, 
         **ctx.plan.environment,
         **option_environment(ctx.options.get(element.name, {}), element),
         **ctx.distro.tool_environment(ctx.options),
+        # What the script makes is dated at most the build's epoch by tools that honour it.
+        "SOURCE_DATE_EPOCH": str(ctx.epoch),
         "OSBAKE_PHASE": str(phase),
         "OSBAKE_ELEMENT": element.name,
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
@@ -52,6 +53,9 @@ class DiskOutput(Output):
     def convert_args(self) -> list[str]:
         return []
 
+    def pin(self, ctx: Context, path: Path) -> None:
+        """Overwrite what qemu-img wrote at random or from the clock (osbake.outputs.pinning)."""
+
     def write(self, ctx: Context) -> Path:
         assert ctx.disk is not None
         dest = ctx.output_path(self.suffix)
@@ -59,8 +63,15 @@ class DiskOutput(Output):
         if self.options:
             argv += ["-o", ",".join(self.options)]
         runner.run([*argv, str(ctx.disk.path), str(dest)], events=ctx.events)
+        self.pin(ctx, dest)
         verify(ctx, dest, self.qemu_format, ctx.disk.size)
         return dest
+
+
+def derived_id(ctx: Context, fmt: str, purpose: str) -> uuid.UUID:
+    """An identifier of a disk output derived from the disk's (itself from the recipe)."""
+    assert ctx.plan.disk is not None
+    return uuid.uuid5(uuid.UUID(ctx.plan.disk.disk_uuid), f"{fmt}/{purpose}")
 
 
 def cores() -> int:

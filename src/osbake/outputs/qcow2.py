@@ -30,7 +30,8 @@ class Qcow2(DiskOutput):
         compression = self.settings.get("compression", "zstd")
         if compression == "none":
             return []
-        # -c compresses each cluster; -W with several coroutines lets qemu-img compress
-        # clusters on all cores at once.
-        args = ["-c", "-W", "-m", str(min(16, max(2, cores() * 2)))]
+        # -c compresses each cluster, on all cores at once with several coroutines. Not
+        # -W (out-of-order writes): clusters would land in the file in the order their
+        # compression ends, and two conversions of one disk would differ.
+        args = ["-c", "-m", str(min(16, max(2, cores() * 2)))]
         return [*args, "-o", f"compression_type={compression}"]

@@ -18,19 +18,26 @@ class RawTarXz(DiskOutput):
     format = OutputFormat.RAW_TAR_XZ
     suffix = ".raw.tar.xz"
     qemu_format = "raw"
+    # xz 5.4 compresses in blocks with any number of threads, even one (-T0): the same
+    # bytes on any machine. pigz -n leaves the file's name and time out.
     compressor: ClassVar[str] = "xz -T0 -1"
 
     def write(self, ctx: Context) -> Path:
         assert ctx.disk is not None
         dest = ctx.output_path(self.suffix)
         # GNU sparse format: the holes of the disk are not stored (nor read back as data).
+        # Holes are found by reading (raw), not asked of the host's file system, whose
+        # allocation is its own; the member's time is the build's epoch, its mode fixed.
         runner.run(
             [
                 "tar",
                 "--create",
                 f"--file={dest}",
                 "--sparse",
+                "--hole-detection=raw",
                 "--format=gnu",
+                f"--mtime=@{ctx.epoch}",
+                "--mode=0644",
                 f"--use-compress-program={self.compressor}",
                 f"--directory={ctx.disk.path.parent}",
                 "--owner=0",

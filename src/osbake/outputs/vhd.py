@@ -7,7 +7,8 @@ from typing import TYPE_CHECKING
 
 from osbake.disk.sizes import MiB
 from osbake.errors import OutputError
-from osbake.outputs.disk_image import DiskOutput
+from osbake.outputs import pinning
+from osbake.outputs.disk_image import DiskOutput, derived_id
 from osbake.recipe import OutputFormat
 
 if TYPE_CHECKING:
@@ -29,3 +30,6 @@ class Vhd(DiskOutput):
                 hint="use disk alignment of 1MiB",
             )
         return super().write(ctx)
+
+    def pin(self, ctx: Context, path: Path) -> None:
+        pinning.pin_vhd(path, epoch=ctx.epoch, disk_id=derived_id(ctx, "vhd", "uuid"))
