@@ -178,6 +178,14 @@ def check(hardware: Hardware, arch: Arch, firmware: Firmware) -> None:
             f"{hardware.disk_bus} controller",
             hint=f"its disks go on {has}",
         )
+    if hardware.disk_bus == DiskBus.PVSCSI and firmware != Firmware.BIOS:
+        # Debian 12's OVMF is built without PvScsiDxe: it finds no disk and drops to
+        # its shell (SeaBIOS boots from pvscsi).
+        raise UsageError(
+            "--disk-bus pvscsi: the UEFI firmware (OVMF) has no pvscsi driver, so it "
+            "cannot boot from that disk",
+            hint="boot with --firmware bios, or put the disk on scsi (virtio-scsi) or nvme",
+        )
     if machine_type(hardware, qemu.machine) == "pc" and firmware == Firmware.UEFI_SECUREBOOT:
         raise UsageError(
             "--disk-bus ide needs QEMU's i440fx (pc) machine, where OVMF has no Secure Boot",

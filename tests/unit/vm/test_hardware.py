@@ -92,6 +92,9 @@ def test_check_refuses_what_the_machine_has_not() -> None:
     assert "virtio" in (caught.value.hint or "")
     with pytest.raises(UsageError, match="no ide controller"):
         check(vm.Hardware(vm.Nic.VIRTIO, vm.DiskBus.IDE), Arch.ARM64, Firmware.UEFI)
+    with pytest.raises(UsageError, match="OVMF\\) has no pvscsi driver"):
+        check(vm.Hardware(vm.Nic.VMXNET3, vm.DiskBus.PVSCSI), Arch.AMD64, Firmware.UEFI)
+    check(vm.Hardware(vm.Nic.VMXNET3, vm.DiskBus.PVSCSI), Arch.AMD64, Firmware.BIOS)
     with pytest.raises(UsageError, match="Secure Boot"):
         check(vm.Hardware(vm.Nic.VIRTIO, vm.DiskBus.IDE), Arch.AMD64, Firmware.UEFI_SECUREBOOT)
 
