@@ -6,7 +6,9 @@ the test is marked `real_subprocess` (STYLE.md: fake the subprocess, or say so).
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -14,13 +16,36 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
+
+# First boots (tests/e2e): the user the instance is given, and a first-boot script (in
+# the user-data) that prints what cloud-init did to the serial console as
+# `E2E-NAME=value` lines, read back by `first_boot_values`.
+FIRST_BOOT_USER = "ops"
+FIRST_BOOT_REPORT = """\
+#!/bin/sh
+modules=/lib/modules/$(uname -r)/kernel
+status=/run/cloud-init/status.json
+echo "E2E-HOST=$(hostname)"
+echo "E2E-USER=$(getent passwd ops)"
+echo "E2E-KEY=$(cat /home/ops/.ssh/authorized_keys)"
+echo "E2E-ROOT=$(df -B1 --output=size / | tail -n 1 | tr -d ' ')"
+echo "E2E-ROOTDEV=$(findmnt -n -o SOURCE /)"
+echo "E2E-ADDRESSES=$(ip -4 -o address show scope global | awk '{print $2, $4}' | tr '\\n' ' ')"
+echo "E2E-DS=$(grep -o '"datasource": "[A-Za-z]*' $status | cut -d'"' -f4)"
+echo "E2E-CMDLINE=$(cat /proc/cmdline)"
+echo "E2E-MODULES=$(find $modules -name '*.ko*' | wc -l) $(find $modules -name '*.ko.zst' | wc -l)"
+echo "E2E-SOUND=$(modprobe -n snd >/dev/null 2>&1 && echo yes || echo no)"
+echo "E2E-LOADED=$(cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' ')"
+echo "E2E-DONE"
+"""
+FAILED_MODULE = re.compile(r"Running module \S+ .* failed")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -71,21 +96,41 @@ class ImageBuilds:
 
     def __init__(self, root: Path) -> None:
         self.root = root
-        self._done: dict[tuple[str, str | None, str | None], Path] = {}
+        self._done: dict[tuple[str, str | None, str | None, tuple[str, ...]], Path] = {}
 
     def build(
-        self, recipe: str | Path, variant: str | None = None, arch: str | None = None
+        self,
+        recipe: str | Path,
+        variant: str | None = None,
+        arch: str | None = None,
+        outputs: Sequence[str] = (),
     ) -> Path:
-        """Build once; return the output directory (artifacts + manifest)."""
+        """Build once; return the output directory (artifacts + manifest).
+
+        `outputs` replaces the recipe's output formats, through a recipe that extends
+        it: the tree and the disk come from the step cache of the recipe's own build.
+        """
         recipe_path = Path(recipe)
         if not recipe_path.is_absolute():
             recipe_path = EXAMPLES / recipe_path
-        key = (str(recipe_path), variant, arch)
+        key = (str(recipe_path), variant, arch, tuple(outputs))
         if key not in self._done:
             name = (
-                recipe_path.stem + (f"-{variant}" if variant else "") + (f"-{arch}" if arch else "")
+                recipe_path.stem
+                + (f"-{variant}" if variant else "")
+                + (f"-{arch}" if arch else "")
+                + ("-" + "-".join(outputs) if outputs else "")
             )
             outdir = self.root / name
+            if outputs:
+                # (A variant's own outputs would replace these: not both.)
+                assert variant is None, (
+                    "outputs= replaces the outputs of the recipe, not a variant's"
+                )
+                child = self.root / f"{name}.yaml"
+                parent, formats = json.dumps(str(recipe_path)), json.dumps(list(outputs))
+                child.write_text(f"extends: {parent}\noutputs: {formats}\n")
+                recipe_path = child
             argv = [
                 sys.executable,
                 "-m",
@@ -107,6 +152,46 @@ class ImageBuilds:
                 raise AssertionError(f"building {recipe_path} failed:\n{result.stderr[-4000:]}")
             self._done[key] = outdir
         return self._done[key]
+
+
+@pytest.fixture(scope="session")
+def first_boot_inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with an ssh key pair (`key`, `key.pub`) and `user-data` that runs the
+    first-boot report (FIRST_BOOT_REPORT)."""
+    folder = tmp_path_factory.mktemp("first-boot-inputs")
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "e2e@osbake",
+         "-f", str(folder / "key")],
+        check=True,
+    )  # fmt: skip
+    user_data = {
+        "write_files": [
+            {
+                "path": "/usr/local/sbin/e2e-report",
+                "permissions": "0755",
+                "content": FIRST_BOOT_REPORT,
+            }
+        ],
+        "runcmd": [["/usr/local/sbin/e2e-report"]],
+    }
+    (folder / "user-data").write_text("#cloud-config\n" + json.dumps(user_data, indent=1) + "\n")
+    return folder
+
+
+def first_boot_values(console: str) -> dict[str, str]:
+    """The first-boot report's values (the first of each name) from a console log."""
+    values: dict[str, str] = {}
+    for match in re.finditer(r"E2E-([A-Z]+)=(.*?)\r?$", console, re.MULTILINE):
+        values.setdefault(match.group(1), match.group(2).strip())
+    return values
+
+
+def check_provisioned(values: dict[str, str], inputs: Path, hostname: str) -> None:
+    """The instance has the host name, the user and the key it was given."""
+    assert values["HOST"] == hostname
+    user = values["USER"]
+    assert user.startswith(f"{FIRST_BOOT_USER}:x:") and user.endswith(":/bin/bash"), user
+    assert values["KEY"] == (inputs / "key.pub").read_text().strip()
 
 
 @pytest.fixture(scope="session")

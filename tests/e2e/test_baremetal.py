@@ -1,8 +1,9 @@
 """First boot for real, under QEMU (TCG): seeds, deploy to a bigger disk, bare metal, kernels.
 
-Each boot runs a first-boot script from the seed's user-data that prints what
-cloud-init did (host name, user, key, root size, datasource, kernel) to the
-serial console as `E2E-NAME=value` lines; the test reads them from the console log.
+Each boot runs a first-boot script from the seed's user-data (tests/conftest.py's
+`first_boot_inputs`) that prints what cloud-init did (host name, user, key, root size,
+datasource, kernel) to the serial console as `E2E-NAME=value` lines; the test reads
+them from the console log.
 Boots (about 100 s each under TCG): NoCloud, ConfigDrive, the deployed 8 GiB disk,
 and the bare-metal image (server kernel) deployed with a NoCloud partition.
 """
@@ -20,28 +21,17 @@ from pathlib import Path
 import pytest
 
 from osbake.manifest import file_sha256
-from tests.conftest import ImageBuilds
+from tests.conftest import (
+    FAILED_MODULE,
+    FIRST_BOOT_USER,
+    ImageBuilds,
+    check_provisioned,
+    first_boot_values,
+)
 
 pytestmark = pytest.mark.e2e
 
 GIB = 1 << 30
-USER = "ops"
-REPORT = """\
-#!/bin/sh
-modules=/lib/modules/$(uname -r)/kernel
-status=/run/cloud-init/status.json
-echo "E2E-HOST=$(hostname)"
-echo "E2E-USER=$(getent passwd ops)"
-echo "E2E-KEY=$(cat /home/ops/.ssh/authorized_keys)"
-echo "E2E-ROOT=$(df -B1 --output=size / | tail -n 1 | tr -d ' ')"
-echo "E2E-DS=$(grep -o '"datasource": "[A-Za-z]*' $status | cut -d'"' -f4)"
-echo "E2E-CMDLINE=$(cat /proc/cmdline)"
-echo "E2E-MODULES=$(find $modules -name '*.ko*' | wc -l) $(find $modules -name '*.ko.zst' | wc -l)"
-echo "E2E-SOUND=$(modprobe -n snd >/dev/null 2>&1 && echo yes || echo no)"
-echo "E2E-LOADED=$(cut -d' ' -f1 /proc/modules | sort | tr '\\n' ' ')"
-echo "E2E-DONE"
-"""
-FAILED_MODULE = re.compile(r"Running module \S+ .* failed")
 
 
 @pytest.fixture(scope="module")
@@ -50,31 +40,8 @@ def cloud(image_builds: ImageBuilds) -> Path:
 
 
 @pytest.fixture(scope="module")
-def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    folder = tmp_path_factory.mktemp("seed-inputs")
-    subprocess.run(
-        [
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-C",
-            "e2e@osbake",
-            "-f",
-            str(folder / "key"),
-        ],
-        check=True,
-    )
-    user_data = {
-        "write_files": [
-            {"path": "/usr/local/sbin/e2e-report", "permissions": "0755", "content": REPORT}
-        ],
-        "runcmd": [["/usr/local/sbin/e2e-report"]],
-    }
-    (folder / "user-data").write_text("#cloud-config\n" + json.dumps(user_data, indent=1) + "\n")
-    return folder
+def inputs(first_boot_inputs: Path) -> Path:
+    return first_boot_inputs
 
 
 def osbake(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -100,7 +67,7 @@ def seed(inputs: Path, out: Path, fmt: str, hostname: str) -> Path:
         "--ssh-key",
         inputs / "key.pub",
         "--user",
-        USER,
+        FIRST_BOOT_USER,
     )
     assert result.returncode == 0, result.stderr
     return out
@@ -128,16 +95,7 @@ def boot(image: Path, log: Path, *extra: str, first: str | None = None) -> dict[
     console = log.read_text(errors="replace")
     assert result.returncode == 0, result.stderr[-3000:] + console[-3000:]
     assert not FAILED_MODULE.search(console), FAILED_MODULE.search(console)
-    values: dict[str, str] = {}
-    for match in re.finditer(r"E2E-([A-Z]+)=(.*?)\r?$", console, re.MULTILINE):
-        values.setdefault(match.group(1), match.group(2).strip())
-    return values
-
-
-def check_provisioned(values: dict[str, str], inputs: Path, hostname: str) -> None:
-    assert values["HOST"] == hostname
-    assert values["USER"].startswith(f"{USER}:x:") and values["USER"].endswith(":/bin/bash")
-    assert values["KEY"] == (inputs / "key.pub").read_text().strip()
+    return first_boot_values(console)
 
 
 def test_nocloud_seed(cloud: Path, inputs: Path, tmp_path: Path) -> None:

@@ -13,6 +13,7 @@ import pytest
 
 from osbake import vm
 from osbake.errors import ArtifactError
+from osbake.events import Event, Events
 from tests.integration.boot_media import WRITTEN, convert, sha256, writer_disk
 
 pytestmark = pytest.mark.integration
@@ -32,6 +33,31 @@ def test_each_format_boots_and_stays_unchanged(raw_disk: Path, tmp_path: Path, f
     report.check()
     assert sha256(image) == before
     assert image.stat().st_mtime_ns == mtime
+
+
+def test_a_fixed_vhd_boots_as_a_vhd_on_the_hyperv_devices(raw_disk: Path, tmp_path: Path) -> None:
+    # A fixed VHD (osbake's vhd output) is raw data and a footer, which QEMU's probe
+    # takes for raw: osbake reads it as a VHD, and --hardware target picks Hyper-V's.
+    vhd = tmp_path / "writer.vhd"
+    subprocess.run(
+        ["qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size=on",
+         str(raw_disk), str(vhd)],
+        check=True,
+    )  # fmt: skip
+    before = sha256(vhd)
+    seen: list[Event] = []
+    events = Events()
+    events.add(seen.append)
+    report = vm.boot(
+        vhd, expect=[WRITTEN], timeout=60, hardware=vm.HardwareChoice("target"), events=events
+    )
+    report.check()
+    assert report.hardware == vm.Hardware(vm.Nic.TULIP, vm.DiskBus.IDE)
+    commands = [e["line"] for e in seen if e["event"] == "command"]
+    assert any(" -F vpc " in line for line in commands), commands
+    qemu = next(line for line in commands if line.startswith("/") and "-machine" in line)
+    assert "-machine pc " in qemu and "ide-hd,drive=drive0" in qemu and "model=tulip" in qemu
+    assert sha256(vhd) == before
 
 
 def test_raw_tar_xz_is_extracted_and_boots(raw_disk: Path, tmp_path: Path) -> None:
@@ -56,3 +82,12 @@ def test_a_compressed_raw_image_is_refused_with_a_hint(raw_disk: Path, tmp_path:
         vm.boot(compressed, expect=[WRITTEN], timeout=10)
     assert caught.value.hint is not None
     assert "xz -dk" in caught.value.hint
+
+
+@pytest.mark.parametrize("bus", list(vm.DiskBus))
+def test_seabios_boots_from_each_disk_bus(raw_disk: Path, bus: vm.DiskBus) -> None:
+    report = vm.boot(
+        raw_disk, expect=[WRITTEN], timeout=60, hardware=vm.Hardware(vm.Nic.E1000, bus)
+    )
+    report.check()
+    assert report.hardware.disk_bus == bus

@@ -4,6 +4,7 @@ The parts, each a module of this package:
 
 - `firmware`: the QEMU firmware table (UEFI files per architecture and firmware);
 - `media`: the image, seed and overlay files QEMU attaches, and their drives;
+- `hardware`: the NIC and disk bus of a boot, and the platform each format targets;
 - `qemu`: the machine and its QEMU command line (per architecture, from osbake.arch);
 - `accel`: the KVM probe, and the fall back to TCG;
 - `console`: the console watcher that matches the expected patterns;
@@ -41,6 +42,15 @@ from osbake.vm.firmware import (
     check_firmware,
     firmware_files,
 )
+from osbake.vm.hardware import (
+    FORMAT_TARGETS,
+    PLATFORMS,
+    DiskBus,
+    Hardware,
+    HardwareChoice,
+    Nic,
+    Platform,
+)
 from osbake.vm.media import (
     COMPRESSED,
     DISK_FORMATS,
@@ -68,7 +78,9 @@ __all__ = [
     "DEFAULT_MEMORY",
     "DEFAULT_TIMEOUT",
     "DISK_FORMATS",
+    "FORMAT_TARGETS",
     "MAX_LINE",
+    "PLATFORMS",
     "PROBE_MARK",
     "PROBE_SECONDS",
     "PROBE_SECTOR",
@@ -78,15 +90,20 @@ __all__ = [
     "Accel",
     "BootReport",
     "ConsoleWatcher",
+    "DiskBus",
     "Drive",
     "Firmware",
     "FirmwareFiles",
+    "Hardware",
+    "HardwareChoice",
     "KvmFailed",
     "Machine",
     "Media",
     "MediaKind",
+    "Nic",
     "Outcome",
     "PatternResult",
+    "Platform",
     "SeedBus",
     "TcgThreads",
     "boot",

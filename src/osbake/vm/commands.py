@@ -28,6 +28,7 @@ from osbake.firstboot import datasource
 from osbake.firstboot.datasource import Inputs
 from osbake.firstboot.metadata import METADATA_ADDRESS, Datasource
 from osbake.vm.firmware import FIRMWARE_HELP, QEMU_FIRMWARE
+from osbake.vm.hardware import HARDWARE_CHOICES, DiskBus, HardwareChoice, Nic
 
 if TYPE_CHECKING:
     from osbake.cli import CommandFactory
@@ -48,6 +49,24 @@ def register(command: CommandFactory, sub: Any) -> None:
         default=str(vm.DEFAULT_ARCH),
         help=f"the image's architecture (default {vm.DEFAULT_ARCH}); another than this "
         "host's is emulated with TCG",
+    )
+    p.add_argument(
+        "--hardware",
+        choices=HARDWARE_CHOICES,
+        help="the devices of a platform: kvm (virtio), vmware (vmxnet3, pvscsi), hyperv "
+        "(tulip, ide), or target: the platform the image's format is made for (vmdk: "
+        "vmware, vhd/vhdx: hyperv, else kvm); default kvm's",
+    )
+    p.add_argument(
+        "--nic",
+        choices=[str(n) for n in Nic],
+        help="the network card (default: the --hardware's, virtio)",
+    )
+    p.add_argument(
+        "--disk-bus",
+        choices=[str(b) for b in DiskBus],
+        help="the boot disk's bus: virtio (virtio-blk), scsi (virtio-scsi), pvscsi, sata "
+        "(AHCI), nvme, ide (PIIX, on the i440fx machine); default: the --hardware's, virtio",
     )
     p.add_argument("--seed", help="attach this NoCloud/ConfigDrive seed (.iso or vfat image)")
     p.add_argument(
@@ -224,6 +243,7 @@ def _boot(
         arch=Arch(args.arch),
         user_net=source.user_net if source is not None else (),
         extra_args=source.qemu_args if source is not None else (),
+        hardware=HardwareChoice(args.hardware, args.nic, args.disk_bus),
     )
 
 
@@ -273,7 +293,10 @@ class BootProgress:
     def __call__(self, event: Event) -> None:
         kind = event["event"]
         if kind == "machine":
-            self.what = f"{self.image.name} ({event['firmware']}, {event['accelerator']})"
+            devices = ""
+            if (event.get("nic"), event.get("disk_bus")) != ("virtio", "virtio"):
+                devices = f", nic {event.get('nic')}, disk bus {event.get('disk_bus')}"
+            self.what = f"{self.image.name} ({event['firmware']}, {event['accelerator']}{devices})"
         elif kind == "kvm-probe" and self.verbose:
             verdict = "works" if event["works"] else "does not run guests in time: using TCG"
             self.console.print(f"KVM probe ({event['seconds']:.1f}s): {verdict}")

@@ -58,6 +58,20 @@ def is_iso9660(path: Path) -> bool:
     return _head(path, 5, 0x8001) == b"CD001"
 
 
+VHD_FOOTER = 512
+VHD_FIXED = 2  # the footer's disk type of a fixed VHD
+
+
+def is_fixed_vhd(path: Path) -> bool:
+    """A fixed VHD: raw data and a 512-byte footer (cookie 'conectix'), which QEMU's
+    format probe takes for a raw image (only a dynamic VHD starts with the cookie)."""
+    size = path.stat().st_size
+    if size < 2 * VHD_FOOTER or size % VHD_FOOTER:
+        return False
+    footer = _head(path, VHD_FOOTER, size - VHD_FOOTER)
+    return footer[:8] == b"conectix" and int.from_bytes(footer[60:64], "big") == VHD_FIXED
+
+
 def _is_tar(path: Path) -> bool:
     return path.name.endswith(TAR_SUFFIXES) or _head(path, 5, 257) == b"ustar"
 
@@ -99,6 +113,10 @@ def prepare_image(image: Path, workdir: Path, events: Events | None = None) -> M
                 "or pass a tar archive such as .raw.tar.xz, which osbake extracts",
             )
     fmt = detect_format(image, events)
+    if fmt == "raw" and is_fixed_vhd(image):
+        # Read as a VHD, the guest sees the disk without the footer (and osbake boots it
+        # on the devices of the VHD's platform with --hardware target).
+        fmt = "vpc"
     if image.suffix.lower() == ".iso":
         return Media(image, fmt, MediaKind.CDROM)
     if fmt not in DISK_FORMATS:

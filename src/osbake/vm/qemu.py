@@ -16,6 +16,7 @@ from osbake import arch as arch_mod
 from osbake.arch import Arch, Firmware, Qemu
 from osbake.errors import UsageError
 from osbake.vm.firmware import DEFAULT_ARCH, firmware_files, secure_boot_machine
+from osbake.vm.hardware import NIC_DEVICES, DiskBus, Hardware, machine_type
 from osbake.vm.media import Drive, MediaKind
 
 DEFAULT_MEMORY = 1024  # MiB
@@ -49,6 +50,7 @@ class Machine:
     tcg_threads: TcgThreads | None = None  # None: QEMU's default (multi on x86 hosts)
     arch: Arch = DEFAULT_ARCH
     user_net: list[str] = field(default_factory=list)  # more -nic user options (guestfwd...)
+    hardware: Hardware = field(default_factory=Hardware)  # the NIC and the boot disk's bus
 
 
 def qemu_of(arch: Arch) -> Qemu:
@@ -87,7 +89,8 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     secure = files is not None and files.secure_boot
     secure_options, secure_args = secure_boot_machine(machine.arch) if secure else ([], [])
     argv = [qemu or emulator.binary, "-name", "osbake-boot"]
-    argv += ["-machine", ",".join([emulator.machine, *secure_options])]
+    kind = machine_type(machine.hardware, emulator.machine)
+    argv += ["-machine", ",".join([kind, *secure_options])]
     accel = str(machine.accel)
     if machine.accel == Accel.TCG and machine.tcg_threads is not None:
         accel += f",thread={machine.tcg_threads}"
@@ -119,8 +122,7 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     else:
         argv += ["-chardev", f"file,id=console,path={log}"]
     argv += ["-serial", "chardev:console"]
-    sata_cdroms = 0
-    scsi = False
+    buses = _Buses(kind)
     # Every drive gets a boot index (the boot drive first): UEFI firmware connects only
     # the devices in QEMU's boot order, and a seed should be visible to UEFI programs too.
     order = sorted(range(len(machine.drives)), key=lambda i: not machine.drives[i].boot)
@@ -128,25 +130,70 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
         spec = f"if=none,id=drive{index},file={_opt(drive.media.path)},format={drive.media.format}"
         boot = f",bootindex={order.index(index)}"
         if drive.media.kind == MediaKind.CDROM and drive.boot:
-            # A bootable ISO gets a SATA drive: every installer and live system has
-            # the AHCI driver.
+            # A bootable ISO gets a SATA (or IDE) drive: every installer and live system
+            # has the AHCI driver.
             argv += ["-drive", f"{spec},media=cdrom,readonly=on"]
-            argv += ["-device", f"ide-cd,drive=drive{index},bus=ide.{sata_cdroms}{boot}"]
-            sata_cdroms += 1
+            argv += ["-device", f"ide-cd,drive=drive{index},{buses.ide()}{boot}"]
         elif drive.media.kind == MediaKind.CDROM:
             # A seed CD-ROM sits on virtio-scsi: cloud kernels (Debian's cloud flavour)
             # lack AHCI but have virtio-scsi and sr_mod.
-            if not scsi:
-                argv += ["-device", "virtio-scsi-pci,id=scsi0"]
-                scsi = True
+            argv += buses.controller("virtio-scsi-pci", "scsi0")
             argv += ["-drive", f"{spec},media=cdrom,readonly=on"]
             argv += ["-device", f"scsi-cd,drive=drive{index},bus=scsi0.0{boot}"]
         else:
             argv += ["-drive", spec + (",readonly=on" if drive.readonly else "")]
-            argv += ["-device", f"virtio-blk-pci,drive=drive{index}{boot}"]
-    nic = ",".join(["user", "model=virtio-net-pci", *machine.user_net])
-    argv += ["-nic", nic, "-device", "virtio-rng-pci"]
+            # The hardware's bus is the boot disk's; a seed disk stays on virtio-blk.
+            bus = machine.hardware.disk_bus if drive.boot else DiskBus.VIRTIO
+            argv += buses.disk(bus, index, boot)
+    argv += _nic(machine)
+    argv += ["-device", "virtio-rng-pci"]
     return argv + machine.extra_args
+
+
+def _nic(machine: Machine) -> list[str]:
+    device = NIC_DEVICES.get(machine.hardware.nic)
+    if device is None:  # Nic.NONE: no card, so no user network either
+        return []
+    return ["-nic", ",".join(["user", f"model={device}", *machine.user_net])]
+
+
+class _Buses:
+    """The controllers and slots of one machine's drives, added as drives need them."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self.ide_slots = 0
+        self.controllers: set[str] = set()
+
+    def controller(self, device: str, name: str) -> list[str]:
+        if name in self.controllers:
+            return []
+        self.controllers.add(name)
+        return ["-device", f"{device},id={name}"]
+
+    def ide(self) -> str:
+        """The next IDE/AHCI slot: q35's AHCI has six ports (ide.0-5) with one device
+        each, i440fx's PIIX two channels (ide.0-1) with a master and a slave."""
+        slot = self.ide_slots
+        self.ide_slots += 1
+        if self.kind == "pc":
+            return f"bus=ide.{slot // 2},unit={slot % 2}"
+        return f"bus=ide.{slot}"
+
+    def disk(self, bus: DiskBus, index: int, boot: str) -> list[str]:
+        """The device of disk `drive{index}` on `bus`, with `boot` (its boot index)."""
+        drive = f"drive=drive{index}{boot}"
+        if bus == DiskBus.VIRTIO:
+            return ["-device", f"virtio-blk-pci,{drive}"]
+        if bus == DiskBus.SCSI:
+            return [*self.controller("virtio-scsi-pci", "scsi0"), "-device",
+                    f"scsi-hd,{drive},bus=scsi0.0"]  # fmt: skip
+        if bus == DiskBus.PVSCSI:
+            return [*self.controller("pvscsi", "pvscsi0"), "-device",
+                    f"scsi-hd,{drive},bus=pvscsi0.0"]  # fmt: skip
+        if bus == DiskBus.NVME:
+            return ["-device", f"nvme,{drive},serial=osbake{index}"]
+        return ["-device", f"ide-hd,{drive},{self.ide()}"]  # sata (AHCI) or ide (PIIX)
 
 
 def default_cpus(accel: Accel) -> int:

@@ -11,6 +11,7 @@ from osbake.arch import Arch, Firmware
 from osbake.errors import BootError
 from osbake.vm.console import PatternResult
 from osbake.vm.firmware import DEFAULT_ARCH
+from osbake.vm.hardware import Hardware
 from osbake.vm.qemu import Accel, TcgThreads
 
 
@@ -45,6 +46,7 @@ class BootReport:
     tcg_threads: TcgThreads | None = None
     notes: list[str] = field(default_factory=list)  # e.g. why KVM was given up for TCG
     arch: Arch = DEFAULT_ARCH
+    hardware: Hardware = field(default_factory=Hardware)
 
     @property
     def machine(self) -> str:
@@ -71,11 +73,14 @@ class BootReport:
             "console_log": str(self.console_log) if self.console_log else None,
             "qemu_status": self.qemu_status,
             "qemu_messages": self.qemu_messages,
+            "nic": str(self.hardware.nic),
+            "disk_bus": str(self.hardware.disk_bus),
         }
 
     def describe(self) -> str:
         """One line: what happened."""
-        what = f"{self.image.name} ({self.firmware}, {self.accelerator})"
+        devices = "" if self.hardware == Hardware() else f", {self.hardware.describe()}"
+        what = f"{self.image.name} ({self.firmware}, {self.accelerator}{devices})"
         seen = ", ".join(
             f"'{p.pattern}' after {p.seconds:.1f}s" for p in self.patterns if p.matched
         )

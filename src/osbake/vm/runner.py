@@ -33,6 +33,8 @@ from osbake.vm.accel import (
 )
 from osbake.vm.console import ConsoleWatcher, PatternResult, compile_patterns
 from osbake.vm.firmware import DEFAULT_ARCH, check_firmware, firmware_files
+from osbake.vm.hardware import Hardware, HardwareChoice, Nic
+from osbake.vm.hardware import check as check_hardware
 from osbake.vm.media import (
     Drive,
     MediaKind,
@@ -94,6 +96,7 @@ def boot(
     user_net: Sequence[str] = (),
     tcg_threads: TcgThreads | None = None,
     arch: Arch = DEFAULT_ARCH,
+    hardware: Hardware | HardwareChoice | None = None,
 ) -> BootReport:
     """Boot `image` under QEMU and watch its serial console (see module docstring).
 
@@ -120,6 +123,9 @@ def boot(
     `arch` is the image's architecture: its QEMU machine comes from osbake.arch and
     its firmware files from osbake.vm.firmware. KVM runs only the host's own
     architecture; another one is emulated with TCG.
+
+    `hardware` is the NIC and the boot disk's bus (default: virtio for both); a
+    `HardwareChoice` is resolved against the image's format (`--hardware target`).
 
     Bad input raises UsageError/ArtifactError, a missing tool HostError, QEMU
     failing to start CommandError; a boot that does not show the patterns returns
@@ -159,6 +165,7 @@ def boot(
 
     with workspace(workdir) as tmp:
         media = prepare_image(image, tmp, events)
+        devices = _devices(hardware, media.format, arch, firmware, user_net)
         seed_drive = None
         if seed is not None:
             seed_drive = prepare_seed_drive(Path(seed), SeedBus(seed_bus), events)
@@ -192,6 +199,7 @@ def boot(
                 user_net=list(user_net),
                 tcg_threads=_tcg_threads(chosen, cpus or default_cpus(chosen), tcg_threads),
                 arch=arch,
+                hardware=devices,
             )
             argv = qemu_argv(machine, qemu)
             events.emit(
@@ -204,6 +212,8 @@ def boot(
                 tcg_threads=str(machine.tcg_threads) if machine.tcg_threads else None,
                 expect=[p.pattern for p in expect_re],
                 timeout=timeout,
+                nic=str(devices.nic),
+                disk_bus=str(devices.disk_bus),
             )
             events.step("boot")
             try:
@@ -232,6 +242,25 @@ def boot(
             return report
 
 
+def _devices(
+    hardware: Hardware | HardwareChoice | None,
+    qemu_format: str,
+    arch: Arch,
+    firmware: Firmware,
+    user_net: Sequence[str],
+) -> Hardware:
+    if isinstance(hardware, HardwareChoice):
+        hardware = hardware.resolve(qemu_format)
+    devices = hardware or Hardware()
+    check_hardware(devices, arch, firmware)
+    if devices.nic == Nic.NONE and user_net:
+        raise UsageError(
+            "--nic none gives the guest no network, so a metadata service cannot reach it",
+            hint="pick a network card (e.g. --nic virtio), or a seed (--datasource nocloud)",
+        )
+    return devices
+
+
 def _interactive(
     argv: list[str], image: Path, machine: Machine, log_path: Path | None, events: Events
 ) -> BootReport:
@@ -253,6 +282,7 @@ def _interactive(
         console_log=log_path,
         qemu_status=status,
         arch=machine.arch,
+        hardware=machine.hardware,
     )
 
 
@@ -356,4 +386,5 @@ def _watch(
         cpus=machine.cpus,
         tcg_threads=machine.tcg_threads,
         arch=machine.arch,
+        hardware=machine.hardware,
     )

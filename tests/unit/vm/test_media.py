@@ -40,6 +40,23 @@ def test_disk_formats(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, fmt: str)
     assert calls == [["qemu-img", "info", "--output=json", str(image)]]
 
 
+def vhd_footer(disk_type: int) -> bytes:
+    footer = bytearray(512)
+    footer[:8] = b"conectix"
+    footer[60:64] = disk_type.to_bytes(4, "big")
+    return bytes(footer)
+
+
+@pytest.mark.parametrize(("disk_type", "fmt"), [(2, "vpc"), (3, "raw")])
+def test_a_fixed_vhd_probed_as_raw_is_read_as_a_vhd(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, disk_type: int, fmt: str
+) -> None:
+    image = tmp_path / "renamed.img"
+    image.write_bytes(bytes(4096) + vhd_footer(disk_type))
+    fake_qemu_img(monkeypatch, "raw")
+    assert vm.prepare_image(image, tmp_path).format == fmt
+
+
 def test_an_iso_is_a_cdrom(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     fake_qemu_img(monkeypatch, "raw")
     image = iso_file(tmp_path / "live.ISO")

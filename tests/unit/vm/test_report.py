@@ -53,7 +53,17 @@ def test_the_report_as_json() -> None:
         "console_log": "/out/debian-cloud.qcow2.console.log",
         "qemu_status": None,
         "qemu_messages": [],
+        "nic": "virtio",
+        "disk_bus": "virtio",
     }
+
+
+def test_the_report_names_hardware_other_than_the_default() -> None:
+    hardware = vm.Hardware(vm.Nic.VMXNET3, vm.DiskBus.PVSCSI)
+    assert report(hardware=hardware).describe() == (
+        "debian-cloud.qcow2 (uefi, tcg, nic vmxnet3, disk bus pvscsi) booted: 'login:' after 48.2s"
+    )
+    assert report(hardware=hardware).to_json()["nic"] == "vmxnet3"
 
 
 def test_a_timeout_raises_with_the_tail_and_where_the_log_is() -> None:
