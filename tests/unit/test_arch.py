@@ -119,3 +119,11 @@ def test_script_environment() -> None:
 def test_boot_summary() -> None:
     assert Arch.AMD64.info.boot_summary() == "bios, uefi, uefi-secureboot"
     assert "no firmware" in Arch.S390X.info.boot_summary()
+
+
+def test_user_mode_emulator_names_are_distinct_and_runs_lists_arches() -> None:
+    names = [info.qemu_user for info in ARCHITECTURES.values()]
+    assert len(set(names)) == len(names)
+    assert Arch.ARM64.info.qemu_user == "aarch64" and Arch.ARMHF.info.qemu_user == "arm"
+    for info in ARCHITECTURES.values():
+        assert all(Arch(name) != Arch(info.debian) for name in info.runs)

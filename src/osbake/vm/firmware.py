@@ -25,6 +25,7 @@ class FirmwareFiles:
     code: Path
     vars_template: Path
     secure_boot: bool
+    smm: bool = False  # the code is an SMM build: QEMU must emulate SMM and secure flash
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,9 @@ class QemuFirmware:
     package: str  # the Debian package that installs them
     # firmware -> (code, variable store template), file names inside `directory`
     uefi: dict[Firmware, tuple[str, str]] = field(default_factory=dict)
-    # What Secure Boot code needs: -machine options and further arguments.
+    # The firmwares whose code is an SMM build (every Secure Boot build is one), and
+    # what such code needs of the machine: -machine options and further arguments.
+    smm: frozenset[Firmware] = frozenset({Firmware.UEFI_SECUREBOOT})
     secure_machine: tuple[str, ...] = ()
     secure_args: tuple[str, ...] = ()
 
@@ -58,12 +61,19 @@ QEMU_FIRMWARE: dict[Arch, QemuFirmware] = {
         secure_machine=("smm=on",),
         secure_args=("-global", "driver=cfi.pflash01,property=secure,value=on"),
     ),
-    # qemu-system-i386 boots i386 PCs with SeaBIOS; osbake has no 32-bit OVMF entry yet.
+    # qemu-system-i386 boots i386 PCs with SeaBIOS, and with Debian 12's ovmf-ia32:
+    # its only code is the Secure Boot build (so the machine needs SMM), and its
+    # variable store has no keys enrolled, so Secure Boot stays off (Debian has no
+    # signed shim for ia32 either).
     Arch.I386: QemuFirmware(
         bios=True,
         directory=Path("/usr/share/OVMF"),
         directory_env="OSBAKE_OVMF_DIR",
         package="ovmf-ia32",
+        uefi={Firmware.UEFI: ("OVMF32_CODE_4M.secboot.fd", "OVMF32_VARS_4M.fd")},
+        smm=frozenset({Firmware.UEFI}),
+        secure_machine=("smm=on",),
+        secure_args=("-global", "driver=cfi.pflash01,property=secure,value=on"),
     ),
     # Debian 12's qemu-efi-aarch64 package: the 64 MiB flash images of the virt machine.
     Arch.ARM64: QemuFirmware(
@@ -106,7 +116,12 @@ def firmware_files(firmware: Firmware, arch: Arch = DEFAULT_ARCH) -> FirmwareFil
         )
     base = Path(os.environ.get(table.directory_env, str(table.directory)))
     code, variables = names
-    return FirmwareFiles(base / code, base / variables, firmware == Firmware.UEFI_SECUREBOOT)
+    return FirmwareFiles(
+        base / code,
+        base / variables,
+        firmware == Firmware.UEFI_SECUREBOOT,
+        smm=firmware in table.smm,
+    )
 
 
 def check_firmware(files: FirmwareFiles, arch: Arch = DEFAULT_ARCH) -> None:
@@ -122,6 +137,6 @@ def check_firmware(files: FirmwareFiles, arch: Arch = DEFAULT_ARCH) -> None:
 
 
 def secure_boot_machine(arch: Arch) -> tuple[list[str], list[str]]:
-    """The -machine options and further QEMU arguments Secure Boot code needs."""
+    """The -machine options and further QEMU arguments SMM (Secure Boot) code needs."""
     table = qemu_firmware(arch)
     return list(table.secure_machine), list(table.secure_args)

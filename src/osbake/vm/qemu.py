@@ -84,7 +84,7 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     """The QEMU command line for `machine` (`qemu`: the binary's path, if found already)."""
     emulator = qemu_of(machine.arch)
     files = firmware_files(machine.firmware, machine.arch)
-    secure = files is not None and files.secure_boot
+    secure = files is not None and files.smm
     secure_options, secure_args = secure_boot_machine(machine.arch) if secure else ([], [])
     argv = [qemu or emulator.binary, "-name", "osbake-boot"]
     argv += ["-machine", ",".join([emulator.machine, *secure_options])]

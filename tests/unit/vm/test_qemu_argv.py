@@ -91,6 +91,7 @@ def test_the_debian_12_ovmf_files() -> None:
         Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
         Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
         True,
+        smm=True,
     )
 
 
@@ -169,6 +170,34 @@ def test_the_machine_comes_from_the_architecture_model(
     assert "-global" not in argv
     # KVM runs the host's own architecture with the host's CPU.
     assert pairs(vm.qemu_argv(machine(accel=vm.Accel.KVM)), "-cpu") == ["host"]
+
+
+def test_i386_uefi_is_the_smm_build_of_ovmf_ia32_with_secure_boot_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Debian's ovmf-ia32 has only the Secure Boot (SMM) build of the code: the machine
+    # gets SMM and secure flash, the variable store has no keys, so nothing is enforced.
+    monkeypatch.setattr(vm_qemu, "host_arch", lambda: Arch.AMD64)
+    monkeypatch.setenv("OSBAKE_OVMF_DIR", str(tmp_path))
+    files = vm.firmware_files(vm.Firmware.UEFI, Arch.I386)
+    assert files is not None
+    assert (files.code.name, files.vars_template.name) == (
+        "OVMF32_CODE_4M.secboot.fd",
+        "OVMF32_VARS_4M.fd",
+    )
+    assert files.smm and not files.secure_boot
+    argv = vm.qemu_argv(
+        machine(arch=Arch.I386, firmware=vm.Firmware.UEFI, vars_file=Path("/w/VARS.fd"))
+    )
+    assert argv[0] == "qemu-system-i386"
+    assert pairs(argv, "-machine") == ["q35,smm=on"]
+    assert pairs(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on"]
+    # amd64's plain UEFI is no SMM build: no SMM, no secure flash.
+    monkeypatch.setenv("OSBAKE_OVMF_DIR", str(tmp_path))
+    plain = vm.qemu_argv(machine(firmware=vm.Firmware.UEFI, vars_file=Path("/w/VARS.fd")))
+    assert pairs(plain, "-machine") == ["q35"] and "-global" not in plain
+    with pytest.raises(UsageError, match="cannot boot i386 images with uefi-secureboot"):
+        vm.firmware_files(vm.Firmware.UEFI_SECUREBOOT, Arch.I386)
 
 
 def test_firmwares_an_architecture_lacks_are_refused() -> None:
