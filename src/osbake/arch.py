@@ -37,6 +37,8 @@ class Firmware(StrEnum):
     BIOS = "bios"
     UEFI = "uefi"
     UEFI_SECUREBOOT = "uefi-secureboot"
+    # U-Boot's distro boot (as on ARM boards): /boot/extlinux/extlinux.conf, no GRUB.
+    EXTLINUX = "extlinux"
 
     @property
     def is_uefi(self) -> bool:
@@ -82,6 +84,7 @@ class ArchInfo:
     qemu: Qemu | None  # None: osbake cannot boot it under QEMU
     # Other architectures (Debian names) whose programs its CPUs run without emulation.
     runs: tuple[str, ...] = ()
+    extlinux: bool = False  # boards boot it with U-Boot reading extlinux.conf
 
     @property
     def firmwares(self) -> tuple[Firmware, ...]:
@@ -93,6 +96,8 @@ class ArchInfo:
             modes.append(Firmware.UEFI)
             if self.secure_boot:
                 modes.append(Firmware.UEFI_SECUREBOOT)
+        if self.extlinux:
+            modes.append(Firmware.EXTLINUX)
         return tuple(modes)
 
     @property
@@ -103,7 +108,9 @@ class ArchInfo:
         return f"BOOT{self.efi_suffix.upper()}.EFI"
 
     def grub_platform(self, firmware: Firmware) -> str | None:
-        """GRUB's platform for a firmware (i386-pc, x86_64-efi, ...)."""
+        """GRUB's platform for a firmware (i386-pc, x86_64-efi, ...; None: no GRUB)."""
+        if firmware == Firmware.EXTLINUX:
+            return None
         return self.grub_efi if firmware.is_uefi else self.grub_bios
 
     def grub_package(self, firmware: Firmware) -> str | None:
@@ -190,6 +197,7 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         gpt_root="B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
         gpt_usr="B0E01050-EE5F-4390-949A-9101B17104E9",
         qemu=Qemu("qemu-system-aarch64", "virt", "max", "ttyAMA0"),
+        extlinux=True,
     ),
     Arch.I386: ArchInfo(
         debian="i386",

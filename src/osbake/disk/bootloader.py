@@ -12,6 +12,7 @@ image's boot.img goes into the MBR, pointed at it, the way grub-bios-setup does.
 UEFI: EFI/BOOT/BOOT<ARCH>.EFI on the ESP (the removable path, so no NVRAM entry is
 needed): a GRUB image, or with Secure Boot Debian's signed shim, which loads the
 signed GRUB next to it. Platforms and file names come from osbake.arch.
+extlinux (ARM boards): no GRUB; /boot/extlinux/extlinux.conf for U-Boot's distro boot.
 """
 
 from __future__ import annotations
@@ -207,6 +208,43 @@ def early_cfg(disk: DiskPlan) -> str:
     )
 
 
+def extlinux_conf(
+    disk: DiskPlan, kernel: str, initrd: str | None, cmdline: str, title: str = "Linux"
+) -> str:
+    """U-Boot's distro boot menu (the syslinux format U-Boot's pxe/sysboot reads)."""
+    lines = [
+        "# Written by osbake: U-Boot's distro boot reads this file from the first",
+        "# partition (or the one marked bootable) of each disk it scans.",
+        "default osbake",
+        "menu title " + title,
+        "timeout 1",
+        "",
+        "label osbake",
+        f"\tmenu label {title}",
+        f"\tlinux {kernel}",
+    ]
+    if initrd:
+        lines.append(f"\tinitrd {initrd}")
+    lines.append(f"\tappend root=UUID={disk.root.fs_uuid} ro {cmdline}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def versioned_kernel_paths(ctx: Context, disk: DiskPlan) -> tuple[str, str | None]:
+    """The kernel's and initrd's own files (not the /vmlinuz links) on the /boot file system."""
+    version = kernels.booted_release(ctx.tree)
+    if version is None:
+        raise BootloaderError(
+            "the image has no kernel in /boot, so it cannot boot",
+            hint="set 'kernel:' in the recipe (cloud, generic, or a package name)",
+        )
+    prefix = "" if boot_partition(disk).mount == "/boot" else "/boot"
+    initrd = ctx.tree / "boot" / f"initrd.img-{version}"
+    return (
+        f"{prefix}/vmlinuz-{version}",
+        f"{prefix}/initrd.img-{version}" if initrd.exists() else None,
+    )
+
+
 def kernel_paths(ctx: Context, disk: DiskPlan) -> tuple[str, str | None]:
     """Paths of the kernel and initrd as GRUB sees them on the /boot file system."""
     tree = ctx.tree
@@ -237,7 +275,16 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     (stage / "fstab").write_text(fstab(disk))
     commands = ["install -m 0644 /run/osbake/boot/fstab /etc/fstab"]
     info = ctx.plan.arch.info
-    if firmware:
+    if Firmware.EXTLINUX in firmware:
+        kernel, initrd = versioned_kernel_paths(ctx, disk)
+        (stage / "extlinux.conf").write_text(
+            extlinux_conf(disk, kernel, initrd, cmdline, ctx.distro.menu_title)
+        )
+        commands += [
+            "mkdir -p /boot/extlinux",
+            "install -m 0644 /run/osbake/boot/extlinux.conf /boot/extlinux/extlinux.conf",
+        ]
+    if [f for f in firmware if f != Firmware.EXTLINUX]:
         kernel, initrd = kernel_paths(ctx, disk)
         serial = f"console={info.console}" in cmdline
         (stage / "grub.cfg").write_text(

@@ -15,7 +15,7 @@ from pathlib import Path
 from osbake import arch as arch_mod
 from osbake.arch import Arch, Firmware, Qemu
 from osbake.errors import UsageError
-from osbake.vm.firmware import DEFAULT_ARCH, firmware_files, secure_boot_machine
+from osbake.vm.firmware import DEFAULT_ARCH, firmware_files, secure_boot_machine, uboot_image
 from osbake.vm.media import Drive, MediaKind
 
 DEFAULT_MEMORY = 1024  # MiB
@@ -99,6 +99,9 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     # No -no-reboot: firmware and guests may reset on their way up (a first boot
     # that sets up variables, cloud-init's reboot); a power-off ends QEMU.
     argv += ["-nodefaults", "-no-user-config", "-display", "none"]
+    uboot = uboot_image(machine.firmware, machine.arch)
+    if uboot is not None:
+        argv += ["-bios", _opt(uboot)]
     if files is not None:
         if machine.vars_file is None:
             raise ValueError("UEFI needs a private copy of the variable store")

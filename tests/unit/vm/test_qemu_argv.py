@@ -225,3 +225,25 @@ def test_user_network_options_join_the_nic() -> None:
         "user,model=virtio-net-pci,net=169.254.0.0/16,guestfwd=tcp:1.2.3.4:80-cmd:x"
     ]
     assert pairs(vm.qemu_argv(machine()), "-nic") == ["user,model=virtio-net-pci"]
+
+
+def test_extlinux_boots_the_virt_machine_with_u_boot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(vm_qemu, "host_arch", lambda: Arch.AMD64)
+    uboot = tmp_path / "u-boot.bin"
+    uboot.write_bytes(b"u")
+    monkeypatch.setenv("OSBAKE_UBOOT", str(uboot))
+    assert vm.firmware_files(vm.Firmware.EXTLINUX, Arch.ARM64) is None  # no flash, no vars
+    argv = vm.qemu_argv(machine(arch=Arch.ARM64, firmware=vm.Firmware.EXTLINUX))
+    assert pairs(argv, "-bios") == [str(uboot)]
+    assert pairs(argv, "-machine") == ["virt"] and "-drive" in argv
+    assert not [d for d in pairs(argv, "-drive") if "pflash" in d]
+    # Debian 12's u-boot-qemu puts it here; a missing file names the package.
+    monkeypatch.delenv("OSBAKE_UBOOT")
+    assert QEMU_FIRMWARE[Arch.ARM64].uboot == Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
+    monkeypatch.setenv("OSBAKE_UBOOT", str(tmp_path / "missing.bin"))
+    with pytest.raises(HostError, match="U-Boot for QEMU"):
+        vm.qemu_argv(machine(arch=Arch.ARM64, firmware=vm.Firmware.EXTLINUX))
+    with pytest.raises(UsageError, match="cannot boot amd64 images with extlinux"):
+        vm.firmware_files(vm.Firmware.EXTLINUX, Arch.AMD64)
