@@ -10,7 +10,7 @@ OUT ?= out
 # Debian packages: every requirements/apt/*.txt (one package per line, # comments).
 APT_PACKAGES := $(shell cat requirements/apt/*.txt | sed 's/\#.*//' | tr -s ' \n' ' ')
 
-.PHONY: all setup apt binfmt venv-base venv demo test lint typecheck unit integration e2e clean
+.PHONY: all setup apt binfmt venv-base venv demo test test-slow lint typecheck unit integration e2e clean
 
 all: demo
 
@@ -80,10 +80,15 @@ integration: venv
 	$(BIN)/pytest tests/integration -q
 
 e2e: venv
-	$(BIN)/pytest tests/e2e -q
+	$(BIN)/pytest tests/e2e -q -m "not slow"
 
+# Everything but the `slow` tests: the arm64 builds (a kernel tree under emulation
+# takes tens of minutes on a small host) run in `make test-slow`.
 test: setup lint typecheck
-	$(BIN)/pytest tests -q
+	$(BIN)/pytest tests -q -m "not slow"
+
+test-slow: setup
+	$(BIN)/pytest tests -q -m slow
 
 clean:
 	rm -rf $(VENV) .stamps $(OUT) .pytest_cache .mypy_cache .ruff_cache
