@@ -117,7 +117,9 @@ def execute(
         runner = StepRunner(ctx, store)
         try:
             stage_inputs(ctx)
-            package_pool.check_out(settings.package_cache(plan.distro.name), ctx.packages)
+            package_pool.check_out(
+                settings.package_cache(plan.distro.name), ctx.packages, str(plan.arch)
+            )
             runner.run()
             runner.current = "publish artifacts"
             result = _finish(ctx, runner.results)
