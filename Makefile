@@ -10,11 +10,11 @@ OUT ?= out
 # Debian packages: every requirements/apt/*.txt (one package per line, # comments).
 APT_PACKAGES := $(shell cat requirements/apt/*.txt | sed 's/\#.*//' | tr -s ' \n' ' ')
 
-.PHONY: all setup apt venv-base venv demo test test-slow lint typecheck unit integration e2e clean
+.PHONY: all setup apt binfmt venv-base venv demo test test-slow lint typecheck unit integration e2e clean
 
 all: demo
 
-setup: apt venv
+setup: apt binfmt venv
 
 apt: .stamps/apt
 .stamps/apt: Makefile $(wildcard requirements/apt/*.txt)
@@ -31,6 +31,17 @@ apt: .stamps/apt
 		echo "not root: skipping apt; make sure these are installed: $(APT_PACKAGES)"; \
 	fi
 	@touch $@
+
+# Foreign builds run the image's arm64 programs through binfmt_misc's qemu-aarch64
+# handler (F flag). osbake only checks it (and says how to enable it); this enables it.
+binfmt: apt
+	@if [ "$$(id -u)" = 0 ]; then \
+		[ -e /proc/sys/fs/binfmt_misc/status ] || \
+			mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc; \
+		update-binfmts --enable qemu-aarch64; \
+	else \
+		echo "not root: skipping binfmt; as root: update-binfmts --enable qemu-aarch64"; \
+	fi
 
 # The package alone (what building and booting need): `make demo`.
 venv-base: .stamps/venv-base
@@ -71,11 +82,14 @@ integration: venv
 e2e: venv
 	$(BIN)/pytest tests/e2e -q -m "not slow"
 
+# Everything but the `slow` tests: the arm64 builds (a kernel tree under emulation
+# takes tens of minutes on a small host) run in `make test-slow`.
 test: setup lint typecheck
 	$(BIN)/pytest tests -q -m "not slow"
 
-# The tests marked slow: more boots of the kinds `make test` has (every format on its
-# platform with every datasource, the generic kernel on QEMU's default devices).
+# The tests marked slow: foreign-architecture builds and boots under emulation, and more
+# boots of the kinds `make test` has (every format on its platform with every datasource,
+# the generic kernel on QEMU's default devices).
 test-slow: setup
 	$(BIN)/pytest tests -q -m slow
 

@@ -37,6 +37,8 @@ class Firmware(StrEnum):
     BIOS = "bios"
     UEFI = "uefi"
     UEFI_SECUREBOOT = "uefi-secureboot"
+    # U-Boot's distro boot (as on ARM boards): /boot/extlinux/extlinux.conf, no GRUB.
+    EXTLINUX = "extlinux"
 
     @property
     def is_uefi(self) -> bool:
@@ -57,6 +59,8 @@ class Qemu:
 class ArchInfo:
     debian: str
     kernel: str  # `uname -m` in a guest of this architecture
+    # QEMU's user-mode name (qemu-<this>-static, binfmt_misc's qemu-<this> handler).
+    qemu_user: str
     # EFI: GRUB's platform, and the suffix of the removable loader (BOOT<SUFFIX>.EFI)
     # and of Debian's shim and signed GRUB files (shim<suffix>.efi.signed).
     grub_efi: str | None
@@ -78,6 +82,9 @@ class ArchInfo:
     gpt_root: str  # Discoverable Partitions Specification type GUIDs
     gpt_usr: str | None
     qemu: Qemu | None  # None: osbake cannot boot it under QEMU
+    # Other architectures (Debian names) whose programs its CPUs run without emulation.
+    runs: tuple[str, ...] = ()
+    extlinux: bool = False  # boards boot it with U-Boot reading extlinux.conf
 
     @property
     def firmwares(self) -> tuple[Firmware, ...]:
@@ -89,6 +96,8 @@ class ArchInfo:
             modes.append(Firmware.UEFI)
             if self.secure_boot:
                 modes.append(Firmware.UEFI_SECUREBOOT)
+        if self.extlinux:
+            modes.append(Firmware.EXTLINUX)
         return tuple(modes)
 
     @property
@@ -99,7 +108,9 @@ class ArchInfo:
         return f"BOOT{self.efi_suffix.upper()}.EFI"
 
     def grub_platform(self, firmware: Firmware) -> str | None:
-        """GRUB's platform for a firmware (i386-pc, x86_64-efi, ...)."""
+        """GRUB's platform for a firmware (i386-pc, x86_64-efi, ...; None: no GRUB)."""
+        if firmware == Firmware.EXTLINUX:
+            return None
         return self.grub_efi if firmware.is_uefi else self.grub_bios
 
     def grub_package(self, firmware: Firmware) -> str | None:
@@ -147,6 +158,7 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
     Arch.AMD64: ArchInfo(
         debian="amd64",
         kernel="x86_64",
+        qemu_user="x86_64",
         grub_efi="x86_64-efi",
         efi_suffix="x64",
         debian_efi="amd64",
@@ -163,10 +175,12 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         gpt_root="4F68BCE3-E8CD-4DB1-96E7-FBCAF984B709",
         gpt_usr="8484680C-9521-48C6-9C11-B0720656F69E",
         qemu=_PC_QEMU,
+        runs=("i386",),  # x86-64 CPUs run 32-bit x86 programs
     ),
     Arch.ARM64: ArchInfo(
         debian="arm64",
         kernel="aarch64",
+        qemu_user="aarch64",
         grub_efi="arm64-efi",
         efi_suffix="aa64",
         debian_efi="arm64",
@@ -183,10 +197,12 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         gpt_root="B921B045-1DF0-41C3-AF44-4C6F280D3FAE",
         gpt_usr="B0E01050-EE5F-4390-949A-9101B17104E9",
         qemu=Qemu("qemu-system-aarch64", "virt", "max", "ttyAMA0"),
+        extlinux=True,
     ),
     Arch.I386: ArchInfo(
         debian="i386",
         kernel="i686",
+        qemu_user="i386",
         grub_efi="i386-efi",
         efi_suffix="ia32",
         debian_efi="ia32",
@@ -207,6 +223,7 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
     Arch.ARMHF: ArchInfo(
         debian="armhf",
         kernel="armv7l",
+        qemu_user="arm",
         grub_efi="arm-efi",
         efi_suffix="arm",
         debian_efi="arm",
@@ -227,6 +244,7 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
     Arch.PPC64EL: ArchInfo(
         debian="ppc64el",
         kernel="ppc64le",
+        qemu_user="ppc64le",
         grub_efi=None,
         efi_suffix=None,
         debian_efi=None,
@@ -247,6 +265,7 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
     Arch.RISCV64: ArchInfo(
         debian="riscv64",
         kernel="riscv64",
+        qemu_user="riscv64",
         grub_efi="riscv64-efi",
         efi_suffix="riscv64",
         debian_efi="riscv64",
@@ -267,6 +286,7 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
     Arch.S390X: ArchInfo(
         debian="s390x",
         kernel="s390x",
+        qemu_user="s390x",
         grub_efi=None,
         efi_suffix=None,
         debian_efi=None,

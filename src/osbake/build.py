@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from osbake import package_pool, sandbox, sbom
+from osbake import binfmt, package_pool, sandbox, sbom
 from osbake import run as runner
 from osbake.cache import Entry, Store, Writer, link_or_copy
 from osbake.context import Context, Plan, Step, StepKind
@@ -117,7 +117,9 @@ def execute(
         runner = StepRunner(ctx, store)
         try:
             stage_inputs(ctx)
-            package_pool.check_out(settings.package_cache(plan.distro.name), ctx.packages)
+            package_pool.check_out(
+                settings.package_cache(plan.distro.name), ctx.packages, str(plan.arch)
+            )
             runner.run()
             runner.current = "publish artifacts"
             result = _finish(ctx, runner.results)
@@ -168,6 +170,9 @@ class StepRunner:
         plan = self.ctx.plan
         tree_steps = [s for s in plan.steps if s.kind not in (StepKind.DISK, StepKind.OUTPUT)]
         reusable = self._reusable(tree_steps)
+        if len(reusable) < len(tree_steps):
+            # Steps run the image's programs: a foreign arch needs the host's binfmt_misc.
+            binfmt.check_runs(plan.arch, location=locate(plan.recipe, ("arch",)))
         for step in tree_steps[: len(reusable)]:
             self._reuse(step, reusable[step.key])
         for step in tree_steps[len(reusable) :]:

@@ -526,7 +526,7 @@ def _cache_action(args: argparse.Namespace) -> int:
 def cmd_validate(args: argparse.Namespace) -> int:
     from osbake.plan import check_recipe
 
-    targets = check_recipe(recipe_mod.load(args.recipe))
+    targets = check_recipe(recipe_mod.load(args.recipe), host=True)
     names = ", ".join(f"{variant or '(base)'}/{arch}" for variant, arch in targets)
     print(f"{args.recipe}: valid ({names})")
     return 0

@@ -64,6 +64,12 @@ def inspect_artifact(path: Path) -> Inspection:
     return Inspection(path, manifest, f"inside {path.name} ({where})", digest, None)
 
 
+def manifest_beside(path: Path) -> Manifest | None:
+    """The manifest of the build that made `path`, from beside it (None: there is none)."""
+    beside = _manifest_beside(path)
+    return load_manifest(beside) if beside is not None else None
+
+
 def _manifest_beside(path: Path) -> Path | None:
     for candidate in sorted(path.parent.glob("*.manifest.json")):
         try:

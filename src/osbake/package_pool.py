@@ -24,11 +24,20 @@ def _packages(folder: Path) -> dict[str, Path]:
     }
 
 
-def _link_missing(source: Path, target: Path) -> int:
+def for_arch(name: str, arch: str | None) -> bool:
+    """Whether a package file serves a build for `arch` (its own, or arch-independent).
+
+    Debian's file names end in _<arch>.deb; one pool holds every arch's packages."""
+    if arch is None or not name.endswith((".deb", ".udeb")):
+        return True
+    return name.rsplit(".", 1)[0].rsplit("_", 1)[-1] in (arch, "all")
+
+
+def _link_missing(source: Path, target: Path, arch: str | None = None) -> int:
     present = set(_packages(target))
     linked = 0
     for name, path in _packages(source).items():
-        if name in present:
+        if name in present or not for_arch(name, arch):
             continue
         try:
             os.link(path, target / name)
@@ -43,12 +52,13 @@ def _link_missing(source: Path, target: Path) -> int:
     return linked
 
 
-def check_out(pool: Path, folder: Path) -> int:
-    """Fill a build's package folder from the pool; return how many packages it got."""
+def check_out(pool: Path, folder: Path, arch: str | None = None) -> int:
+    """Fill a build's package folder from the pool (only `arch`'s and arch-independent
+    packages, if given); return how many packages it got."""
     pool.mkdir(parents=True, exist_ok=True)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "partial").mkdir(exist_ok=True)
-    return _link_missing(pool, folder)
+    return _link_missing(pool, folder, arch)
 
 
 def check_in(pool: Path, folder: Path) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import osbake
+from osbake import binfmt
 from osbake.context import Plan, Step, StepKind
 from osbake.disk.layout import DiskPlan, plan_disk
 from osbake.distros import Distro, check_distro, distro_element, get_distro
@@ -86,9 +87,10 @@ def resolve_plan(
 
 
 def check_recipe(
-    base: Recipe, *, search: SearchPath | None = None
+    base: Recipe, *, search: SearchPath | None = None, host: bool = False
 ) -> list[tuple[str | None, Arch]]:
-    """Check every variant x arch as far as possible without the network."""
+    """Check every variant x arch as far as possible without the network (`host`: and
+    that this host can build each arch: a foreign one needs binfmt_misc's handler)."""
     targets: list[tuple[str | None, Arch]] = []
     # Variants share the recipe's folders, so one catalog (elements load once) serves all.
     catalog = Catalog(search or SearchPath.for_recipe(base.source_dirs))
@@ -97,7 +99,9 @@ def check_recipe(
         check_distro(recipe)
         elements = resolve(catalog, _requests(recipe))
         options = resolve_options(recipe, elements)
-        for arch in recipe.arch:
+        for index, arch in enumerate(recipe.arch):
+            if host:
+                binfmt.check_runs(arch, location=locate(recipe, ("arch", index)))
             distro = get_distro(recipe, arch, options.get(distro_element(recipe.distro), {}))
             distro.kernel_packages()
             _check_boot(recipe, plan_disk(recipe, str(arch), elements, _disk_outputs(recipe)))

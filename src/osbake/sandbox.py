@@ -44,6 +44,8 @@ MS_PRIVATE = 1 << 18
 MS_NOSUID = 2
 MS_NODEV = 4
 MS_NOEXEC = 8
+MS_BIND = 4096
+BINFMT_MISC = "/proc/sys/fs/binfmt_misc"
 PR_SET_PDEATHSIG = 1
 
 # Where osbake puts what phase scripts may read (elements, staged files) in the image.
@@ -213,9 +215,18 @@ def isolate(fn: Callable[[], int]) -> int:
             _check(
                 libc.mount(b"none", b"/", None, MS_REC | MS_PRIVATE, None), "making mounts private"
             )
+            # The host's binfmt_misc stays visible under the new /proc: the foreign-build
+            # preflight (osbake.binfmt) reads its handlers.
+            binfmt = None
+            if os.path.exists(f"{BINFMT_MISC}/status"):
+                binfmt = os.open(BINFMT_MISC, os.O_PATH | os.O_DIRECTORY)
             # A /proc that shows this PID namespace (tools such as bwrap read /proc/self).
             flags = MS_NOSUID | MS_NODEV | MS_NOEXEC
             _check(libc.mount(b"proc", b"/proc", b"proc", flags, None), "mounting /proc")
+            if binfmt is not None:
+                source = f"/proc/self/fd/{binfmt}".encode()
+                libc.mount(source, BINFMT_MISC.encode(), None, MS_BIND, None)  # best effort
+                os.close(binfmt)
             # Interruptible even when started with SIGINT ignored (e.g. from a script).
             signal.signal(signal.SIGINT, signal.default_int_handler)
             signal.signal(signal.SIGTERM, _terminate)

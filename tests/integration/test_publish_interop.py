@@ -366,3 +366,42 @@ def test_publish_with_an_unknown_key_is_refused(published: Published, tmp_path: 
     assert result.returncode == 2
     assert "gpg has no secret key 'nobody@example.org'" in result.stderr
     assert not (tmp_path / "repo").exists()
+
+
+def test_one_recipe_built_for_two_arches_is_one_stream_filtered_by_arch(
+    tmp_path: Path,
+) -> None:
+    # The cloud example's amd64 build and its arm64 variant: two products of one stream.
+    with gpg_key(tmp_path) as key:
+        disks = {}
+        for arch, variant in (("amd64", None), ("arm64", "arm64")):
+            image = "debian-cloud" + (f"-{variant}" if variant else "")
+            disks[arch] = os.urandom(100_000) + arch.encode()
+            build = make_build(
+                tmp_path / f"out-{arch}",
+                name="debian-cloud",
+                variant=variant,
+                arch=arch,
+                files={f"{image}.qcow2": ("qcow2", disks[arch])},
+                boot=["bios", "uefi"] if arch == "amd64" else ["uefi"],
+            )
+            result = osbake(
+                "publish", str(build), "--repo", str(tmp_path / "repo"),
+                "--sign", key.fingerprint, env=key.env,
+            )  # fmt: skip
+            assert result.returncode == 0, result.stderr
+        with http_server(tmp_path / "repo") as url:
+            for arch in ("arm64", "amd64"):
+                query = subprocess.run(
+                    [
+                        str(BIN / "sstream-query"), "--keyring", str(key.keyring),
+                        url + "streams/v1/index.sjson", f"arch={arch}", "ftype=disk1.img",
+                        "--output-format", "%(arch)s %(sha256)s %(boot)s",
+                    ],
+                    capture_output=True, text=True, check=False,
+                )  # fmt: skip
+                assert query.returncode == 0, query.stderr
+                lines = [line for line in query.stdout.splitlines() if line.strip()]
+                boot = "uefi" if arch == "arm64" else "bios,uefi"
+                digest = hashlib.sha256(disks[arch]).hexdigest()
+                assert lines == [f"{arch} {digest} {boot}"], query.stdout

@@ -26,7 +26,7 @@ def test_gpt_type_ids_are_uuids_and_distinct() -> None:
     ("arch", "firmwares"),
     [
         (Arch.AMD64, {Firmware.BIOS, Firmware.UEFI, Firmware.UEFI_SECUREBOOT}),
-        (Arch.ARM64, {Firmware.UEFI, Firmware.UEFI_SECUREBOOT}),
+        (Arch.ARM64, {Firmware.UEFI, Firmware.UEFI_SECUREBOOT, Firmware.EXTLINUX}),
         (Arch.I386, {Firmware.BIOS, Firmware.UEFI}),
     ],
 )
@@ -102,6 +102,10 @@ def test_grub_packages() -> None:
 def test_every_firmware_an_arch_has_has_its_grub() -> None:
     for info in ARCHITECTURES.values():
         for firmware in info.firmwares:
+            if firmware == Firmware.EXTLINUX:  # U-Boot reads extlinux.conf: no GRUB
+                assert info.grub_platform(firmware) is None
+                assert info.grub_package(firmware) is None
+                continue
             assert info.grub_platform(firmware) is not None
             assert info.grub_package(firmware) is not None
             if firmware.is_uefi:
@@ -119,3 +123,11 @@ def test_script_environment() -> None:
 def test_boot_summary() -> None:
     assert Arch.AMD64.info.boot_summary() == "bios, uefi, uefi-secureboot"
     assert "no firmware" in Arch.S390X.info.boot_summary()
+
+
+def test_user_mode_emulator_names_are_distinct_and_runs_lists_arches() -> None:
+    names = [info.qemu_user for info in ARCHITECTURES.values()]
+    assert len(set(names)) == len(names)
+    assert Arch.ARM64.info.qemu_user == "aarch64" and Arch.ARMHF.info.qemu_user == "arm"
+    for info in ARCHITECTURES.values():
+        assert all(Arch(name) != Arch(info.debian) for name in info.runs)

@@ -12,17 +12,20 @@ image's boot.img goes into the MBR, pointed at it, the way grub-bios-setup does.
 UEFI: EFI/BOOT/BOOT<ARCH>.EFI on the ESP (the removable path, so no NVRAM entry is
 needed): a GRUB image, or with Secure Boot Debian's signed shim, which loads the
 signed GRUB next to it. Platforms and file names come from osbake.arch.
+extlinux (ARM boards): no GRUB; /boot/extlinux/extlinux.conf for U-Boot's distro boot.
 """
 
 from __future__ import annotations
 
 import math
+import re
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from osbake import sandbox
+from osbake import binfmt, sandbox
+from osbake import run as runner
 from osbake.arch import ArchInfo
 from osbake.disk.filesystems import vfat_fstab_id
 from osbake.disk.layout import DiskPlan, PartitionPlan
@@ -205,6 +208,43 @@ def early_cfg(disk: DiskPlan) -> str:
     )
 
 
+def extlinux_conf(
+    disk: DiskPlan, kernel: str, initrd: str | None, cmdline: str, title: str = "Linux"
+) -> str:
+    """U-Boot's distro boot menu (the syslinux format U-Boot's pxe/sysboot reads)."""
+    lines = [
+        "# Written by osbake: U-Boot's distro boot reads this file from the first",
+        "# partition (or the one marked bootable) of each disk it scans.",
+        "default osbake",
+        "menu title " + title,
+        "timeout 1",
+        "",
+        "label osbake",
+        f"\tmenu label {title}",
+        f"\tlinux {kernel}",
+    ]
+    if initrd:
+        lines.append(f"\tinitrd {initrd}")
+    lines.append(f"\tappend root=UUID={disk.root.fs_uuid} ro {cmdline}".rstrip())
+    return "\n".join(lines) + "\n"
+
+
+def versioned_kernel_paths(ctx: Context, disk: DiskPlan) -> tuple[str, str | None]:
+    """The kernel's and initrd's own files (not the /vmlinuz links) on the /boot file system."""
+    version = kernels.booted_release(ctx.tree)
+    if version is None:
+        raise BootloaderError(
+            "the image has no kernel in /boot, so it cannot boot",
+            hint="set 'kernel:' in the recipe (cloud, generic, or a package name)",
+        )
+    prefix = "" if boot_partition(disk).mount == "/boot" else "/boot"
+    initrd = ctx.tree / "boot" / f"initrd.img-{version}"
+    return (
+        f"{prefix}/vmlinuz-{version}",
+        f"{prefix}/initrd.img-{version}" if initrd.exists() else None,
+    )
+
+
 def kernel_paths(ctx: Context, disk: DiskPlan) -> tuple[str, str | None]:
     """Paths of the kernel and initrd as GRUB sees them on the /boot file system."""
     tree = ctx.tree
@@ -231,10 +271,20 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     stage = ctx.workdir / "boot"
     stage.mkdir(parents=True, exist_ok=True)
     setup = BootSetup(firmware=[str(f) for f in firmware], cmdline=cmdline)
+    host_image: list[str] = []  # the host's grub-mkimage arguments, if it makes the EFI image
     (stage / "fstab").write_text(fstab(disk))
     commands = ["install -m 0644 /run/osbake/boot/fstab /etc/fstab"]
     info = ctx.plan.arch.info
-    if firmware:
+    if Firmware.EXTLINUX in firmware:
+        kernel, initrd = versioned_kernel_paths(ctx, disk)
+        (stage / "extlinux.conf").write_text(
+            extlinux_conf(disk, kernel, initrd, cmdline, ctx.distro.menu_title)
+        )
+        commands += [
+            "mkdir -p /boot/extlinux",
+            "install -m 0644 /run/osbake/boot/extlinux.conf /boot/extlinux/extlinux.conf",
+        ]
+    if [f for f in firmware if f != Firmware.EXTLINUX]:
         kernel, initrd = kernel_paths(ctx, disk)
         serial = f"console={info.console}" in cmdline
         (stage / "grub.cfg").write_text(
@@ -280,10 +330,17 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
                 )
         else:
             modules = _available(ctx, info, uefi[0], MODULES + EFI_MODULES)
-            commands.append(
-                f"grub-mkimage -O {platform} -o {efi}/BOOT/{loader} -p /EFI/BOOT "
-                f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"
-            )
+            options = f"-O {platform} -p /EFI/BOOT {' '.join(modules)}"
+            if _host_grub_fits(ctx, platform):
+                # A foreign image's grub-mkimage would run emulated: the host's (the same
+                # GRUB release) packs the image's own modules instead.
+                host_image = ["-d", str(ctx.tree / "usr/lib/grub" / platform)]
+                host_image += ["-o", str(ctx.tree / f"boot/efi/EFI/BOOT/{loader}")]
+                host_image += ["-c", str(stage / "early.cfg"), *options.split()]
+            else:
+                commands.append(
+                    f"grub-mkimage -o {efi}/BOOT/{loader} -c /run/osbake/boot/early.cfg {options}"
+                )
             setup.efi_files.append(f"EFI/BOOT/{loader}")
     sandbox.run_in_tree(
         ctx.tree,
@@ -293,7 +350,27 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
         network=False,
         hint="the image's GRUB tools failed; run with -v for their output",
     )
+    if host_image:
+        runner.run(["grub-mkimage", *host_image], events=ctx.events)
     return setup
+
+
+GRUB_VERSION = re.compile(r'^grub_package_version="([^"]+)"$', re.MULTILINE)
+
+
+def _host_grub_fits(ctx: Context, platform: str) -> bool:
+    """Whether the host's grub-mkimage should pack the image's GRUB modules: only for
+    an image whose programs run emulated, and only with the very same GRUB version."""
+    if not binfmt.needs_emulation(ctx.plan.arch, binfmt.host_arch()):
+        return False
+    if not runner.exists("grub-mkimage"):
+        return False
+    modinfo = ctx.tree / "usr/lib/grub" / platform / "modinfo.sh"
+    found = GRUB_VERSION.search(modinfo.read_text()) if modinfo.is_file() else None
+    if found is None:
+        return False
+    host = runner.output(["grub-mkimage", "--version"]).split()
+    return bool(host) and host[-1] == found.group(1)
 
 
 def _platform(info: ArchInfo, firmware: Firmware) -> str:

@@ -12,10 +12,10 @@ from functools import cache, cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from osbake import binfmt, sandbox
 from osbake import run as runner
-from osbake import sandbox
 from osbake.arch import Arch
-from osbake.distros import Distro, Package, kernels
+from osbake.distros import Distro, Package, host_initramfs, kernels
 from osbake.distros.apt_sources import AptSource, read_host_sources
 from osbake.errors import DistroError, RecipeError
 from osbake.formats import FormatError
@@ -58,7 +58,12 @@ KEY_LIMIT = 1 << 20
 class Debian(Distro):
     name = "debian"
     element = "debian"
-    modules = ("osbake.distros", "osbake.distros.debian", "osbake.distros.apt_sources")
+    modules = (
+        "osbake.distros",
+        "osbake.distros.debian",
+        "osbake.distros.apt_sources",
+        "osbake.distros.host_initramfs",
+    )
     package_cache_dir = APT_ARCHIVES
     efi_dir = "debian"
     menu_title = "Debian GNU/Linux"
@@ -317,13 +322,20 @@ class Debian(Distro):
         After this, it is the real one again: a package installed later (a run: line,
         a post-install script) remakes the initramfs as on any Debian system.
         """
+        # Another architecture's programs run emulated: its compressor runs on the host.
+        deferred = None
+        if binfmt.needs_emulation(Arch(self.arch), binfmt.host_arch()):
+            deferred = host_initramfs.prepare(ctx.tree, ctx.workdir)
         sandbox.run_in_tree(
             ctx.tree,
             ["sh", "-ec", RESTORE_INITRAMFS],
             events=ctx.events,
             network=False,
             env=self.tree_environment(ctx),
+            binds=deferred.binds() if deferred else (),
         )
+        if deferred is not None:
+            host_initramfs.finish(deferred, ctx.tree, ctx.events)
 
     def finish(self, ctx: Work) -> None:
         # The build's policy-rc.d and apt settings go; so does the host's resolver that

@@ -102,6 +102,8 @@ def _why(arch: Arch, firmware: Firmware) -> str:
         return f"Debian ships no signed shim and GRUB for {arch}"
     if firmware == Firmware.BIOS and info.grub_efi:
         return f"{arch} machines have no BIOS"
+    if firmware == Firmware.EXTLINUX:
+        return f"osbake boots {arch} with GRUB, not with U-Boot's extlinux.conf"
     if not info.firmwares:
         return f"osbake installs no bootloader for {arch}"
     return f"GRUB has no {firmware} platform for {arch}"

@@ -20,9 +20,9 @@ from rich.live import Live
 from rich.spinner import Spinner
 from rich.text import Text
 
-from osbake import vm
+from osbake import inspect, vm
 from osbake.arch import Arch
-from osbake.errors import UsageError
+from osbake.errors import OsbakeError, UsageError
 from osbake.events import Event, Events, JsonLinesSink
 from osbake.firstboot import datasource
 from osbake.firstboot.datasource import Inputs
@@ -40,15 +40,14 @@ def register(command: CommandFactory, sub: Any) -> None:
     p.add_argument(
         "--firmware",
         choices=[str(f) for f in vm.Firmware],
-        default=str(vm.Firmware.BIOS),
-        help=f"{FIRMWARE_HELP}; default bios",
+        help=f"{FIRMWARE_HELP}; default: the first of the image's boot modes (its manifest "
+        "beside it), else bios",
     )
     p.add_argument(
         "--arch",
         choices=[str(a) for a in QEMU_FIRMWARE],
-        default=str(vm.DEFAULT_ARCH),
-        help=f"the image's architecture (default {vm.DEFAULT_ARCH}); another than this "
-        "host's is emulated with TCG",
+        help="the image's architecture (default: what the manifest beside it says, else "
+        f"{vm.DEFAULT_ARCH}); another than this host's is emulated with TCG",
     )
     p.add_argument(
         "--hardware",
@@ -161,6 +160,7 @@ def cmd_boot(args: argparse.Namespace) -> int:
     if args.cpus is not None and args.cpus < 1:
         raise UsageError(f"--cpus {args.cpus} must be at least 1")
     image = Path(args.image)
+    _defaults_from_manifest(args, image)
     inputs = Inputs(
         hostname=args.hostname,
         user=args.user,
@@ -214,6 +214,20 @@ def cmd_boot(args: argparse.Namespace) -> int:
         if progress is not None:
             progress.stop()
     return _finish(args, report)
+
+
+def _defaults_from_manifest(args: argparse.Namespace, image: Path) -> None:
+    """--arch and --firmware, when not given, from the build's manifest beside the image."""
+    manifest = None
+    if args.arch is None or args.firmware is None:
+        with contextlib.suppress(OSError, ValueError, OsbakeError):
+            manifest = inspect.manifest_beside(image)
+    if args.arch is None:
+        known = manifest is not None and manifest.arch in {str(a) for a in QEMU_FIRMWARE}
+        args.arch = manifest.arch if manifest is not None and known else str(vm.DEFAULT_ARCH)
+    if args.firmware is None:
+        modes = [m for m in (manifest.boot if manifest else []) if m in set(vm.Firmware)]
+        args.firmware = modes[0] if modes else str(vm.Firmware.BIOS)
 
 
 def _boot(

@@ -25,6 +25,7 @@ class FirmwareFiles:
     code: Path
     vars_template: Path
     secure_boot: bool
+    smm: bool = False  # the code is an SMM build: QEMU must emulate SMM and secure flash
 
 
 @dataclass(frozen=True)
@@ -37,7 +38,12 @@ class QemuFirmware:
     package: str  # the Debian package that installs them
     # firmware -> (code, variable store template), file names inside `directory`
     uefi: dict[Firmware, tuple[str, str]] = field(default_factory=dict)
-    # What Secure Boot code needs: -machine options and further arguments.
+    # The firmwares whose code is an SMM build (every Secure Boot build is one), and
+    # what such code needs of the machine: -machine options and further arguments.
+    smm: frozenset[Firmware] = frozenset({Firmware.UEFI_SECUREBOOT})
+    # U-Boot for the machine (-bios), which boots extlinux.conf, and its package.
+    uboot: Path | None = None
+    uboot_package: str = "u-boot-qemu"
     secure_machine: tuple[str, ...] = ()
     secure_args: tuple[str, ...] = ()
 
@@ -58,12 +64,19 @@ QEMU_FIRMWARE: dict[Arch, QemuFirmware] = {
         secure_machine=("smm=on",),
         secure_args=("-global", "driver=cfi.pflash01,property=secure,value=on"),
     ),
-    # qemu-system-i386 boots i386 PCs with SeaBIOS; osbake has no 32-bit OVMF entry yet.
+    # qemu-system-i386 boots i386 PCs with SeaBIOS, and with Debian 12's ovmf-ia32:
+    # its only code is the Secure Boot build (so the machine needs SMM), and its
+    # variable store has no keys enrolled, so Secure Boot stays off (Debian has no
+    # signed shim for ia32 either).
     Arch.I386: QemuFirmware(
         bios=True,
         directory=Path("/usr/share/OVMF"),
         directory_env="OSBAKE_OVMF_DIR",
         package="ovmf-ia32",
+        uefi={Firmware.UEFI: ("OVMF32_CODE_4M.secboot.fd", "OVMF32_VARS_4M.fd")},
+        smm=frozenset({Firmware.UEFI}),
+        secure_machine=("smm=on",),
+        secure_args=("-global", "driver=cfi.pflash01,property=secure,value=on"),
     ),
     # Debian 12's qemu-efi-aarch64 package: the 64 MiB flash images of the virt machine.
     Arch.ARM64: QemuFirmware(
@@ -72,11 +85,14 @@ QEMU_FIRMWARE: dict[Arch, QemuFirmware] = {
         directory_env="OSBAKE_AAVMF_DIR",
         package="qemu-efi-aarch64",
         uefi={Firmware.UEFI: ("AAVMF_CODE.fd", "AAVMF_VARS.fd")},
+        # Debian 12's u-boot-qemu: U-Boot for the virt machine, with distro boot and virtio.
+        uboot=Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin"),
     ),
 }
 
 FIRMWARE_HELP = (
-    "bios (SeaBIOS), uefi (OVMF, AAVMF on arm64) or uefi-secureboot (OVMF, keys enrolled)"
+    "bios (SeaBIOS), uefi (OVMF, AAVMF on arm64), uefi-secureboot (OVMF, keys enrolled) "
+    "or extlinux (U-Boot, arm64)"
 )
 
 
@@ -97,6 +113,8 @@ def firmware_files(firmware: Firmware, arch: Arch = DEFAULT_ARCH) -> FirmwareFil
     firmware = Firmware(firmware)
     if firmware == Firmware.BIOS and table.bios:
         return None
+    if firmware == Firmware.EXTLINUX and table.uboot is not None:
+        return None  # U-Boot is the machine's -bios (uboot_image)
     names = table.uefi.get(firmware)
     if names is None:
         can = (["bios"] if table.bios else []) + [str(f) for f in table.uefi]
@@ -106,7 +124,12 @@ def firmware_files(firmware: Firmware, arch: Arch = DEFAULT_ARCH) -> FirmwareFil
         )
     base = Path(os.environ.get(table.directory_env, str(table.directory)))
     code, variables = names
-    return FirmwareFiles(base / code, base / variables, firmware == Firmware.UEFI_SECUREBOOT)
+    return FirmwareFiles(
+        base / code,
+        base / variables,
+        firmware == Firmware.UEFI_SECUREBOOT,
+        smm=firmware in table.smm,
+    )
 
 
 def check_firmware(files: FirmwareFiles, arch: Arch = DEFAULT_ARCH) -> None:
@@ -122,6 +145,26 @@ def check_firmware(files: FirmwareFiles, arch: Arch = DEFAULT_ARCH) -> None:
 
 
 def secure_boot_machine(arch: Arch) -> tuple[list[str], list[str]]:
-    """The -machine options and further QEMU arguments Secure Boot code needs."""
+    """The -machine options and further QEMU arguments SMM (Secure Boot) code needs."""
     table = qemu_firmware(arch)
     return list(table.secure_machine), list(table.secure_args)
+
+
+def uboot_image(firmware: Firmware, arch: Arch = DEFAULT_ARCH) -> Path | None:
+    """U-Boot, given to QEMU as -bios, for the extlinux firmware (None otherwise)."""
+    if Firmware(firmware) != Firmware.EXTLINUX:
+        return None
+    table = qemu_firmware(arch)
+    if table.uboot is None:
+        raise UsageError(
+            f"osbake cannot boot {arch} images with extlinux under QEMU",
+            hint="extlinux (U-Boot) boots arm64 images",
+        )
+    path = Path(os.environ.get("OSBAKE_UBOOT", str(table.uboot)))
+    if not path.is_file():
+        raise HostError(
+            f"U-Boot for QEMU ({path}) is missing",
+            hint=f"install it with 'apt-get install {table.uboot_package}' (or run 'make setup'); "
+            "OSBAKE_UBOOT points osbake to another u-boot.bin",
+        )
+    return path

@@ -15,7 +15,7 @@ from pathlib import Path
 from osbake import arch as arch_mod
 from osbake.arch import Arch, Firmware, Qemu
 from osbake.errors import UsageError
-from osbake.vm.firmware import DEFAULT_ARCH, firmware_files, secure_boot_machine
+from osbake.vm.firmware import DEFAULT_ARCH, firmware_files, secure_boot_machine, uboot_image
 from osbake.vm.hardware import NIC_DEVICES, DiskBus, Hardware, machine_type
 from osbake.vm.media import Drive, MediaKind
 
@@ -86,7 +86,7 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     """The QEMU command line for `machine` (`qemu`: the binary's path, if found already)."""
     emulator = qemu_of(machine.arch)
     files = firmware_files(machine.firmware, machine.arch)
-    secure = files is not None and files.secure_boot
+    secure = files is not None and files.smm
     secure_options, secure_args = secure_boot_machine(machine.arch) if secure else ([], [])
     argv = [qemu or emulator.binary, "-name", "osbake-boot"]
     kind = machine_type(machine.hardware, emulator.machine)
@@ -102,6 +102,9 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     # No -no-reboot: firmware and guests may reset on their way up (a first boot
     # that sets up variables, cloud-init's reboot); a power-off ends QEMU.
     argv += ["-nodefaults", "-no-user-config", "-display", "none"]
+    uboot = uboot_image(machine.firmware, machine.arch)
+    if uboot is not None:
+        argv += ["-bios", _opt(uboot)]
     if files is not None:
         if machine.vars_file is None:
             raise ValueError("UEFI needs a private copy of the variable store")

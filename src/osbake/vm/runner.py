@@ -32,7 +32,7 @@ from osbake.vm.accel import (
     choose_accelerator,
 )
 from osbake.vm.console import ConsoleWatcher, PatternResult, compile_patterns
-from osbake.vm.firmware import DEFAULT_ARCH, check_firmware, firmware_files
+from osbake.vm.firmware import DEFAULT_ARCH, check_firmware, firmware_files, uboot_image
 from osbake.vm.hardware import Hardware, HardwareChoice, Nic
 from osbake.vm.hardware import check as check_hardware
 from osbake.vm.media import (
@@ -148,6 +148,7 @@ def boot(
     files = firmware_files(firmware, arch)
     if files is not None:
         check_firmware(files, arch)
+    uboot_image(firmware, arch)  # U-Boot's file, when it boots the machine
     if log_path is not None:
         log_path = Path(log_path)
         log_path.parent.mkdir(parents=True, exist_ok=True)

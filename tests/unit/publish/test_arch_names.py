@@ -60,3 +60,20 @@ def test_arch_filters_match_any_name_of_the_arch() -> None:
     assert not parse_filter("arch=vax").matches(item("amd64"))
     # Other keys compare as written.
     assert not parse_filter("release=x86_64").matches(item("amd64"))
+
+
+def test_glance_is_told_to_boot_uefi_only_images_with_uefi() -> None:
+    from osbake.publish.targets.glance import image_properties
+
+    def props(arch: str, **fields: str) -> dict[str, str]:
+        data = {"content_id": "c", "product_name": "p", "version_name": "1", "item_name": "i"}
+        return image_properties(
+            Item("c:daily:download", "p", "1", "disk1.img", {"arch": arch, **data, **fields})
+        )
+
+    assert props("arm64")["hw_firmware_type"] == "uefi"  # arm64 has no BIOS
+    assert props("arm64", boot="uefi")["architecture"] == "aarch64"
+    assert props("amd64", boot="uefi,uefi-secureboot")["hw_firmware_type"] == "uefi"
+    assert "hw_firmware_type" not in props("amd64", boot="bios,uefi")
+    assert "hw_firmware_type" not in props("amd64")
+    assert "hw_firmware_type" not in props("i386", boot="bios")

@@ -232,3 +232,29 @@ def test_datasource_usage_errors(
 ) -> None:
     assert cli.main(["boot", str(tmp_path / "d.qcow2"), *extra]) == 2
     assert calls == []
+
+
+def test_arch_and_firmware_default_to_the_manifest_beside_the_image(tmp_path: Path) -> None:
+    import argparse
+    import json
+
+    from osbake.vm.commands import _defaults_from_manifest
+
+    image = tmp_path / "board.qcow2"
+    image.write_bytes(b"")
+    manifest = {
+        "manifest_version": 1, "osbake_version": "0", "image": "board", "name": "board",
+        "arch": "arm64", "distro": "debian", "release": "bookworm", "boot": ["extlinux"],
+        "recipe": {}, "recipe_sha256": "0" * 64,
+        "artifacts": [{"file": "board.qcow2", "format": "qcow2", "sha256": "0" * 64, "size": 0}],
+    }  # fmt: skip
+    (tmp_path / "board.manifest.json").write_text(json.dumps(manifest))
+    args = argparse.Namespace(arch=None, firmware=None)
+    _defaults_from_manifest(args, image)
+    assert (args.arch, args.firmware) == ("arm64", "extlinux")
+    given = argparse.Namespace(arch="arm64", firmware="uefi")
+    _defaults_from_manifest(given, image)
+    assert (given.arch, given.firmware) == ("arm64", "uefi")
+    alone = argparse.Namespace(arch=None, firmware=None)
+    _defaults_from_manifest(alone, tmp_path / "other.qcow2")
+    assert (alone.arch, alone.firmware) == ("amd64", "bios")

@@ -91,6 +91,7 @@ def test_the_debian_12_ovmf_files() -> None:
         Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"),
         Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd"),
         True,
+        smm=True,
     )
 
 
@@ -171,6 +172,34 @@ def test_the_machine_comes_from_the_architecture_model(
     assert pairs(vm.qemu_argv(machine(accel=vm.Accel.KVM)), "-cpu") == ["host"]
 
 
+def test_i386_uefi_is_the_smm_build_of_ovmf_ia32_with_secure_boot_off(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Debian's ovmf-ia32 has only the Secure Boot (SMM) build of the code: the machine
+    # gets SMM and secure flash, the variable store has no keys, so nothing is enforced.
+    monkeypatch.setattr(vm_qemu, "host_arch", lambda: Arch.AMD64)
+    monkeypatch.setenv("OSBAKE_OVMF_DIR", str(tmp_path))
+    files = vm.firmware_files(vm.Firmware.UEFI, Arch.I386)
+    assert files is not None
+    assert (files.code.name, files.vars_template.name) == (
+        "OVMF32_CODE_4M.secboot.fd",
+        "OVMF32_VARS_4M.fd",
+    )
+    assert files.smm and not files.secure_boot
+    argv = vm.qemu_argv(
+        machine(arch=Arch.I386, firmware=vm.Firmware.UEFI, vars_file=Path("/w/VARS.fd"))
+    )
+    assert argv[0] == "qemu-system-i386"
+    assert pairs(argv, "-machine") == ["q35,smm=on"]
+    assert pairs(argv, "-global") == ["driver=cfi.pflash01,property=secure,value=on"]
+    # amd64's plain UEFI is no SMM build: no SMM, no secure flash.
+    monkeypatch.setenv("OSBAKE_OVMF_DIR", str(tmp_path))
+    plain = vm.qemu_argv(machine(firmware=vm.Firmware.UEFI, vars_file=Path("/w/VARS.fd")))
+    assert pairs(plain, "-machine") == ["q35"] and "-global" not in plain
+    with pytest.raises(UsageError, match="cannot boot i386 images with uefi-secureboot"):
+        vm.firmware_files(vm.Firmware.UEFI_SECUREBOOT, Arch.I386)
+
+
 def test_firmwares_an_architecture_lacks_are_refused() -> None:
     with pytest.raises(UsageError, match="cannot boot arm64 images with bios"):
         vm.firmware_files(vm.Firmware.BIOS, Arch.ARM64)
@@ -196,3 +225,25 @@ def test_user_network_options_join_the_nic() -> None:
         "user,model=virtio-net-pci,net=169.254.0.0/16,guestfwd=tcp:1.2.3.4:80-cmd:x"
     ]
     assert pairs(vm.qemu_argv(machine()), "-nic") == ["user,model=virtio-net-pci"]
+
+
+def test_extlinux_boots_the_virt_machine_with_u_boot(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(vm_qemu, "host_arch", lambda: Arch.AMD64)
+    uboot = tmp_path / "u-boot.bin"
+    uboot.write_bytes(b"u")
+    monkeypatch.setenv("OSBAKE_UBOOT", str(uboot))
+    assert vm.firmware_files(vm.Firmware.EXTLINUX, Arch.ARM64) is None  # no flash, no vars
+    argv = vm.qemu_argv(machine(arch=Arch.ARM64, firmware=vm.Firmware.EXTLINUX))
+    assert pairs(argv, "-bios") == [str(uboot)]
+    assert pairs(argv, "-machine") == ["virt"] and "-drive" in argv
+    assert not [d for d in pairs(argv, "-drive") if "pflash" in d]
+    # Debian 12's u-boot-qemu puts it here; a missing file names the package.
+    monkeypatch.delenv("OSBAKE_UBOOT")
+    assert QEMU_FIRMWARE[Arch.ARM64].uboot == Path("/usr/lib/u-boot/qemu_arm64/u-boot.bin")
+    monkeypatch.setenv("OSBAKE_UBOOT", str(tmp_path / "missing.bin"))
+    with pytest.raises(HostError, match="U-Boot for QEMU"):
+        vm.qemu_argv(machine(arch=Arch.ARM64, firmware=vm.Firmware.EXTLINUX))
+    with pytest.raises(UsageError, match="cannot boot amd64 images with extlinux"):
+        vm.firmware_files(vm.Firmware.EXTLINUX, Arch.AMD64)

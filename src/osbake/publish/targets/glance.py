@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from osbake.arch import from_any
+from osbake.arch import Firmware, from_any
 from osbake.errors import PublishError, UsageError, VerifyError
 from osbake.events import Events
 from osbake.extras import Extra, needs
@@ -59,6 +59,8 @@ def image_properties(item: Item) -> dict[str, str]:
     arch = fields.get("arch")
     if arch:
         props["architecture"] = glance_arch(arch)
+    if _uefi_only(fields):
+        props["hw_firmware_type"] = "uefi"  # Nova boots it with UEFI, not a BIOS
     for source, target in (
         ("os", "os_distro"),
         ("version", "os_version"),
@@ -72,6 +74,17 @@ def image_properties(item: Item) -> dict[str, str]:
         if fields.get(source):
             props[target] = fields[source]
     return props
+
+
+def _uefi_only(fields: dict[str, str]) -> bool:
+    """The image boots with UEFI and not with a BIOS (its `boot`, or its arch has none)."""
+    modes = {m.strip() for m in fields.get("boot", "").split(",") if m.strip()}
+    if modes:
+        return "bios" not in modes and any(m.startswith("uefi") for m in modes)
+    arch = from_any(fields.get("arch", ""))
+    return (
+        arch is not None and Firmware.BIOS not in arch.info.firmwares and bool(arch.info.grub_efi)
+    )
 
 
 def image_matches(image: Any, item: Item) -> bool:
