@@ -74,6 +74,8 @@ def _manifest_inside(path: Path) -> Manifest:
     try:
         if name.endswith(".oci.tar"):
             text = _from_oci(path)
+        elif name.endswith(".iso"):
+            text = _from_iso(path)
         elif ".tar" in name:
             text = runner.output(["tar", "-xOf", str(path), MANIFEST_MEMBER])
         else:
@@ -88,6 +90,22 @@ def _manifest_inside(path: Path) -> Manifest:
             hint="was it built by osbake? keep <image>.manifest.json next to the artifact",
         ) from None
     return Manifest.model_validate_json(text)
+
+
+# A live ISO carries the image's manifest beside the squashfs (osbake.outputs.iso).
+ISO_MANIFEST = "/osbake/manifest.json"
+
+
+def _from_iso(path: Path) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "manifest.json"
+        argv = ["xorriso", "-osirrox", "on", "-indev", str(path)]
+        runner.run([*argv, "-extract", ISO_MANIFEST, str(target)])
+        if not target.is_file():
+            raise ArtifactError(
+                f"{path} has no manifest beside it and none inside ({ISO_MANIFEST})"
+            )
+        return target.read_text(encoding="utf-8")
 
 
 def _from_oci(path: Path) -> str:

@@ -127,15 +127,15 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     for index, drive in enumerate(machine.drives):
         spec = f"if=none,id=drive{index},file={_opt(drive.media.path)},format={drive.media.format}"
         boot = f",bootindex={order.index(index)}"
-        if drive.media.kind == MediaKind.CDROM and drive.boot:
+        if drive.media.kind == MediaKind.CDROM and drive.boot and not drive.scsi:
             # A bootable ISO gets a SATA drive: every installer and live system has
             # the AHCI driver.
             argv += ["-drive", f"{spec},media=cdrom,readonly=on"]
             argv += ["-device", f"ide-cd,drive=drive{index},bus=ide.{sata_cdroms}{boot}"]
             sata_cdroms += 1
         elif drive.media.kind == MediaKind.CDROM:
-            # A seed CD-ROM sits on virtio-scsi: cloud kernels (Debian's cloud flavour)
-            # lack AHCI but have virtio-scsi and sr_mod.
+            # A seed CD-ROM (and a live ISO osbake made) sits on virtio-scsi: cloud
+            # kernels (Debian's cloud flavour) lack AHCI but have virtio-scsi and sr_mod.
             if not scsi:
                 argv += ["-device", "virtio-scsi-pci,id=scsi0"]
                 scsi = True

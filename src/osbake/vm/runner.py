@@ -34,9 +34,11 @@ from osbake.vm.accel import (
 from osbake.vm.console import ConsoleWatcher, PatternResult, compile_patterns
 from osbake.vm.firmware import DEFAULT_ARCH, check_firmware, firmware_files
 from osbake.vm.media import (
+    CdromBus,
     Drive,
     MediaKind,
     SeedBus,
+    cdrom_on_scsi,
     create_overlay,
     prepare_image,
     prepare_seed_drive,
@@ -80,6 +82,7 @@ def boot(
     firmware: Firmware = Firmware.BIOS,
     seed: Path | None = None,
     seed_bus: SeedBus = SeedBus.DISK,
+    cdrom_bus: CdromBus = CdromBus.AUTO,
     expect: Sequence[str] = DEFAULT_EXPECT,
     fail_on: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
@@ -165,7 +168,8 @@ def boot(
         while True:
             attempt = tmp / f"attempt-{chosen}"
             attempt.mkdir()
-            drives = [Drive(media, boot=True)]
+            scsi = media.kind == MediaKind.CDROM and cdrom_on_scsi(media.path, cdrom_bus)
+            drives = [Drive(media, boot=True, scsi=scsi)]
             if media.kind == MediaKind.DISK:
                 # A fresh overlay for each attempt: a failed KVM boot may have written.
                 drives = [
