@@ -53,9 +53,8 @@ def inspect_artifact(path: Path) -> Inspection:
         entry = next((a for a in manifest.artifacts if a.file == path.name), None)
         return Inspection(path, manifest, str(beside), digest, entry)
     manifest = _manifest_inside(path)
-    return Inspection(
-        path, manifest, f"inside {path.name} ({IN_IMAGE_DIR}/manifest.json)", digest, None
-    )
+    member = ISO_MANIFEST if path.name.endswith(".iso") else f"{IN_IMAGE_DIR}/manifest.json"
+    return Inspection(path, manifest, f"inside {path.name} ({member})", digest, None)
 
 
 def _manifest_beside(path: Path) -> Path | None:

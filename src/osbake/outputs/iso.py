@@ -64,6 +64,10 @@ SQUASHFS_EXCLUDES = (
 # An ISO osbake made says so in its application id; `osbake boot` reads it.
 APPLICATION_ID = "OSBAKE LIVE"
 STAGE = "/run/osbake/iso"
+# zstd's level when the recipe gives none: measured on the cloud example (2 cores),
+# level 3 took 6.5 s for a 177.5 MB ISO, 9 took 20 s for 167.0 MB, and 15 (mksquashfs's
+# default) 101 s for 158.6 MB.
+ZSTD_LEVEL = 9
 LIVE_ARGUMENT = "boot=live"
 
 
@@ -79,8 +83,8 @@ class IsoSettings(BaseModel):
         None,
         ge=1,
         le=22,
-        description="zstd's level (1-22; default mksquashfs's, 15): lower is faster to make "
-        "and larger; not for xz",
+        description=f"zstd's level (1-22; default {ZSTD_LEVEL}): 15 (mksquashfs's own default) "
+        "makes the cloud example's squashfs 5% smaller in 5 times the time; not for xz",
     )
 
     @model_validator(mode="after")
@@ -154,8 +158,8 @@ class Iso(Output):
         compression = self.settings.get("compression", "zstd")
         argv = ["mksquashfs", str(ctx.tree), str(dest), "-noappend", "-no-progress"]
         argv += ["-comp", compression]
-        if compression == "zstd" and self.settings.get("level"):
-            argv += ["-Xcompression-level", str(self.settings["level"])]
+        if compression == "zstd":
+            argv += ["-Xcompression-level", str(self.settings.get("level") or ZSTD_LEVEL)]
         argv += ["-mkfs-time", str(ctx.epoch), "-all-time", str(ctx.epoch)]
         argv += ["-wildcards", "-e", *SQUASHFS_EXCLUDES]  # -e comes last
         runner.run(argv, events=ctx.events)
