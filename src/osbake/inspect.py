@@ -7,6 +7,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from osbake import image_files
 from osbake import run as runner
 from osbake.errors import ArtifactError, CommandError
 from osbake.manifest import (
@@ -52,9 +53,15 @@ def inspect_artifact(path: Path) -> Inspection:
             ) from None
         entry = next((a for a in manifest.artifacts if a.file == path.name), None)
         return Inspection(path, manifest, str(beside), digest, entry)
-    manifest = _manifest_inside(path)
-    member = ISO_MANIFEST if path.name.endswith(".iso") else f"{IN_IMAGE_DIR}/manifest.json"
-    return Inspection(path, manifest, f"inside {path.name} ({member})", digest, None)
+    text, where = _manifest_inside(path)
+    try:
+        manifest = Manifest.model_validate_json(text)
+    except ValueError as exc:
+        raise ArtifactError(
+            f"the manifest inside {path} is not one osbake reads: {str(exc).splitlines()[0]}",
+            hint="was it built by osbake (or a much newer version of it)?",
+        ) from None
+    return Inspection(path, manifest, f"inside {path.name} ({where})", digest, None)
 
 
 def _manifest_beside(path: Path) -> Path | None:
@@ -68,27 +75,34 @@ def _manifest_beside(path: Path) -> Path | None:
     return None
 
 
-def _manifest_inside(path: Path) -> Manifest:
+def _manifest_inside(path: Path) -> tuple[str | bytes, str]:
+    """The manifest's text and where in the artifact it was."""
     name = path.name
+    if name.endswith(".iso"):
+        # Before the disk images: a hybrid ISO has a partition table too.
+        return _from_iso(path), ISO_MANIFEST
+    where = f"{IN_IMAGE_DIR}/manifest.json"
+    if not name.endswith(".oci.tar") and image_files.is_disk_image(path):
+        found = image_files.read_file(path, where)
+        part = f"partition {found.partition}, " if found.partition else ""
+        return found.data, f"{part}{found.filesystem}: {where}"
     try:
         if name.endswith(".oci.tar"):
-            text = _from_oci(path)
-        elif name.endswith(".iso"):
-            text = _from_iso(path)
-        elif ".tar" in name:
-            text = runner.output(["tar", "-xOf", str(path), MANIFEST_MEMBER])
-        else:
-            raise ArtifactError(
-                f"{path} has no manifest beside it, and osbake cannot read one from "
-                "inside this kind of file",
-                hint="keep <image>.manifest.json next to the artifact",
-            )
+            return _from_oci(path), where
+        if ".tar" in name:
+            return runner.output(["tar", "-xOf", str(path), MANIFEST_MEMBER]), where
     except CommandError:
         raise ArtifactError(
-            f"{path} has no manifest beside it and none inside ({IN_IMAGE_DIR}/manifest.json)",
+            f"{path} has no manifest beside it and none inside ({where})",
             hint="was it built by osbake? keep <image>.manifest.json next to the artifact",
         ) from None
-    return Manifest.model_validate_json(text)
+    raise ArtifactError(
+        f"{path} has no manifest beside it, and osbake cannot read one from inside this "
+        "kind of file",
+        hint="osbake reads disk images (raw, qcow2, vmdk, vhd, vhdx, raw.tar.*), root "
+        "tarballs, OCI archives and live ISOs; or keep <image>.manifest.json next to the "
+        "artifact",
+    )
 
 
 # A live ISO carries the image's manifest beside the squashfs (osbake.outputs.iso).
@@ -99,7 +113,10 @@ def _from_iso(path: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         target = Path(tmp) / "manifest.json"
         argv = ["xorriso", "-osirrox", "on", "-indev", str(path)]
-        runner.run([*argv, "-extract", ISO_MANIFEST, str(target)])
+        try:
+            runner.run([*argv, "-extract", ISO_MANIFEST, str(target)])
+        except CommandError:
+            target.unlink(missing_ok=True)
         if not target.is_file():
             raise ArtifactError(
                 f"{path} has no manifest beside it and none inside ({ISO_MANIFEST})"
