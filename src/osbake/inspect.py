@@ -84,6 +84,9 @@ def _manifest_beside(path: Path) -> Path | None:
 def _manifest_inside(path: Path) -> tuple[str | bytes, str]:
     """The manifest's text and where in the artifact it was."""
     name = path.name
+    if name.endswith(".iso"):
+        # Before the disk images: a hybrid ISO has a partition table too.
+        return _from_iso(path), ISO_MANIFEST
     where = f"{IN_IMAGE_DIR}/manifest.json"
     if not name.endswith(".oci.tar") and image_files.is_disk_image(path):
         found = image_files.read_file(path, where)
@@ -103,8 +106,28 @@ def _manifest_inside(path: Path) -> tuple[str | bytes, str]:
         f"{path} has no manifest beside it, and osbake cannot read one from inside this "
         "kind of file",
         hint="osbake reads disk images (raw, qcow2, vmdk, vhd, vhdx, raw.tar.*), root "
-        "tarballs and OCI archives; or keep <image>.manifest.json next to the artifact",
+        "tarballs, OCI archives and live ISOs; or keep <image>.manifest.json next to the "
+        "artifact",
     )
+
+
+# A live ISO carries the image's manifest beside the squashfs (osbake.outputs.iso).
+ISO_MANIFEST = "/osbake/manifest.json"
+
+
+def _from_iso(path: Path) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "manifest.json"
+        argv = ["xorriso", "-osirrox", "on", "-indev", str(path)]
+        try:
+            runner.run([*argv, "-extract", ISO_MANIFEST, str(target)])
+        except CommandError:
+            target.unlink(missing_ok=True)
+        if not target.is_file():
+            raise ArtifactError(
+                f"{path} has no manifest beside it and none inside ({ISO_MANIFEST})"
+            )
+        return target.read_text(encoding="utf-8")
 
 
 def _from_oci(path: Path) -> str:

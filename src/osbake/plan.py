@@ -25,7 +25,7 @@ from osbake.elements.model import hash_paths
 from osbake.elements.options import resolve_options
 from osbake.elements.phases import phase_scripts
 from osbake.errors import RecipeError
-from osbake.outputs import check_output_options, needs_disk
+from osbake.outputs import check_output_options, needs_disk, output_class
 from osbake.recipe import Arch, Recipe, locate, select_variant
 from osbake.steps import (
     DISK_CODE,
@@ -66,6 +66,7 @@ def resolve_plan(
     distro = get_distro(recipe, chosen_arch, options.get(distro_element(recipe.distro), {}))
     disk = plan_disk(recipe, str(chosen_arch), elements, _disk_outputs(recipe))
     _check_boot(recipe, disk)
+    _check_live(recipe, elements)
     base_packages, recipe_packages = _packages(recipe, elements, distro, disk)
     environment = _environment(recipe, chosen_arch, elements, distro)
     plan = Plan(
@@ -105,6 +106,7 @@ def check_recipe(
             distro = get_distro(recipe, arch, options.get(distro_element(recipe.distro), {}))
             distro.kernel_packages()
             _check_boot(recipe, plan_disk(recipe, str(arch), elements, _disk_outputs(recipe)))
+            _check_live(recipe, elements)
             check_output_options(recipe)
             targets.append((variant, arch))
     return targets
@@ -156,6 +158,62 @@ def _check_boot(recipe: Recipe, disk: DiskPlan | None) -> None:
             location=locate(recipe, ("boot",)),
             hint="add the 'vm' element, or a 'disk:' layout",
         )
+
+
+# The element that makes the tree a live system, and the output that boots it.
+LIVE_ELEMENT = "live"
+
+
+def _check_live(recipe: Recipe, elements: list[Element]) -> None:
+    """A live ISO needs a kernel, firmwares and the live element; a live tree no disk."""
+    live = [i for i, o in enumerate(recipe.outputs) if _replaces_disk(str(o))]
+    has_element = any(e.name == LIVE_ELEMENT for e in elements)
+    if live:
+        where = locate(recipe, ("outputs", live[0]))
+        fmt = recipe.outputs[live[0]]
+        if recipe.kernel == "none":
+            raise RecipeError(
+                f"the output '{fmt}' is a live system, but the image has no kernel (kernel: none)",
+                location=locate(recipe, ("kernel",)),
+                hint="set kernel: cloud (for VMs) or kernel: generic (for real machines)",
+            )
+        if not recipe.boot:
+            raise RecipeError(
+                f"the output '{fmt}' boots, but the recipe names no firmware to boot with",
+                location=where,
+                hint="add boot: [bios, uefi] (and uefi-secureboot for Secure Boot)",
+            )
+        if not has_element:
+            raise RecipeError(
+                f"the output '{fmt}' is a live system, but the recipe lacks the "
+                f"'{LIVE_ELEMENT}' element (live-boot in the initramfs, boot=live)",
+                location=where,
+                hint=f"add '{LIVE_ELEMENT}' to elements (e.g. in a variant that builds the ISO)",
+            )
+    disk_outputs = [i for i, o in enumerate(recipe.outputs) if needs_disk(o)]
+    if has_element and disk_outputs:
+        raise RecipeError(
+            f"the '{LIVE_ELEMENT}' element makes a live system (boot=live), which does not "
+            f"boot from a disk, but the recipe asks for the disk image "
+            f"'{recipe.outputs[disk_outputs[0]]}'",
+            location=locate(recipe, ("outputs", disk_outputs[0])),
+            hint="build the ISO in a variant of its own: "
+            f"{{elements: [{LIVE_ELEMENT}], outputs: [iso]}}",
+        )
+
+
+def _replaces_disk(fmt: str) -> bool:
+    cls = output_class(fmt)
+    return cls is not None and cls.replaces_disk
+
+
+def _assembles_disk(plan: Plan) -> bool:
+    """A disk is made when there is a layout, unless the image boots from a live ISO
+    and no output is made from the disk."""
+    if plan.disk is None:
+        return False
+    outputs = [str(o) for o in plan.recipe.outputs]
+    return any(needs_disk(o) for o in outputs) or not any(_replaces_disk(o) for o in outputs)
 
 
 def _disk_outputs(recipe: Recipe) -> list[str]:
@@ -260,14 +318,15 @@ def _steps(plan: Plan) -> list[Step]:
         parent = key
     tree_key = parent
     disk_key = None
-    if plan.disk is not None:
+    if _assembles_disk(plan):
         inputs = {"disk": disk_inputs(plan.disk)}
         code = step_code(plan, (), *DISK_CODE)
         disk_key = _key("disk", parent, inputs, code)
         steps.append(Step("disk", StepKind.DISK, disk_key, inputs, code=code))
     for fmt in plan.recipe.outputs:
         inputs = {"format": str(fmt), "settings": plan.output_settings.get(str(fmt), {})}
-        code = step_code(plan, (), *OUTPUT_CODE)
+        cls = output_class(fmt)
+        code = step_code(plan, (), *OUTPUT_CODE, *(cls.code if cls else ()))
         key = _key(f"output:{fmt}", disk_key if needs_disk(fmt) else tree_key, inputs, code)
         steps.append(Step(f"output:{fmt}", StepKind.OUTPUT, key, inputs, output=fmt, code=code))
     return steps

@@ -44,6 +44,8 @@ TOOL_PACKAGES = {
     "mkfs.btrfs": "btrfs-progs",
     "mkfs.xfs": "xfsprogs",
     "xorriso": "xorriso",
+    "mksquashfs": "squashfs-tools",
+    "unsquashfs": "squashfs-tools",
     "gpg": "gnupg",
     "setpriv": "util-linux",
 }

@@ -22,6 +22,11 @@ class Output:
     # Made from the assembled disk image (else from the tree): the plan puts it after
     # the disk step, and a recipe that asks for it needs a disk layout.
     needs_disk: ClassVar[bool] = False
+    # Boots by itself (a live ISO): a build whose other outputs are all made from the
+    # tree assembles no disk, even when an element brings a disk layout.
+    replaces_disk: ClassVar[bool] = False
+    # Modules besides the outputs package whose code shapes the artifact (its key).
+    code: ClassVar[tuple[str, ...]] = ()
     registry: ClassVar[dict[OutputFormat, type[Output]]] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
@@ -64,6 +69,15 @@ def needs_disk(fmt: OutputFormat | str) -> bool:
     except ValueError:
         return False
     return cls is not None and cls.needs_disk
+
+
+def output_class(fmt: OutputFormat | str) -> type[Output] | None:
+    """The plugin class of a format, or None for a name that is not an output format."""
+    _load_plugins()
+    try:
+        return Output.registry.get(OutputFormat(fmt))
+    except ValueError:
+        return None
 
 
 def check_output_options(recipe: Recipe) -> dict[str, dict[str, Any]]:

@@ -76,6 +76,7 @@ FTYPES: dict[str, str] = {
     "tar.xz": "root.tar.xz",
     "tar.gz": "root.tar.gz",
     "oci": "oci.tar",
+    "iso": "iso",  # a hybrid live ISO (BIOS and UEFI; CD, USB stick or virtual CD-ROM)
     "manifest": "manifest",
 }
 

@@ -39,6 +39,7 @@ class OutputFormat(StrEnum):
     VHDX = "vhdx"
     RAW_TAR_XZ = "raw.tar.xz"
     RAW_TAR_GZ = "raw.tar.gz"
+    ISO = "iso"
 
 
 class PartitionTable(StrEnum):

@@ -35,7 +35,8 @@ from osbake.service.problems import Conflict, NotFound
 from osbake.service.queue import BuildQueue
 
 MILESTONES = ("daily", "weekly", "alpha", "beta", "rc", "final")
-DISK_FORMATS = ("qcow2", "raw")
+# What the worker's boot test boots: disk images and live ISOs.
+BOOTABLE_FORMATS = ("qcow2", "raw", "iso")
 TAIL_LINES = 40
 
 

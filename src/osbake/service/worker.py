@@ -37,7 +37,7 @@ from osbake.errors import HostError, OsbakeError, UsageError
 from osbake.events import Event, Events
 from osbake.service import build_users, configs
 from osbake.service.build_users import BuildUser
-from osbake.service.builds import DISK_FORMATS
+from osbake.service.builds import BOOTABLE_FORMATS
 
 FLUSH_SECONDS = 0.5
 HEARTBEAT_SECONDS = 5.0
@@ -410,10 +410,10 @@ def boot_test(
     events: Events,
     user: BuildUser | None = None,
 ) -> dict[str, Any]:
-    """Boot each disk image under QEMU (`osbake boot`, as the build's user); tarballs
-    have nothing to boot."""
+    """Boot each disk image and live ISO under QEMU (`osbake boot`, as the build's user);
+    tarballs have nothing to boot."""
     outdir = outputs.folder
-    disks = [a for a in manifest.get("artifacts", []) if a.get("format") in DISK_FORMATS]
+    disks = [a for a in manifest.get("artifacts", []) if a.get("format") in BOOTABLE_FORMATS]
     if not disks:
         return {"boot_state": "none", "boot_detail": "no boot test: no disk image"}
     firmwares = list(manifest.get("recipe", {}).get("boot") or ["bios"])

@@ -75,6 +75,13 @@ def register(command: CommandFactory, sub: Any) -> None:
         help="attach the seed as a read-only virtio disk (default) or as a CD-ROM (ISO only)",
     )
     p.add_argument(
+        "--cdrom-bus",
+        choices=[str(b) for b in vm.CdromBus],
+        default=str(vm.CdromBus.AUTO),
+        help="where an .iso to boot is attached: SATA, or virtio-scsi (Debian's cloud kernel "
+        "has no AHCI driver); auto (default): virtio-scsi for a live ISO osbake made",
+    )
+    p.add_argument(
         "--datasource",
         choices=[str(d) for d in Datasource],
         help="give the guest its instance as a cloud does: a NoCloud or ConfigDrive seed "
@@ -245,6 +252,7 @@ def _boot(
         firmware=vm.Firmware(args.firmware),
         seed=seed,
         seed_bus=vm.SeedBus(args.seed_bus),
+        cdrom_bus=vm.CdromBus(args.cdrom_bus),
         expect=args.expect or list(vm.DEFAULT_EXPECT),
         fail_on=args.fail_on,
         timeout=args.timeout,

@@ -29,6 +29,20 @@ class SeedBus(StrEnum):
     CDROM = "cdrom"
 
 
+class CdromBus(StrEnum):
+    """Where a bootable ISO is attached: SATA (AHCI), or virtio-scsi (Debian's cloud
+    kernel has no AHCI driver); `auto` picks virtio-scsi for a live ISO osbake made."""
+
+    AUTO = "auto"
+    SATA = "sata"
+    SCSI = "scsi"
+
+
+# The ISO 9660 primary volume descriptor's application id (osbake's live ISOs set it).
+APPLICATION_ID_OFFSET = 0x8000 + 574
+OSBAKE_APPLICATION_ID = b"OSBAKE LIVE"
+
+
 DISK_FORMATS = {"raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi"}
 TAR_SUFFIXES = (".tar", ".tar.xz", ".tar.gz", ".tgz", ".tar.zst", ".tar.bz2")
 COMPRESSED = {
@@ -70,6 +84,20 @@ def is_fixed_vhd(path: Path) -> bool:
         return False
     footer = _head(path, VHD_FOOTER, size - VHD_FOOTER)
     return footer[:8] == b"conectix" and int.from_bytes(footer[60:64], "big") == VHD_FIXED
+
+
+def made_by_osbake(path: Path) -> bool:
+    """Whether an ISO is a live ISO made by osbake (its kernel may lack AHCI)."""
+    return is_iso9660(path) and _head(
+        path, len(OSBAKE_APPLICATION_ID), APPLICATION_ID_OFFSET
+    ).startswith(OSBAKE_APPLICATION_ID)
+
+
+def cdrom_on_scsi(path: Path, bus: CdromBus) -> bool:
+    """Whether the bootable ISO goes on virtio-scsi (else SATA)."""
+    if bus == CdromBus.AUTO:
+        return made_by_osbake(path)
+    return bus == CdromBus.SCSI
 
 
 def _is_tar(path: Path) -> bool:
@@ -178,6 +206,7 @@ class Drive:
     media: Media
     readonly: bool = False
     boot: bool = False
+    scsi: bool = False  # a CD-ROM to boot on virtio-scsi instead of SATA
 
 
 def prepare_seed_drive(seed: Path, bus: SeedBus, events: Events) -> Drive:

@@ -132,14 +132,14 @@ def qemu_argv(machine: Machine, qemu: str | None = None) -> list[str]:
     for index, drive in enumerate(machine.drives):
         spec = f"if=none,id=drive{index},file={_opt(drive.media.path)},format={drive.media.format}"
         boot = f",bootindex={order.index(index)}"
-        if drive.media.kind == MediaKind.CDROM and drive.boot:
-            # A bootable ISO gets a SATA (or IDE) drive: every installer and live system
-            # has the AHCI driver.
+        if drive.media.kind == MediaKind.CDROM and drive.boot and not drive.scsi:
+            # A bootable ISO gets a SATA drive: every installer and live system has
+            # the AHCI driver.
             argv += ["-drive", f"{spec},media=cdrom,readonly=on"]
             argv += ["-device", f"ide-cd,drive=drive{index},{buses.ide()}{boot}"]
         elif drive.media.kind == MediaKind.CDROM:
-            # A seed CD-ROM sits on virtio-scsi: cloud kernels (Debian's cloud flavour)
-            # lack AHCI but have virtio-scsi and sr_mod.
+            # A seed CD-ROM (and a live ISO osbake made) sits on virtio-scsi: cloud
+            # kernels (Debian's cloud flavour) lack AHCI but have virtio-scsi and sr_mod.
             argv += buses.controller("virtio-scsi-pci", "scsi0")
             argv += ["-drive", f"{spec},media=cdrom,readonly=on"]
             argv += ["-device", f"scsi-cd,drive=drive{index},bus=scsi0.0{boot}"]

@@ -36,9 +36,11 @@ from osbake.vm.firmware import DEFAULT_ARCH, check_firmware, firmware_files, ubo
 from osbake.vm.hardware import Hardware, HardwareChoice, Nic
 from osbake.vm.hardware import check as check_hardware
 from osbake.vm.media import (
+    CdromBus,
     Drive,
     MediaKind,
     SeedBus,
+    cdrom_on_scsi,
     create_overlay,
     prepare_image,
     prepare_seed_drive,
@@ -82,6 +84,7 @@ def boot(
     firmware: Firmware = Firmware.BIOS,
     seed: Path | None = None,
     seed_bus: SeedBus = SeedBus.DISK,
+    cdrom_bus: CdromBus = CdromBus.AUTO,
     expect: Sequence[str] = DEFAULT_EXPECT,
     fail_on: Sequence[str] = (),
     timeout: float = DEFAULT_TIMEOUT,
@@ -173,7 +176,8 @@ def boot(
         while True:
             attempt = tmp / f"attempt-{chosen}"
             attempt.mkdir()
-            drives = [Drive(media, boot=True)]
+            scsi = media.kind == MediaKind.CDROM and cdrom_on_scsi(media.path, cdrom_bus)
+            drives = [Drive(media, boot=True, scsi=scsi)]
             if media.kind == MediaKind.DISK:
                 # A fresh overlay for each attempt: a failed KVM boot may have written.
                 drives = [

@@ -107,3 +107,28 @@ def test_a_build_gets_no_secret_of_the_worker(monkeypatch: pytest.MonkeyPatch) -
     assert env["HOME"] == "/var/lib/osbake-build"
     assert user.command(["osbake", "build"])[-2:] == ["osbake", "build"]
     assert "--reuid=999" in user.command(["true"])
+
+
+def test_a_live_iso_is_booted_with_each_firmware(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from osbake import run as runner
+
+    (tmp_path / "live.iso").write_bytes(b"iso")
+    booted: list[list[str]] = []
+
+    def fake_run(argv: list[str], **kwargs: Any) -> runner.Completed:
+        booted.append(list(argv))
+        return runner.Completed(list(argv), 0)
+
+    monkeypatch.setattr(runner, "run", fake_run)
+    settings = WorkerSettings(server="http://x", token="t", work_dir=tmp_path)
+    manifest = {
+        "artifacts": [{"file": "live.iso", "format": "iso"}],
+        "recipe": {"boot": ["bios", "uefi"]},
+    }
+    result = boot_test(settings, manifest, Outputs(tmp_path, None), Events())
+    assert result["boot_state"] != "none"
+    firmwares = [a[a.index("--firmware") + 1] for a in booted]
+    assert firmwares == ["bios", "uefi"]
+    assert all(str(tmp_path / "live.iso") in a for a in booted)
