@@ -138,7 +138,7 @@ def fstab(disk: DiskPlan) -> str:
                 passno = 0
         options = _slow_hardware_options(options, part.mount, part.options is not None)
         lines.append(f"{ident}\t{part.mount}\t{part.fs}\t{options}\t0\t{passno}")
-    for part in disk.partitions:
+    for part in disk.filesystems:
         if part.fs == FsType.SWAP:
             options = _slow_hardware_options("sw", None, False)
             lines.append(f"UUID={part.fs_uuid}\tnone\tswap\t{options}\t0\t0")
@@ -151,8 +151,8 @@ def _grub_quoted(text: str) -> str:
 
 
 def boot_partition(disk: DiskPlan) -> PartitionPlan:
-    """The partition whose file system holds /boot."""
-    for part in disk.partitions:
+    """The partition (or logical volume) whose file system holds /boot."""
+    for part in disk.filesystems:
         if part.mount == "/boot":
             return part
     return disk.root
@@ -167,7 +167,6 @@ def grub_cfg(
     title: str = "Linux",
 ) -> str:
     boot = boot_partition(disk)
-    root = disk.root
     lines = [
         "# Written by osbake. Kernel upgrades keep working: /vmlinuz and /initrd.img",
         "# are symlinks the kernel packages update.",
@@ -186,12 +185,27 @@ def grub_cfg(
         f"menuentry '{_grub_quoted(title)}' --id osbake {{",
         f"\tsearch --no-floppy --fs-uuid --set=root {boot.fs_uuid}",
         "\techo 'Loading Linux ...'",
-        f"\tlinux {kernel} root=UUID={root.fs_uuid} ro {cmdline}".rstrip(),
+        f"\tlinux {kernel} root={root_device(disk)} ro {cmdline}".rstrip(),
     ]
     if initrd:
         lines.append(f"\tinitrd {initrd}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def root_device(disk: DiskPlan) -> str:
+    """The kernel's root=: the file system's UUID, or /dev/mapper/VG-LV on LVM.
+
+    Debian's lvm2 initramfs script activates the logical volume root= names (it
+    reads the group and volume from a /dev/mapper name); with root=UUID= it would
+    not know which volume to activate.
+    """
+    return disk.device(disk.root) or f"UUID={disk.root.fs_uuid}"
+
+
+def grub_modules(disk: DiskPlan, wanted: list[str]) -> list[str]:
+    """GRUB's modules for this disk: `lvm` too when /boot is on a logical volume."""
+    return [*wanted, "lvm"] if boot_partition(disk).volume_group else wanted
 
 
 def early_cfg(disk: DiskPlan) -> str:
@@ -247,7 +261,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
         ]
     if Firmware.BIOS in firmware:
         platform = _platform(info, Firmware.BIOS)
-        modules = _available(ctx, info, Firmware.BIOS, MODULES + BIOS_MODULES)
+        modules = _available(ctx, info, Firmware.BIOS, grub_modules(disk, MODULES + BIOS_MODULES))
         commands.append(
             f"grub-mkimage -O {platform} -o /run/osbake/boot/core.img -p /boot/grub "
             f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"
@@ -279,7 +293,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
                     f"install -m 0644 /run/osbake/boot/early.cfg {efi}/{folder}/grub.cfg"
                 )
         else:
-            modules = _available(ctx, info, uefi[0], MODULES + EFI_MODULES)
+            modules = _available(ctx, info, uefi[0], grub_modules(disk, MODULES + EFI_MODULES))
             commands.append(
                 f"grub-mkimage -O {platform} -o {efi}/BOOT/{loader} -p /EFI/BOOT "
                 f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"

@@ -173,7 +173,8 @@ class Debian(Distro):
 
     def filesystem_packages(self, filesystems: list[str]) -> list[str]:
         # ext4's e2fsprogs is in every Debian base system; vfat needs no tool to mount.
-        tools = {"btrfs": "btrfs-progs", "xfs": "xfsprogs"}
+        # lvm2 brings its initramfs hook: a root on LVM is activated there.
+        tools = {"btrfs": "btrfs-progs", "xfs": "xfsprogs", "lvm": "lvm2"}
         return list(dict.fromkeys(tools[fs] for fs in filesystems if fs in tools))
 
     def tool_environment(self, options: OptionValues) -> dict[str, str]:
