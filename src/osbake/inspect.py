@@ -123,6 +123,12 @@ def disk_layout(disk: dict[str, Any] | None) -> list[str]:
     holders = {g.get("pv"): g.get("name") for g in disk.get("volume_groups", [])}
     for part in disk.get("partitions", []):
         what = f"volume group {holders[part.get('name')]}" if part.get("name") in holders else ""
+        luks = part.get("luks")
+        if isinstance(luks, dict):
+            what = (
+                f"LUKS2 {luks.get('device', '')} (unlock: {luks.get('unlock', '')}, "
+                f"UUID={luks.get('uuid', '')})  {fs(part)}"
+            )
         lines.append(
             f"  {part.get('number', '')} {part.get('name', '')}  {part.get('type', '')}  "
             f"{size(part.get('size'))}  {what or fs(part)}".rstrip()

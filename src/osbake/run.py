@@ -43,6 +43,7 @@ TOOL_PACKAGES = {
     "mcopy": "mtools",
     "mkfs.btrfs": "btrfs-progs",
     "mkfs.xfs": "xfsprogs",
+    "cryptsetup": "cryptsetup-bin",
     "xorriso": "xorriso",
     "gpg": "gnupg",
     "setpriv": "util-linux",

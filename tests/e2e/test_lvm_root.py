@@ -1,8 +1,7 @@
 """examples/debian-lvm.yaml: / and /var on LVM logical volumes that osbake wrote itself.
 
 LVM's own tools read the volume group from the image (through a read-only loop device,
-nothing activated), and the image boots to cloud-init done with BIOS and with UEFI
-(shim and Debian's signed GRUB, which reads /boot from the logical volume).
+nothing activated), and the image boots to cloud-init done.
 """
 
 from __future__ import annotations
@@ -113,10 +112,10 @@ def test_lvm_reads_the_volume_group_osbake_wrote(lvm_image: Path, pv_device: str
         assert f"Filesystem UUID:          {volume['fs_uuid']}" in header
 
 
-@pytest.mark.parametrize("firmware", ["bios", "uefi"])
-def test_root_and_var_on_lvm_boot_to_cloud_init_done(
-    lvm_image: Path, firmware: str, tmp_path: Path
-) -> None:
+def test_root_and_var_on_lvm_boot_to_cloud_init_done(lvm_image: Path, tmp_path: Path) -> None:
+    """With BIOS: GRUB's core image reads /boot from the volume (its lvm module). UEFI
+    (shim and Debian's signed GRUB, which has lvm built in) was booted too when this was
+    written; it is left out of the suite for time."""
     user_data = tmp_path / "user-data"
     user_data.write_text(
         "#cloud-config\n"
@@ -129,7 +128,7 @@ def test_root_and_var_on_lvm_boot_to_cloud_init_done(
     console = tmp_path / "console.log"
     result = subprocess.run(
         [sys.executable, "-m", "osbake", "boot", str(lvm_image / "debian-lvm.qcow2"),
-         "--firmware", firmware, "--accel", "tcg", "--datasource", "nocloud",
+         "--firmware", "bios", "--accel", "tcg", "--datasource", "nocloud",
          "--user-data", str(user_data), "--expect", DONE, "--fail-on", "Kernel panic",
          "--fail-on", "emergency mode", "--timeout", "500", "--console-log", str(console)],
         capture_output=True, text=True, check=False,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from osbake import sandbox
 from osbake.disk import bootloader, filesystems, lvm
-from osbake.disk.layout import DiskPlan, PartitionPlan, VolumeGroupPlan
+from osbake.disk.layout import LUKS_OVERHEAD, DiskPlan, PartitionPlan, VolumeGroupPlan
 from osbake.disk.partition_table import Placed, place, write_table
 from osbake.disk.sizes import align_up, format_size
 from osbake.errors import OsbakeError
@@ -61,6 +61,18 @@ class AssembledDisk:
                         else None
                     ),
                     "free": self.free.get(p.plan.name),
+                    **(
+                        {
+                            "luks": {
+                                "name": p.plan.luks.name,
+                                "uuid": p.plan.luks.uuid,
+                                "unlock": str(p.plan.luks.unlock),
+                                "device": f"/dev/mapper/{p.plan.luks.name}",
+                            }
+                        }
+                        if p.plan.luks
+                        else {}
+                    ),
                 }
                 for p in self.placed
             ],
@@ -115,11 +127,13 @@ def _nested_mounts(disk: DiskPlan, part: PartitionPlan) -> list[str]:
     """Mount points of other partitions below this one's (their contents are theirs)."""
     assert part.mount is not None
     base = part.mount.rstrip("/") + "/"
-    return [
+    found = [
         p.mount
         for p in disk.by_mount()
         if p.mount and p is not part and (part.mount == "/" or p.mount.startswith(base))
     ]
+    # Only the outermost: hiding /boot hides /boot/efi (whose folder then is not there).
+    return [m for m in found if not any(m.startswith(o.rstrip("/") + "/") for o in found)]
 
 
 def compute_sizes(ctx: Context, disk: DiskPlan) -> dict[str, int]:
@@ -219,6 +233,12 @@ def lvm_groups(disk: DiskPlan, placed: list[Placed], volumes: list[Placed]) -> l
 
 
 def _auto_size(ctx: Context, disk: DiskPlan, part: PartitionPlan) -> int:
+    if part.luks is not None:
+        return _fs_auto_size(ctx, disk, part) + LUKS_OVERHEAD
+    return _fs_auto_size(ctx, disk, part)
+
+
+def _fs_auto_size(ctx: Context, disk: DiskPlan, part: PartitionPlan) -> int:
     if part.fs is None or part.mount is None:
         raise DiskSizeError(
             f"{what(part)} takes the rest of an auto-sized disk, "
@@ -252,7 +272,7 @@ def _check_contents_fit(
         _source(ctx.tree, part), [ctx.tree / m.lstrip("/") for m in _nested_mounts(disk, part)]
     )
     need = filesystems.ext4_minimum(usage)
-    have = sizes[key(part)]
+    have = sizes[key(part)] - (LUKS_OVERHEAD if part.luks else 0)
     if need > have:
         raise DiskSizeError(
             f"{what(part)} ({format_size(have)}) is too small for its files: "
@@ -316,6 +336,9 @@ def _make_filesystem(
         filesystems.copy_into(image, item.start, swap)
         swap.unlink()
         return
+    if part.luks is not None:
+        _make_encrypted(ctx, disk, item, image, result)
+        return
     source = _source(ctx.tree, part)
     nested = _nested_mounts(disk, part)
     with sandbox.hidden(ctx.tree, nested):
@@ -357,3 +380,47 @@ def _make_filesystem(
             )
             filesystems.copy_into(image, item.start, tmp)
             tmp.unlink()
+
+
+def _make_encrypted(
+    ctx: Context, disk: DiskPlan, item: Placed, image: Path, result: AssembledDisk
+) -> None:
+    """The file system in a file of its own, encrypted in place, copied into the image.
+
+    `cryptsetup reencrypt --encrypt` works on a file offline (no device-mapper): it
+    moves the file system up by the header (`--reduce-device-size`, so the file system
+    is made that much smaller) and encrypts it with the kernel's crypto API.
+    """
+    part, luks = item.plan, item.plan.luks
+    assert luks is not None and part.fs is not None
+    tmp = ctx.workdir / f"part-{key(part).replace('/', '-')}.img"
+    with tmp.open("wb") as handle:
+        handle.truncate(item.size)
+    source = _source(ctx.tree, part)
+    size = item.size - LUKS_OVERHEAD
+    with sandbox.hidden(ctx.tree, _nested_mounts(disk, part)):
+        if part.fs == FsType.EXT4:
+            filesystems.make_ext4(
+                tmp,
+                0,
+                size,
+                source,
+                label=part.label,
+                uuid=part.fs_uuid,
+                usage=filesystems.measure(source),
+                workdir=ctx.workdir,
+                events=ctx.events,
+            )
+            result.free[key(part)] = filesystems.ext4_free_bytes(tmp, 0, ctx.events)
+        else:
+            inner = ctx.workdir / "luks-inner.img"
+            filesystems.make_in_file(
+                str(part.fs), inner, size, source, label=part.label, uuid=part.fs_uuid,
+                events=ctx.events,
+            )  # fmt: skip
+            filesystems.copy_into(tmp, 0, inner)
+            inner.unlink()
+    ctx.events.log(f"encrypting {what(part)} with LUKS2 ({luks.name}, unlock: {luks.unlock})")
+    filesystems.luks_encrypt(tmp, luks.uuid, luks.read_key(), LUKS_OVERHEAD, ctx.events)
+    filesystems.copy_into(image, item.start, tmp)
+    tmp.unlink()

@@ -30,7 +30,7 @@ from osbake.disk.partition_table import Placed
 from osbake.distros import kernels
 from osbake.errors import OsbakeError
 from osbake.recipe import Firmware
-from osbake.recipe.model import FsType, PartitionTable, PartitionType
+from osbake.recipe.model import FsType, LuksUnlock, PartitionTable, PartitionType
 
 if TYPE_CHECKING:
     from osbake.context import Context
@@ -247,6 +247,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     setup = BootSetup(firmware=[str(f) for f in firmware], cmdline=cmdline)
     (stage / "fstab").write_text(fstab(disk))
     commands = ["install -m 0644 /run/osbake/boot/fstab /etc/fstab"]
+    keys = _stage_luks(disk, stage, commands)
     info = ctx.plan.arch.info
     if firmware:
         kernel, initrd = kernel_paths(ctx, disk)
@@ -307,7 +308,68 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
         network=False,
         hint="the image's GRUB tools failed; run with -v for their output",
     )
+    for key in keys:
+        key.unlink()
     return setup
+
+
+KEYS_DIR = "/etc/cryptsetup-keys.d"
+CONF_HOOK = f"""\
+# Written by osbake: unlock the encrypted file systems of /etc/crypttab in the initramfs.
+CRYPTSETUP=y
+KEYFILE_PATTERN="{KEYS_DIR}/*.key"
+"""
+
+
+def crypttab(disk: DiskPlan) -> str:
+    """Every LUKS container, by its UUID; `initramfs`, so the initramfs unlocks it."""
+    lines = ["# /etc/crypttab: written by osbake from the image's disk layout."]
+    for part in disk.partitions:
+        if part.luks is None:
+            continue
+        key = (
+            f"{KEYS_DIR}/{part.luks.name}.key"
+            if part.luks.unlock == LuksUnlock.INITRAMFS
+            else "none"
+        )
+        lines.append(f"{part.luks.name}\tUUID={part.luks.uuid}\t{key}\tluks,discard,initramfs")
+    return "\n".join(lines) + "\n"
+
+
+def _stage_luks(disk: DiskPlan, stage: Path, commands: list[str]) -> list[Path]:
+    """crypttab, the keys to put in the initramfs, and a new initramfs that unlocks them.
+
+    The initramfs was made at the end of `install`, before the layout's crypttab
+    existed: it is made again here. A key in the initramfs (unlock: initramfs) is no
+    secret: anyone with the image can read it. It lets a cloud image boot unattended.
+    """
+    encrypted = [p for p in disk.partitions if p.luks is not None]
+    if not encrypted:
+        return []
+    (stage / "crypttab").write_text(crypttab(disk))
+    (stage / "conf-hook").write_text(CONF_HOOK)
+    commands += [
+        "install -m 0644 /run/osbake/boot/crypttab /etc/crypttab",
+        "mkdir -p /etc/cryptsetup-initramfs /etc/initramfs-tools/conf.d",
+        "install -m 0644 /run/osbake/boot/conf-hook /etc/cryptsetup-initramfs/conf-hook",
+        # The initramfs holds keys: readable by root only.
+        "echo UMASK=0077 > /etc/initramfs-tools/conf.d/osbake-luks",
+        f"install -d -m 0700 {KEYS_DIR}",
+    ]
+    keys = []
+    for part in encrypted:
+        assert part.luks is not None
+        if part.luks.unlock != LuksUnlock.INITRAMFS:
+            continue
+        key = stage / f"{part.luks.name}.key"
+        key.touch(mode=0o600)
+        key.write_bytes(part.luks.read_key())
+        keys.append(key)
+        commands.append(
+            f"install -m 0400 /run/osbake/boot/{key.name} {KEYS_DIR}/{part.luks.name}.key"
+        )
+    commands.append("update-initramfs -u -k all")
+    return keys
 
 
 def _platform(info: ArchInfo, firmware: Firmware) -> str:

@@ -8,20 +8,25 @@ taken as written and checked.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from osbake.arch import Arch
 from osbake.disk import lvm
 from osbake.disk.sizes import MiB, align_down, align_up, format_size, parse_size
 from osbake.errors import Location, RecipeError
-from osbake.recipe import Firmware, Recipe, locate
+from osbake.formats import FormatError
+from osbake.recipe import Firmware, Recipe, files, locate
+from osbake.recipe.loader import source_folder
 from osbake.recipe.model import (
     Disk,
     FsType,
     LogicalVolume,
+    LuksUnlock,
     Partition,
     PartitionTable,
     PartitionType,
@@ -57,6 +62,26 @@ MBR_LINUX = "83"
 # Room the boot files need on the ESP (with FAT's own overhead), by firmware.
 ESP_NEEDS = {Firmware.UEFI: 6 * MiB, Firmware.UEFI_SECUREBOOT: 10 * MiB}
 SUPPORTED_FS = (FsType.EXT4, FsType.VFAT, FsType.BTRFS, FsType.SWAP)
+# cryptsetup's default LUKS2 header (16 MiB) and as much again for its reencryption
+# (`--reduce-device-size 32M`): the file system of an encrypted partition is this smaller.
+LUKS_OVERHEAD = 32 * MiB
+LUKS_KEY_LIMIT = 8192  # cryptsetup reads at most 8 KiB of a key file by default
+
+
+@dataclass(frozen=True)
+class LuksPlan:
+    """A LUKS2 container around a partition's file system."""
+
+    name: str  # the device-mapper name: /dev/mapper/<name>
+    uuid: str  # the LUKS header's UUID (crypttab names the container by it)
+    unlock: LuksUnlock
+    key_file: str  # relative to key_folder, read with osbake.recipe.files
+    key_folder: str
+    key_sha256: str  # so a new key makes a new disk
+
+    def read_key(self) -> bytes:
+        """The key, read again from the recipe's folder (never kept in the plan or cache)."""
+        return files.read_source(Path(self.key_folder), self.key_file, LUKS_KEY_LIMIT)
 
 
 @dataclass(frozen=True)
@@ -75,6 +100,7 @@ class PartitionPlan:
     fs_uuid: str
     type_id: str  # GPT type GUID, or MBR type byte (hex); "lvm" for a logical volume
     volume_group: str | None = None  # set for a logical volume: the group it is in
+    luks: LuksPlan | None = None
 
     @property
     def is_rest(self) -> bool:
@@ -131,7 +157,10 @@ class DiskPlan:
         return next(g for g in self.volume_groups if g.name == name)
 
     def device(self, part: PartitionPlan) -> str | None:
-        """/dev/mapper/VG-LV for a logical volume; None for a partition."""
+        """/dev/mapper/VG-LV for a logical volume, /dev/mapper/NAME for an encrypted
+        partition; None for a plain partition."""
+        if part.luks is not None:
+            return f"/dev/mapper/{part.luks.name}"
         if part.volume_group is None:
             return None
         return self.group(part.volume_group).device(part)
@@ -216,6 +245,7 @@ def plan_disk(
                 part_uuid=derived_uuid(recipe, arch, "partition", partition.name),
                 fs_uuid=derived_uuid(recipe, arch, "filesystem", partition.name),
                 type_id=_type_id(disk.table, partition, arch),
+                luks=_luks_plan(recipe, arch, partition, number - 1),
             )
         )
     return DiskPlan(
@@ -227,6 +257,31 @@ def plan_disk(
         disk_uuid=derived_uuid(recipe, arch, "disk"),
         partitions=plans,
         volume_groups=[_group_plan(recipe, arch, partitions, g) for g in disk.volume_groups],
+    )
+
+
+def _luks_plan(recipe: Recipe, arch: str, partition: Partition, index: int) -> LuksPlan | None:
+    if partition.luks is None:
+        return None
+    where = ("disk", "partitions", index, "luks", "key_file")
+    folder = source_folder(recipe, where)
+    try:
+        key = files.read_source(folder, partition.luks.key_file, LUKS_KEY_LIMIT)
+    except FormatError as exc:
+        raise RecipeError(exc.message, location=locate(recipe, where), hint=exc.hint) from None
+    if not key:
+        raise RecipeError(
+            f"the LUKS key file {partition.luks.key_file} of partition '{partition.name}' is empty",
+            location=locate(recipe, where),
+            hint="put the key or passphrase in it",
+        )
+    return LuksPlan(
+        name=f"{partition.name}_crypt",
+        uuid=derived_uuid(recipe, arch, "luks", partition.name),
+        unlock=partition.luks.unlock,
+        key_file=partition.luks.key_file,
+        key_folder=str(folder),
+        key_sha256=hashlib.sha256(key).hexdigest(),
     )
 
 
@@ -415,6 +470,7 @@ class _Checker:
                     "fs",
                 )
             self._check_physical_volume(part, index)
+            self._check_luks(part, index)
             if part.type == PartitionType.ESP and part.mount not in (None, "/boot/efi"):
                 raise self.fail(
                     f"the EFI system partition '{part.name}' is mounted on {part.mount}: "
@@ -440,6 +496,55 @@ class _Checker:
             )
         self._check_boot(boot)
         self._check_sizes()
+
+    def _check_luks(self, part: Partition, index: int) -> None:
+        if part.luks is None:
+            return
+        if self.where is None:
+            raise self.fail(
+                f"partition '{part.name}' is encrypted: an element's layout cannot hold a key",
+                "write the layout in the recipe's disk:",
+            )
+        if part.fs not in (FsType.EXT4, FsType.BTRFS) or part.type in (
+            PartitionType.ESP,
+            PartitionType.BIOS_GRUB,
+            PartitionType.LVM,
+        ):
+            raise self.fail(
+                f"partition '{part.name}': osbake encrypts ext4 and btrfs partitions "
+                f"with LUKS, not {part.fs or part.type}",
+                "remove luks from it (the ESP, /boot and swap stay unencrypted)",
+                index,
+                "luks",
+            )
+        if part.mount == "/boot":
+            raise self.fail(
+                f"partition '{part.name}' holds /boot, which GRUB reads before anything "
+                "is unlocked",
+                "remove luks from it",
+                index,
+                "luks",
+            )
+        if part.mount == "/" and not any(
+            p.mount == "/boot" for p in self.partitions if p.luks is None
+        ):
+            raise self.fail(
+                f"the root partition '{part.name}' is encrypted, so GRUB cannot read the "
+                "kernel from it",
+                "add an unencrypted /boot partition: {name: boot, size: 512MiB, fs: ext4, "
+                "mount: /boot}",
+                index,
+                "luks",
+            )
+        fixed = part.size != "rest" and not part.size.endswith("%")
+        if fixed and parse_size(part.size) < 2 * LUKS_OVERHEAD:
+            raise self.fail(
+                f"partition '{part.name}' ({part.size}) is too small for LUKS: its "
+                f"header and reencryption take {format_size(LUKS_OVERHEAD)}",
+                f"make it at least {format_size(2 * LUKS_OVERHEAD)}",
+                index,
+                "size",
+            )
 
     def _check_physical_volume(self, part: Partition, index: int) -> None:
         if part.type == PartitionType.LVM and part.vg is None:

@@ -187,6 +187,27 @@ def _mount_options(value: str | None) -> str | None:
     return value
 
 
+class LuksUnlock(StrEnum):
+    PROMPT = "prompt"  # the passphrase is asked on the console at boot
+    INITRAMFS = "initramfs"  # the key file is in the initramfs: unattended, not a secret
+
+
+class Luks(Strict):
+    """LUKS2 encryption of a partition or logical volume, made with this key."""
+
+    key_file: Annotated[str, AfterValidator(lambda v: formats.relative_path(v, "key_file"))] = (
+        Field(
+            description="the key (or passphrase) file, relative to the recipe file and inside "
+            "its folder"
+        )
+    )
+    unlock: LuksUnlock = Field(
+        LuksUnlock.PROMPT,
+        description="prompt: ask for the passphrase at boot; initramfs: put the key file in "
+        "the initramfs (unattended: anyone with the image has the key)",
+    )
+
+
 class Partition(Strict):
     name: Annotated[
         str,
@@ -204,6 +225,7 @@ class Partition(Strict):
     vg: str | None = Field(
         None, description="the volume group this partition holds (with type: lvm)"
     )
+    luks: Luks | None = Field(None, description="encrypt the file system with LUKS2")
 
     @field_validator("size", mode="before")
     @classmethod
