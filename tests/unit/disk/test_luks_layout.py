@@ -135,3 +135,28 @@ def test_a_separate_boot_hides_the_esp_with_it(tmp_path: Path) -> None:
     assert _nested_mounts(plan, plan.root) == ["/boot"]
     boot = next(p for p in plan.partitions if p.mount == "/boot")
     assert _nested_mounts(plan, boot) == ["/boot/efi"]
+
+
+def test_the_manifest_and_inspect_show_the_container(tmp_path: Path) -> None:
+    from osbake.disk.assemble import AssembledDisk
+    from osbake.disk.partition_table import place
+    from osbake.disk.sizes import MiB
+    from osbake.inspect import disk_layout
+
+    plan = disk_plan(tmp_path, luks_layout(tmp_path))
+    sizes = {"esp": 127 * MiB, "bios": MiB, "boot": 512 * MiB, "root": 1024 * MiB}
+    placed, total = place(plan, sizes, None)
+    described = AssembledDisk(tmp_path / "d", total, placed).describe(plan)
+    assert plan.root.luks is not None
+    assert described["partitions"][3]["luks"] == {
+        "name": "root_crypt",
+        "uuid": plan.root.luks.uuid,
+        "unlock": "initramfs",
+        "device": "/dev/mapper/root_crypt",
+    }
+    assert "key" not in str(described["partitions"][3]["luks"])
+    line = disk_layout(described)[4]
+    assert line.startswith(
+        "  4 root  linux  1 GiB  LUKS2 /dev/mapper/root_crypt (unlock: initramfs"
+    )
+    assert line.endswith(f"ext4  /  UUID={plan.root.fs_uuid}")
