@@ -15,7 +15,7 @@ import traceback
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -25,6 +25,9 @@ from osbake import recipe as recipe_mod
 from osbake import sandbox
 from osbake.errors import Interrupted, OsbakeError, UsageError
 from osbake.events import Events, JsonLinesSink, LogFileSink
+
+if TYPE_CHECKING:
+    from osbake.manifest import Manifest
 
 Handler = Callable[[argparse.Namespace], int]
 CommandFactory = Callable[[str, Handler, str], argparse.ArgumentParser]
@@ -260,6 +263,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
     found = inspect_artifact(Path(args.artifact))
     manifest = found.manifest
+    if args.recipe:
+        return _print_recipe(found.manifest, found.verified)
     if args.json:
         print(manifest.to_json(), end="")
         return 0 if found.verified is not False else 1
@@ -302,6 +307,37 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     return 0 if found.verified is not False else 1
 
 
+def _print_recipe(manifest: Manifest, verified: bool | None) -> int:
+    """The recipe that builds the image again, on stdout; what it lacks, on stderr."""
+    from osbake import rebuild
+
+    print(rebuild.recipe_text(rebuild.recipe_of(manifest)), end="")
+    files, elements = rebuild.outside_recipe(manifest)
+    err = Console(stderr=True, highlight=False)
+    options = rebuild.build_options(manifest)
+    if options:
+        err.print(
+            f"note: build this image with 'osbake build RECIPE {' '.join(options)}'",
+            soft_wrap=True,
+        )
+    if files:
+        err.print(
+            "note: the recipe copies files that are not in the image's manifest: "
+            + ", ".join(files)
+            + "; put them beside the recipe (paths are relative to it), or use "
+            "'osbake rebuild IMAGE --source DIR'",
+            soft_wrap=True,
+        )
+    if elements:
+        err.print(
+            "note: the recipe uses elements of its own: "
+            + ", ".join(elements)
+            + "; put them in elements/ beside the recipe",
+            soft_wrap=True,
+        )
+    return 0 if verified is not False else 1
+
+
 def cmd_diff(args: argparse.Namespace) -> int:
     from osbake import diff
 
@@ -334,7 +370,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             source=Path(args.source) if args.source else None,
         )
         base = recipe_mod.load(prepared.recipe)
-        plan = resolve_plan(base, None, prepared.arch)
+        plan = resolve_plan(base, prepared.variant, prepared.arch)
         for note in prepared.notes:
             err.print(f"note: {note}")
         for change in rebuild.mirror_changes(original.mirror, plan.distro.mirror_state()):
@@ -346,7 +382,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
         code = sandbox.isolate(
             lambda: _flush(
                 guarded(
-                    lambda: _run_builds(base, [(None, prepared.arch)], build_args),
+                    lambda: _run_builds(base, [(prepared.variant, prepared.arch)], build_args),
                     verbose=bool(args.debug),
                 )
             )
@@ -550,6 +586,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("artifact")
     p.add_argument("--json", action="store_true", help="print the manifest as JSON")
     p.add_argument("--summary", action="store_true", help="do not list the packages")
+    p.add_argument(
+        "--recipe",
+        action="store_true",
+        help="print the recipe that builds the image again (osbake inspect IMAGE --recipe "
+        "> recipe.yaml)",
+    )
 
     p = command("diff", cmd_diff, "show what changed between two builds (images or manifests)")
     p.add_argument("old", help="an image or its <image>.manifest.json")

@@ -612,6 +612,33 @@ UNITS = {
     "ti": 1024**4,
     "tib": 1024**4,
 }
+# On the command line (`deploy --size`, `serve --disk-budget`) a bare K/M/G/T is a power of
+# 1024, as qemu-img and truncate read it; everything else is read as in a recipe.
+UNITS_FOR_FLAGS = UNITS | {"k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+KiB = 1024
+MiB = 1024**2
+GiB = 1024**3
+TiB = 1024**4
+
+
+def parse_size(text: str, *, flag: bool = False) -> int:
+    """'127MiB' -> 133169152 (with flag=True, '8G' is 8 GiB). ValueError for anything else."""
+    units = UNITS_FOR_FLAGS if flag else UNITS
+    match = re.fullmatch(r"\s*(\d{1,20}(?:\.\d{1,12})?)\s*([a-zA-Z]{0,3})\s*", text)
+    if not match or match.group(2).lower() not in units:
+        raise ValueError(f"'{text}' is not a size (use e.g. 512MiB, 2GiB)")
+    return int(Decimal(match.group(1)) * units[match.group(2).lower()])
+
+
+def format_size(value: int) -> str:
+    """Bytes for people: 1.5 GiB, 127 MiB, 4096 B."""
+    for unit, factor in (("TiB", TiB), ("GiB", GiB), ("MiB", MiB), ("KiB", KiB)):
+        if abs(value) >= factor:
+            amount = value / factor
+            return f"{amount:.0f} {unit}" if amount == int(amount) else f"{amount:.1f} {unit}"
+    return f"{value} B"
+
+
 SIZE = re.compile(r"^\s*(\d{1,20}(?:\.\d{1,12})?)\s*([a-zA-Z]{0,3})\s*$")
 # Larger than any disk image osbake should make (VMDK's own limit is 62 TiB).
 MAX_DISK_SIZE = 64 * 1024**4
@@ -625,8 +652,6 @@ def size_bytes(
     maximum: int = MAX_DISK_SIZE,
 ) -> int:
     """A size such as 512MiB or 2GiB, in bytes, within [minimum, maximum]."""
-    from osbake.disk.sizes import format_size
-
     value = _string(value, what)
     match = SIZE.fullmatch(value)
     if match is None or match.group(2).lower() not in UNITS:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from osbake import image_files
 from osbake import run as runner
 from osbake.disk.sizes import format_size
 from osbake.errors import ArtifactError, CommandError
@@ -54,10 +55,15 @@ def inspect_artifact(path: Path) -> Inspection:
             ) from None
         entry = next((a for a in manifest.artifacts if a.file == path.name), None)
         return Inspection(path, manifest, str(beside), digest, entry)
-    manifest = _manifest_inside(path)
-    return Inspection(
-        path, manifest, f"inside {path.name} ({IN_IMAGE_DIR}/manifest.json)", digest, None
-    )
+    text, where = _manifest_inside(path)
+    try:
+        manifest = Manifest.model_validate_json(text)
+    except ValueError as exc:
+        raise ArtifactError(
+            f"the manifest inside {path} is not one osbake reads: {str(exc).splitlines()[0]}",
+            hint="was it built by osbake (or a much newer version of it)?",
+        ) from None
+    return Inspection(path, manifest, f"inside {path.name} ({where})", digest, None)
 
 
 def _manifest_beside(path: Path) -> Path | None:
@@ -71,25 +77,30 @@ def _manifest_beside(path: Path) -> Path | None:
     return None
 
 
-def _manifest_inside(path: Path) -> Manifest:
+def _manifest_inside(path: Path) -> tuple[str | bytes, str]:
+    """The manifest's text and where in the artifact it was."""
     name = path.name
+    where = f"{IN_IMAGE_DIR}/manifest.json"
+    if not name.endswith(".oci.tar") and image_files.is_disk_image(path):
+        found = image_files.read_file(path, where)
+        part = f"partition {found.partition}, " if found.partition else ""
+        return found.data, f"{part}{found.filesystem}: {where}"
     try:
         if name.endswith(".oci.tar"):
-            text = _from_oci(path)
-        elif ".tar" in name:
-            text = runner.output(["tar", "-xOf", str(path), MANIFEST_MEMBER])
-        else:
-            raise ArtifactError(
-                f"{path} has no manifest beside it, and osbake cannot read one from "
-                "inside this kind of file",
-                hint="keep <image>.manifest.json next to the artifact",
-            )
+            return _from_oci(path), where
+        if ".tar" in name:
+            return runner.output(["tar", "-xOf", str(path), MANIFEST_MEMBER]), where
     except CommandError:
         raise ArtifactError(
-            f"{path} has no manifest beside it and none inside ({IN_IMAGE_DIR}/manifest.json)",
+            f"{path} has no manifest beside it and none inside ({where})",
             hint="was it built by osbake? keep <image>.manifest.json next to the artifact",
         ) from None
-    return Manifest.model_validate_json(text)
+    raise ArtifactError(
+        f"{path} has no manifest beside it, and osbake cannot read one from inside this "
+        "kind of file",
+        hint="osbake reads disk images (raw, qcow2, vmdk, vhd, vhdx, raw.tar.*), root "
+        "tarballs and OCI archives; or keep <image>.manifest.json next to the artifact",
+    )
 
 
 def _from_oci(path: Path) -> str:

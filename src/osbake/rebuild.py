@@ -33,6 +33,7 @@ RECIPE_NAME = "recipe.yaml"
 class Prepared:
     recipe: Path  # the recipe file to build
     arch: str
+    variant: str | None  # the variant to build (the recipe has it, empty: see recipe_of)
     notes: list[str] = field(default_factory=list)  # what the user should know
 
 
@@ -44,27 +45,16 @@ def prepare(
     `source` is the folder the original recipe's files and elements are read from
     (default: the folder of the recipe file the manifest names, if it still exists).
     """
-    recipe: dict[str, Any] = dict(manifest.recipe)
-    if not recipe:
-        raise ArtifactError("the manifest records no recipe", hint="was the image built by osbake?")
+    recipe = recipe_of(manifest, mirror)
     notes: list[str] = []
     if mirror is not None:
-        try:
-            recipe["mirror"] = url(mirror, "--mirror")
-        except FormatError as exc:
-            raise UsageError(
-                exc.message, hint=exc.hint or "e.g. --mirror http://HOST/debian"
-            ) from None
         notes.append(f"packages come from {mirror} instead of the recorded mirror")
-    recipe.pop("variants", None)
-    recipe.pop("extends", None)
     origin = source
     if origin is None and manifest.recipe_file:
         candidate = Path(manifest.recipe_file).parent
         origin = candidate if candidate.is_dir() else None
     folder.mkdir(parents=True, exist_ok=True)
-    files = [f["src"] for f in recipe.get("files") or [] if isinstance(f, dict) and "src" in f]
-    own_elements = [e.name for e in manifest.elements if e.origin not in ("built-in", "")]
+    files, own_elements = outside_recipe(manifest)
     if (files or own_elements) and origin is None:
         where = (
             f"the folder they were in ({Path(manifest.recipe_file).parent}) is gone"
@@ -95,8 +85,53 @@ def prepare(
         if own_elements and (origin / "elements").is_dir():
             _copy(origin, "elements", folder / "elements")
     path = folder / RECIPE_NAME
-    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
-    return Prepared(path, manifest.arch, notes)
+    path.write_text(recipe_text(recipe))
+    return Prepared(path, manifest.arch, manifest.variant, notes)
+
+
+def recipe_of(manifest: Manifest, mirror: str | None = None) -> dict[str, Any]:
+    """The recipe that builds the manifest's image again (`mirror`: from another mirror)."""
+    recipe: dict[str, Any] = dict(manifest.recipe)
+    if not recipe:
+        raise ArtifactError("the manifest records no recipe", hint="was the image built by osbake?")
+    if mirror is not None:
+        try:
+            recipe["mirror"] = url(mirror, "--mirror")
+        except FormatError as exc:
+            raise UsageError(
+                exc.message, hint=exc.hint or "e.g. --mirror http://HOST/debian"
+            ) from None
+    recipe.pop("variants", None)
+    recipe.pop("extends", None)
+    if manifest.variant:
+        # The variant's changes are merged already; an empty variant of the same name
+        # gives the build the image's name and variant, and so the same step keys.
+        recipe["variants"] = {manifest.variant: {}}
+    return recipe
+
+
+def build_options(manifest: Manifest) -> list[str]:
+    """The `osbake build` options that pick the manifest's image out of recipe_of()."""
+    options = ["--variant", manifest.variant] if manifest.variant else []
+    arches = manifest.recipe.get("arch")
+    if isinstance(arches, list) and len(arches) > 1:
+        options += ["--arch", manifest.arch]
+    return options
+
+
+def recipe_text(recipe: dict[str, Any]) -> str:
+    """The recipe as the YAML file a build reads."""
+    return yaml.safe_dump(recipe, sort_keys=False)
+
+
+def outside_recipe(manifest: Manifest) -> tuple[list[str], list[str]]:
+    """What the recipe refers to but does not contain: the `src` of its files (as
+    written, unchecked) and the names of its own elements."""
+    files = [
+        f["src"] for f in manifest.recipe.get("files") or [] if isinstance(f, dict) and "src" in f
+    ]
+    own_elements = [e.name for e in manifest.elements if e.origin not in ("built-in", "")]
+    return files, own_elements
 
 
 def _copy(origin: Path, relative: str, dest: Path) -> None:

@@ -62,6 +62,18 @@ def test_btrfs_progs_is_in_the_image(btrfs_image: Path) -> None:
     assert manifest.package("btrfs-progs") is not None
 
 
+def test_inspect_reads_the_manifest_from_the_btrfs_root(btrfs_image: Path, tmp_path: Path) -> None:
+    """Renamed, away from its manifest: read from the btrfs root partition (after /var's)."""
+    renamed = tmp_path / "download.img"
+    renamed.hardlink_to(btrfs_image / "debian-cloud-btrfs.qcow2")
+    result = osbake("inspect", renamed, "--summary", timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "inside download.img (partition 4, btrfs: /usr/share/osbake/manifest.json)" in (
+        " ".join(result.stdout.split())
+    )
+    assert result.stdout.startswith("debian-cloud-btrfs ")
+
+
 def test_a_btrfs_root_grows_at_first_boot(btrfs_image: Path, tmp_path: Path) -> None:
     disk = tmp_path / "disk.qcow2"
     subprocess.run(

@@ -245,3 +245,17 @@ def test_a_trailing_newline_is_refused(check: Callable[..., Any]) -> None:
     check(good)
     with pytest.raises(FormatError):
         check(good + "\n")
+
+
+def test_one_table_of_units_for_every_size_in_osbake() -> None:
+    """Recipes, the disk code, deploy --size and serve --disk-budget read sizes with one grammar."""
+    from osbake.deploy.commands import parse_size as deploy_size
+    from osbake.disk import sizes
+    from osbake.service.config import parse_size as budget_size
+
+    assert sizes.parse_size is formats.parse_size
+    assert sizes.UNITS is formats.UNITS
+    assert formats.parse_size("2G") == 2 * 10**9  # in a recipe a bare G is SI
+    assert deploy_size("2G") == budget_size("2G") == 2 * formats.GiB  # a flag reads it as qemu-img
+    for text in ("2GiB", "2GB", "1.5MiB", "512"):
+        assert deploy_size(text) == budget_size(text) == formats.parse_size(text)

@@ -115,3 +115,32 @@ def test_the_verdict(tmp_path: Path) -> None:
     )
     result = rebuild.compare(original, changed)
     assert result.different == ["tar"] and result.identical == ["oci"]
+
+
+def test_a_variant_image_is_built_as_that_variant(tmp_path: Path) -> None:
+    """The merged recipe keeps an empty variant of the image's: built with --variant, the
+    image has the same name, variant and step keys as the original."""
+    original = manifest(tmp_path, variant="generic", image="demo-generic")
+    recipe = rebuild.recipe_of(original)
+    assert recipe["variants"] == {"generic": {}}
+    assert rebuild.build_options(original) == ["--variant", "generic"]
+    prepared = rebuild.prepare(original, tmp_path / "work")
+    assert prepared.variant == "generic"
+    assert yaml.safe_load(prepared.recipe.read_text())["variants"] == {"generic": {}}
+
+
+def test_the_arch_is_named_when_the_recipe_has_several() -> None:
+    data = {
+        "osbake_version": "0.1.0",
+        "image": "demo-arm64",
+        "name": "demo",
+        "arch": "arm64",
+        "distro": "debian",
+        "release": "bookworm",
+        "recipe": {"name": "demo", "arch": ["amd64", "arm64"], "variants": {"x": {}}},
+        "recipe_sha256": "0" * 64,
+    }
+    several = Manifest.model_validate(data)
+    assert rebuild.build_options(several) == ["--arch", "arm64"]
+    assert "variants" not in rebuild.recipe_of(several)
+    assert rebuild.outside_recipe(several) == ([], [])

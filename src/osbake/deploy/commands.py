@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 import time
 from pathlib import Path
@@ -15,26 +14,10 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from osbake import formats
 from osbake.errors import UsageError
 from osbake.events import Event, Events, JsonLinesSink
 from osbake.progress import TerminalProgress
-
-SIZE_UNITS = {
-    "": 1,
-    "b": 1,
-    "k": 1 << 10,
-    "kib": 1 << 10,
-    "m": 1 << 20,
-    "mib": 1 << 20,
-    "g": 1 << 30,
-    "gib": 1 << 30,
-    "t": 1 << 40,
-    "tib": 1 << 40,
-    "kb": 1000,
-    "mb": 1000**2,
-    "gb": 1000**3,
-    "tb": 1000**4,
-}
 
 
 def register(command: Any, sub: Any) -> None:
@@ -73,13 +56,12 @@ def register(command: Any, sub: Any) -> None:
 
 
 def parse_size(text: str, flag: str = "--size") -> int:
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", text)
-    unit = match.group(2).lower() if match else ""
-    if match is None or unit not in SIZE_UNITS:
+    try:
+        value = formats.parse_size(text, flag=True)
+    except ValueError:
         raise UsageError(
             f"{flag} {text!r} is not a size", hint="write e.g. 8G, 8GiB, 512M or a byte count"
-        )
-    value = int(float(match.group(1)) * SIZE_UNITS[unit])
+        ) from None
     if value <= 0 or value % 512:
         raise UsageError(f"{flag} {text!r} must be a positive multiple of 512 bytes")
     return value

@@ -74,12 +74,12 @@ def open_image(path: Path) -> ImageSource:
         )
     if magic.startswith((XZ_MAGIC, GZIP_MAGIC, BZIP2_MAGIC)) or _is_tar(magic):
         return TarSource(path)
-    if _fixed_vhd(path):
+    if is_fixed_vhd(path):
         return RawSource(path, size=path.stat().st_size - VHD_FOOTER, format="vhd")
     return RawSource(path)
 
 
-def _fixed_vhd(path: Path) -> bool:
+def is_fixed_vhd(path: Path) -> bool:
     """A fixed VHD: the raw disk followed by a 512-byte footer (cookie 'conectix')."""
     size = path.stat().st_size
     if size < 2 * VHD_FOOTER or size % VHD_FOOTER:

@@ -39,6 +39,7 @@ KNOWN_INCOMPAT = (
     INCOMPAT_DIRTY | INCOMPAT_CORRUPT | INCOMPAT_DATA_FILE | INCOMPAT_COMPRESSION | INCOMPAT_EXTL2
 )
 MAX_RUN = 8 << 20  # coalesce contiguous clusters into reads of at most this size
+MAX_L1_BYTES = 32 << 20  # QEMU's own limit (QCOW_MAX_L1_SIZE): the table is read whole
 CONVERT_HINT = (
     "convert it to a self-contained, unencrypted qcow2 first: "
     "qemu-img convert -O qcow2 IMAGE plain.qcow2"
@@ -89,6 +90,11 @@ def read_header(handle: BinaryIO, name: str) -> Header:
         raise ArtifactError(f"{name}: qcow2 version {version} is not supported")
     if not 9 <= cluster_bits <= 21:
         raise ArtifactError(f"{name}: qcow2 cluster size 2^{cluster_bits} is invalid")
+    if l1_size * 8 > MAX_L1_BYTES:
+        raise ArtifactError(
+            f"{name}: its qcow2 L1 table ({l1_size} entries) is larger than QEMU allows",
+            hint="the file is damaged or crafted",
+        )
     incompatible = 0
     compression_type = 0
     if version == 3:
@@ -121,7 +127,7 @@ def _refuse_unsupported(header: Header, name: str) -> None:
     if header.backing_file:
         raise ArtifactError(
             f"{name} is a qcow2 overlay on a backing file ({header.backing_file}); "
-            "deploy needs the whole disk in one file",
+            "osbake reads the whole disk from one file",
             hint=CONVERT_HINT,
         )
     if header.encrypted:

@@ -6,6 +6,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from osbake import formats
 from osbake.errors import UsageError
 
 GIB = 1 << 30
@@ -119,13 +120,9 @@ def _secret_key(data_dir: Path) -> str:
 
 
 def parse_size(text: str) -> int:
-    """'20G', '500M', '1.5T' or a number of bytes."""
-    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    value = text.strip().lower().removesuffix("ib").removesuffix("b")
+    """'20G', '500M', '1.5T' or a number of bytes (a bare G is a GiB, as for qemu-img)."""
     try:
-        if value and value[-1] in units:
-            return int(float(value[:-1]) * units[value[-1]])
-        return int(value)
+        return formats.parse_size(text, flag=True)
     except ValueError:
         raise UsageError(
             f"'{text}' is not a size", hint="write a number of bytes or e.g. 500M, 20G"
