@@ -259,7 +259,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from osbake.inspect import inspect_artifact
+    from osbake.inspect import disk_layout, inspect_artifact
 
     found = inspect_artifact(Path(args.artifact))
     manifest = found.manifest
@@ -297,6 +297,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for artifact in manifest.artifacts:
         if artifact.file != found.artifact.name:
             out.print(f"               also {artifact.file} ({artifact.size} bytes)")
+    for line in disk_layout(manifest.disk):
+        out.print(line, markup=False)
     out.print(f"packages:      {len(manifest.packages)}")
     if not args.summary:
         width = max((len(p.name) for p in manifest.packages), default=0)

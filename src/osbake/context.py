@@ -66,7 +66,11 @@ class Step:
         if self.kind == StepKind.DISK:
             disk = self.inputs["disk"]
             parts = ", ".join(f"{p['name']} {p['size']}" for p in disk["partitions"])
-            return f"{disk['table']}: {parts}"
+            groups = "".join(
+                f"; {g['name']}: " + ", ".join(f"{v['name']} {v['size']}" for v in g["volumes"])
+                for g in disk.get("volume_groups", [])
+            )
+            return f"{disk['table']}: {parts}{groups}"
         return ""
 
 

@@ -138,6 +138,39 @@ def name(given: Any, what: str = "the name", limit: int = 64) -> str:
     return _bounded(value, what, limit)
 
 
+LVM_NAME = re.compile(r"^[A-Za-z0-9+_.][A-Za-z0-9+_.-]*$")
+# lvm(8), VALID NAMES: what LVM keeps for itself.
+LVM_RESERVED_LV = ("snapshot", "pvmove")
+LVM_RESERVED_PARTS = (
+    "_cdata", "_cmeta", "_corig", "_iorig", "_mimage", "_mlog", "_pmspare",
+    "_rimage", "_rmeta", "_tdata", "_tmeta", "_vdata", "_vorigin", "_wcorig",
+)  # fmt: skip
+# A volume group appears as /dev/<name>: it may not be a folder /dev already has.
+LVM_DEV_NAMES = (
+    "block", "bsg", "bus", "char", "cpu", "disk", "dri", "fd", "hugepages", "input",
+    "mapper", "mqueue", "net", "pts", "shm", "snd", "vfio",
+)  # fmt: skip
+
+
+def lvm_name(given: Any, what: str, volume: bool) -> str:
+    """A volume group (volume=False) or logical volume name LVM accepts (lvm(8))."""
+    value = _string(given, what)
+    hint = "use letters, digits, '+', '_', '.' and '-', not starting with '-'"
+    if not LVM_NAME.fullmatch(value) or value in (".", ".."):
+        raise FormatError(f"{shown(value)} is not a valid {what}", hint)
+    if volume and (value in LVM_RESERVED_LV or any(part in value for part in LVM_RESERVED_PARTS)):
+        raise FormatError(
+            f"{shown(value)} is not a valid {what}: LVM keeps it for its own volumes",
+            "choose another name (not snapshot or pvmove, without _rimage, _tmeta, ...)",
+        )
+    if not volume and value in LVM_DEV_NAMES:
+        raise FormatError(
+            f"{shown(value)} is not a valid {what}: the system has /dev/{value} already",
+            "choose another name, e.g. vg0",
+        )
+    return _bounded(value, what, 63)
+
+
 def identifier(given: Any, what: str = "the value", limit: int = 128) -> str:
     """A word such as a datasource, a key type or a locale folder: no spaces, no paths."""
     value = _string(given, what)

@@ -6,9 +6,11 @@ import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from osbake import image_files
 from osbake import run as runner
+from osbake.disk.sizes import format_size
 from osbake.errors import ArtifactError, CommandError
 from osbake.manifest import (
     IN_IMAGE_DIR,
@@ -138,3 +140,47 @@ def _from_oci(path: Path) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         runner.run(["tar", "-xf", str(path), "-C", tmp, f"blobs/sha256/{layer}"])
         return runner.output(["tar", "-xOzf", f"{tmp}/blobs/sha256/{layer}", MANIFEST_MEMBER])
+
+
+def disk_layout(disk: dict[str, Any] | None) -> list[str]:
+    """The manifest's disk layout as lines for people: partitions, then volume groups."""
+    if not disk:
+        return []
+
+    def size(value: Any) -> str:
+        return format_size(value) if isinstance(value, int) else str(value or "")
+
+    def fs(item: dict[str, Any]) -> str:
+        words = [str(item.get(k) or "") for k in ("fs", "mount")]
+        if item.get("fs_uuid"):
+            words.append(f"UUID={item['fs_uuid']}")
+        return "  ".join(w for w in words if w)
+
+    head = [str(disk.get("table", "")), size(disk.get("size"))]
+    if disk.get("sector_size"):
+        head.append(f"{disk['sector_size']}-byte sectors")
+    lines = ["disk:          " + ", ".join(h for h in head if h)]
+    holders = {g.get("pv"): g.get("name") for g in disk.get("volume_groups", [])}
+    for part in disk.get("partitions", []):
+        what = f"volume group {holders[part.get('name')]}" if part.get("name") in holders else ""
+        luks = part.get("luks")
+        if isinstance(luks, dict):
+            what = (
+                f"LUKS2 {luks.get('device', '')} (unlock: {luks.get('unlock', '')}, "
+                f"UUID={luks.get('uuid', '')})  {fs(part)}"
+            )
+        lines.append(
+            f"  {part.get('number', '')} {part.get('name', '')}  {part.get('type', '')}  "
+            f"{size(part.get('size'))}  {what or fs(part)}".rstrip()
+        )
+    for group in disk.get("volume_groups", []):
+        lines.append(
+            f"  LVM volume group {group.get('name')} on {group.get('pv')}"
+            + (f", extents of {size(group.get('extent_size'))}" if "extent_size" in group else "")
+        )
+        for volume in group.get("volumes", []):
+            lines.append(
+                f"    {volume.get('name', '')}  {size(volume.get('size'))}  "
+                f"{volume.get('device') or ''}  {fs(volume)}".rstrip()
+            )
+    return lines

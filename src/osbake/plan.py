@@ -240,7 +240,11 @@ def _packages(
     packages += distro.kernel_packages()
     packages += distro.bootloader_packages(list(recipe.boot))
     if disk is not None:
-        packages += distro.filesystem_packages([str(p.fs) for p in disk.partitions if p.fs])
+        packages += distro.filesystem_packages([str(p.fs) for p in disk.filesystems if p.fs])
+        if disk.volume_groups:
+            packages += distro.filesystem_packages(["lvm"])
+        if any(p.luks for p in disk.partitions):
+            packages += distro.filesystem_packages(["luks"])
     base = list(dict.fromkeys(packages))
     own = [p for p in dict.fromkeys(recipe.packages) if p not in base]
     return base, own

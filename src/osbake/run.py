@@ -43,6 +43,7 @@ TOOL_PACKAGES = {
     "mcopy": "mtools",
     "mkfs.btrfs": "btrfs-progs",
     "mkfs.xfs": "xfsprogs",
+    "cryptsetup": "cryptsetup-bin",
     "xorriso": "xorriso",
     "mksquashfs": "squashfs-tools",
     "unsquashfs": "squashfs-tools",

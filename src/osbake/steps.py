@@ -340,6 +340,29 @@ def _planned_disk(plan: Plan) -> dict[str, Any] | None:
             }
             for p in plan.disk.partitions
         ],
+        **(
+            {
+                "volume_groups": [
+                    {
+                        "name": g.name,
+                        "pv": g.pv,
+                        "volumes": [
+                            {
+                                "name": v.name,
+                                "size": v.size,
+                                "fs": str(v.fs) if v.fs else None,
+                                "mount": v.mount,
+                                "fs_uuid": v.fs_uuid,
+                            }
+                            for v in g.volumes
+                        ],
+                    }
+                    for g in plan.disk.volume_groups
+                ]
+            }
+            if plan.disk.volume_groups
+            else {}
+        ),
     }
 
 

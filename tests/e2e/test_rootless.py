@@ -145,3 +145,37 @@ def test_cloud_image_built_as_unprivileged_user_boots(
     )
     console = (tmp_path / "console.log").read_text(errors="replace")
     assert booted.returncode == 0, booted.stderr[-2000:] + console[-2000:]
+
+
+def test_lvm_image_built_as_unprivileged_user(rootless_osbake: Path, work: Path) -> None:
+    """examples/debian-lvm.yaml without root: osbake writes the volume group itself, and
+    LVM's own tools read it (tests/e2e/test_lvm_root.py boots the same recipe)."""
+    from tests.e2e.test_lvm_root import lvm_report
+
+    result = build_as_user(
+        rootless_osbake, work, str(work / "examples" / "debian-lvm.yaml"), "-o", str(work / "lvm")
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = load_manifest(work / "lvm" / "debian-lvm.manifest.json")
+    assert manifest.build.rootless is True and manifest.disk is not None
+    group = manifest.disk["volume_groups"][0]
+    pv = next(p for p in manifest.disk["partitions"] if p["type"] == "lvm")
+    raw = work / "lvm" / "disk.raw"
+    subprocess.run(
+        ["qemu-img", "convert", "-O", "raw", str(work / "lvm" / "debian-lvm.qcow2"), str(raw)],
+        check=True,
+    )
+    device = subprocess.run(
+        ["losetup", "--read-only", "--find", "--show", "--offset", str(pv["start"]),
+         "--sizelimit", str(pv["size"]), str(raw)],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip()  # fmt: skip
+    try:
+        lvs = lvm_report("lvs", device, "vg_name,lv_name,lv_uuid,lv_size")
+    finally:
+        subprocess.run(["losetup", "--detach", device], check=False)
+        raw.unlink()
+    assert lvs == [
+        {"vg_name": "vg0", "lv_name": v["name"], "lv_uuid": v["lv_uuid"], "lv_size": str(v["size"])}
+        for v in group["volumes"]
+    ]

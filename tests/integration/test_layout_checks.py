@@ -57,3 +57,54 @@ def test_layout_fails_before_bootstrap(tmp_path: Path, esp: str, root: str, expe
     assert f"{recipe}:" in result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert not any(e["event"] == "step" for e in events)  # nothing was started
+
+
+LVM_RECIPE = """\
+name: tight-lvm
+kernel: cloud
+boot: [uefi]
+outputs: [qcow2]
+disk:
+  partitions:
+    - {name: esp, type: esp, size: 127MiB, fs: vfat, mount: /boot/efi}
+    - {name: pv0, type: lvm, size: 2GiB, vg: vg0}
+  volume_groups:
+    - name: vg0
+      volumes:
+        - {name: root, size: 1GiB, fs: ext4, mount: /}
+        - {name: var, size: 2GiB, fs: ext4, mount: /var}
+"""
+
+
+@pytest.mark.parametrize(
+    ("change", "expected", "line"),
+    [
+        (("", ""), "logical volume 'vg0/var' (2 GiB) does not fit on partition 'pv0'", 13),
+        (("name: var,", "name: var_rimage,"), "LVM keeps it for its own volumes", 13),
+        (("name: vg0\n", "name: mapper\n"), "the system has /dev/mapper already", 10),
+        (
+            (
+                "    - {name: pv0,",
+                "    - {name: srv, size: 1GiB, fs: ext4, mount: /srv, luks: {key_file: ../key}}\n"
+                "    - {name: pv0,",
+            ),
+            "key_file '../key' leaves the recipe's folder",
+            8,
+        ),
+    ],
+)
+def test_lvm_layouts_fail_before_bootstrap_with_the_line(
+    tmp_path: Path, change: tuple[str, str], expected: str, line: int
+) -> None:
+    recipe = tmp_path / "tight-lvm.yaml"
+    recipe.write_text(LVM_RECIPE.replace(*change) if change[0] else LVM_RECIPE)
+    result = subprocess.run(
+        [sys.executable, "-m", "osbake", "validate", str(recipe)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert f"{recipe}:{line}" in result.stderr

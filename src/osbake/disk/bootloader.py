@@ -33,7 +33,7 @@ from osbake.disk.partition_table import Placed
 from osbake.distros import kernels
 from osbake.errors import OsbakeError
 from osbake.recipe import Firmware
-from osbake.recipe.model import FsType, PartitionTable, PartitionType
+from osbake.recipe.model import FsType, LuksUnlock, PartitionTable, PartitionType
 
 if TYPE_CHECKING:
     from osbake.context import Context
@@ -141,7 +141,7 @@ def fstab(disk: DiskPlan) -> str:
                 passno = 0
         options = _slow_hardware_options(options, part.mount, part.options is not None)
         lines.append(f"{ident}\t{part.mount}\t{part.fs}\t{options}\t0\t{passno}")
-    for part in disk.partitions:
+    for part in disk.filesystems:
         if part.fs == FsType.SWAP:
             options = _slow_hardware_options("sw", None, False)
             lines.append(f"UUID={part.fs_uuid}\tnone\tswap\t{options}\t0\t0")
@@ -154,8 +154,8 @@ def _grub_quoted(text: str) -> str:
 
 
 def boot_partition(disk: DiskPlan) -> PartitionPlan:
-    """The partition whose file system holds /boot."""
-    for part in disk.partitions:
+    """The partition (or logical volume) whose file system holds /boot."""
+    for part in disk.filesystems:
         if part.mount == "/boot":
             return part
     return disk.root
@@ -170,7 +170,6 @@ def grub_cfg(
     title: str = "Linux",
 ) -> str:
     boot = boot_partition(disk)
-    root = disk.root
     lines = [
         "# Written by osbake. Kernel upgrades keep working: /vmlinuz and /initrd.img",
         "# are symlinks the kernel packages update.",
@@ -189,12 +188,27 @@ def grub_cfg(
         f"menuentry '{_grub_quoted(title)}' --id osbake {{",
         f"\tsearch --no-floppy --fs-uuid --set=root {boot.fs_uuid}",
         "\techo 'Loading Linux ...'",
-        f"\tlinux {kernel} root=UUID={root.fs_uuid} ro {cmdline}".rstrip(),
+        f"\tlinux {kernel} root={root_device(disk)} ro {cmdline}".rstrip(),
     ]
     if initrd:
         lines.append(f"\tinitrd {initrd}")
     lines.append("}")
     return "\n".join(lines) + "\n"
+
+
+def root_device(disk: DiskPlan) -> str:
+    """The kernel's root=: the file system's UUID, or /dev/mapper/VG-LV on LVM.
+
+    Debian's lvm2 initramfs script activates the logical volume root= names (it
+    reads the group and volume from a /dev/mapper name); with root=UUID= it would
+    not know which volume to activate.
+    """
+    return disk.device(disk.root) or f"UUID={disk.root.fs_uuid}"
+
+
+def grub_modules(disk: DiskPlan, wanted: list[str]) -> list[str]:
+    """GRUB's modules for this disk: `lvm` too when /boot is on a logical volume."""
+    return [*wanted, "lvm"] if boot_partition(disk).volume_group else wanted
 
 
 def early_cfg(disk: DiskPlan) -> str:
@@ -274,6 +288,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     host_image: list[str] = []  # the host's grub-mkimage arguments, if it makes the EFI image
     (stage / "fstab").write_text(fstab(disk))
     commands = ["install -m 0644 /run/osbake/boot/fstab /etc/fstab"]
+    keys = _stage_luks(disk, stage, commands)
     info = ctx.plan.arch.info
     if Firmware.EXTLINUX in firmware:
         kernel, initrd = versioned_kernel_paths(ctx, disk)
@@ -297,7 +312,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
         ]
     if Firmware.BIOS in firmware:
         platform = _platform(info, Firmware.BIOS)
-        modules = _available(ctx, info, Firmware.BIOS, MODULES + BIOS_MODULES)
+        modules = _available(ctx, info, Firmware.BIOS, grub_modules(disk, MODULES + BIOS_MODULES))
         commands.append(
             f"grub-mkimage -O {platform} -o /run/osbake/boot/core.img -p /boot/grub "
             f"-c /run/osbake/boot/early.cfg {' '.join(modules)}"
@@ -329,7 +344,7 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
                     f"install -m 0644 /run/osbake/boot/early.cfg {efi}/{folder}/grub.cfg"
                 )
         else:
-            modules = _available(ctx, info, uefi[0], MODULES + EFI_MODULES)
+            modules = _available(ctx, info, uefi[0], grub_modules(disk, MODULES + EFI_MODULES))
             options = f"-O {platform} -p /EFI/BOOT {' '.join(modules)}"
             if _host_grub_fits(ctx, platform):
                 # A foreign image's grub-mkimage would run emulated: the host's (the same
@@ -352,6 +367,8 @@ def prepare(ctx: Context, disk: DiskPlan, firmware: list[Firmware], cmdline: str
     )
     if host_image:
         runner.run(["grub-mkimage", *host_image], events=ctx.events)
+    for key in keys:
+        key.unlink()
     return setup
 
 
@@ -371,6 +388,65 @@ def _host_grub_fits(ctx: Context, platform: str) -> bool:
         return False
     host = runner.output(["grub-mkimage", "--version"]).split()
     return bool(host) and host[-1] == found.group(1)
+
+
+KEYS_DIR = "/etc/cryptsetup-keys.d"
+CONF_HOOK = f"""\
+# Written by osbake: unlock the encrypted file systems of /etc/crypttab in the initramfs.
+CRYPTSETUP=y
+KEYFILE_PATTERN="{KEYS_DIR}/*.key"
+"""
+
+
+def crypttab(disk: DiskPlan) -> str:
+    """Every LUKS container, by its UUID; `initramfs`, so the initramfs unlocks it."""
+    lines = ["# /etc/crypttab: written by osbake from the image's disk layout."]
+    for part in disk.partitions:
+        if part.luks is None:
+            continue
+        key = (
+            f"{KEYS_DIR}/{part.luks.name}.key"
+            if part.luks.unlock == LuksUnlock.INITRAMFS
+            else "none"
+        )
+        lines.append(f"{part.luks.name}\tUUID={part.luks.uuid}\t{key}\tluks,discard,initramfs")
+    return "\n".join(lines) + "\n"
+
+
+def _stage_luks(disk: DiskPlan, stage: Path, commands: list[str]) -> list[Path]:
+    """crypttab, the keys to put in the initramfs, and a new initramfs that unlocks them.
+
+    The initramfs was made at the end of `install`, before the layout's crypttab
+    existed: it is made again here. A key in the initramfs (unlock: initramfs) is no
+    secret: anyone with the image can read it. It lets a cloud image boot unattended.
+    """
+    encrypted = [p for p in disk.partitions if p.luks is not None]
+    if not encrypted:
+        return []
+    (stage / "crypttab").write_text(crypttab(disk))
+    (stage / "conf-hook").write_text(CONF_HOOK)
+    commands += [
+        "install -m 0644 /run/osbake/boot/crypttab /etc/crypttab",
+        "mkdir -p /etc/cryptsetup-initramfs /etc/initramfs-tools/conf.d",
+        "install -m 0644 /run/osbake/boot/conf-hook /etc/cryptsetup-initramfs/conf-hook",
+        # The initramfs holds keys: readable by root only.
+        "echo UMASK=0077 > /etc/initramfs-tools/conf.d/osbake-luks",
+        f"install -d -m 0700 {KEYS_DIR}",
+    ]
+    keys = []
+    for part in encrypted:
+        assert part.luks is not None
+        if part.luks.unlock != LuksUnlock.INITRAMFS:
+            continue
+        key = stage / f"{part.luks.name}.key"
+        key.touch(mode=0o600)
+        key.write_bytes(part.luks.read_key())
+        keys.append(key)
+        commands.append(
+            f"install -m 0400 /run/osbake/boot/{key.name} {KEYS_DIR}/{part.luks.name}.key"
+        )
+    commands.append("update-initramfs -u -k all")
+    return keys
 
 
 def _platform(info: ArchInfo, firmware: Firmware) -> str:

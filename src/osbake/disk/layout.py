@@ -8,16 +8,35 @@ taken as written and checked.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from osbake.arch import Arch
-from osbake.disk.sizes import MiB, align_up, format_size, parse_size
+from osbake.disk import lvm
+from osbake.disk.plans import (
+    LUKS_KEY_LIMIT,
+    LUKS_OVERHEAD,
+    DiskPlan,
+    LuksPlan,
+    PartitionPlan,
+    VolumeGroupPlan,
+)
+from osbake.disk.sizes import MiB, align_down, align_up, format_size, parse_size
 from osbake.errors import Location, RecipeError
-from osbake.recipe import Firmware, Recipe, locate
-from osbake.recipe.model import Disk, FsType, Partition, PartitionTable, PartitionType
+from osbake.formats import FormatError
+from osbake.recipe import Firmware, Recipe, files, locate
+from osbake.recipe.loader import source_folder
+from osbake.recipe.model import (
+    Disk,
+    FsType,
+    LogicalVolume,
+    Partition,
+    PartitionTable,
+    PartitionType,
+    VolumeGroup,
+)
 
 if TYPE_CHECKING:
     from osbake.elements import Element
@@ -36,10 +55,12 @@ GPT_TYPES = {
     PartitionType.SRV: "3B8F8425-20E0-4F3B-907F-1A25A76F98E8",
     PartitionType.VAR: "4D21B016-B534-45C2-A9FB-5C16E091FD2D",
     PartitionType.TMP: "7EC6F557-3BC5-4ACA-B293-16EF5DF639D1",
+    PartitionType.LVM: "E6D6D379-F507-44C2-A23C-238F2A3DF928",
 }
 MBR_TYPES = {
     PartitionType.ESP: "ef",
     PartitionType.SWAP: "82",
+    PartitionType.LVM: "8e",
 }
 MBR_LINUX = "83"
 
@@ -47,59 +68,16 @@ MBR_LINUX = "83"
 ESP_NEEDS = {Firmware.UEFI: 6 * MiB, Firmware.UEFI_SECUREBOOT: 10 * MiB}
 SUPPORTED_FS = (FsType.EXT4, FsType.VFAT, FsType.BTRFS, FsType.SWAP)
 
-
-@dataclass(frozen=True)
-class PartitionPlan:
-    """One partition as it will be made, before its size is final."""
-
-    number: int
-    name: str
-    type: PartitionType
-    size: str  # as written: 127MiB, 25%, rest
-    fs: FsType | None
-    mount: str | None
-    label: str | None
-    options: str | None
-    part_uuid: str
-    fs_uuid: str
-    type_id: str  # GPT type GUID, or MBR type byte (hex)
-
-    @property
-    def is_rest(self) -> bool:
-        return self.size == "rest"
-
-    @property
-    def percent(self) -> float | None:
-        return float(self.size[:-1]) if self.size.endswith("%") else None
-
-    @property
-    def fixed_bytes(self) -> int | None:
-        if self.is_rest or self.percent is not None:
-            return None
-        return parse_size(self.size)
-
-
-@dataclass(frozen=True)
-class DiskPlan:
-    table: PartitionTable
-    sector_size: int
-    alignment: int
-    size: int | None  # None: auto
-    free: int
-    disk_uuid: str
-    partitions: list[PartitionPlan] = field(default_factory=list)
-
-    @property
-    def root(self) -> PartitionPlan:
-        for partition in self.partitions:
-            if partition.mount == "/":
-                return partition
-        raise LookupError("no root partition")
-
-    def by_mount(self) -> list[PartitionPlan]:
-        """Partitions with a file system mounted somewhere, shallowest mount first."""
-        mounted = [p for p in self.partitions if p.mount and p.fs and p.fs != FsType.SWAP]
-        return sorted(mounted, key=lambda p: (p.mount or "").count("/") if p.mount != "/" else 0)
+__all__ = [
+    "LUKS_KEY_LIMIT",
+    "LUKS_OVERHEAD",
+    "DiskPlan",
+    "LuksPlan",
+    "PartitionPlan",
+    "VolumeGroupPlan",
+    "derived_uuid",
+    "plan_disk",
+]
 
 
 def derived_uuid(recipe: Recipe, arch: str, *parts: str) -> str:
@@ -169,6 +147,7 @@ def plan_disk(
                 part_uuid=derived_uuid(recipe, arch, "partition", partition.name),
                 fs_uuid=derived_uuid(recipe, arch, "filesystem", partition.name),
                 type_id=_type_id(disk.table, partition, arch),
+                luks=_luks_plan(recipe, arch, partition, number - 1),
             )
         )
     return DiskPlan(
@@ -179,10 +158,69 @@ def plan_disk(
         free=parse_size(disk.free),
         disk_uuid=derived_uuid(recipe, arch, "disk"),
         partitions=plans,
+        volume_groups=[_group_plan(recipe, arch, partitions, g) for g in disk.volume_groups],
     )
 
 
-def _default_label(partition: Partition) -> str | None:
+def _luks_plan(recipe: Recipe, arch: str, partition: Partition, index: int) -> LuksPlan | None:
+    if partition.luks is None:
+        return None
+    where = ("disk", "partitions", index, "luks", "key_file")
+    folder = source_folder(recipe, where)
+    try:
+        key = files.read_source(folder, partition.luks.key_file, LUKS_KEY_LIMIT)
+    except FormatError as exc:
+        raise RecipeError(exc.message, location=locate(recipe, where), hint=exc.hint) from None
+    if not key:
+        raise RecipeError(
+            f"the LUKS key file {partition.luks.key_file} of partition '{partition.name}' is empty",
+            location=locate(recipe, where),
+            hint="put the key or passphrase in it",
+        )
+    return LuksPlan(
+        name=f"{partition.name}_crypt",
+        uuid=derived_uuid(recipe, arch, "luks", partition.name),
+        unlock=partition.luks.unlock,
+        key_file=partition.luks.key_file,
+        key_folder=str(folder),
+        key_sha256=hashlib.sha256(key).hexdigest(),
+    )
+
+
+def _group_plan(
+    recipe: Recipe, arch: str, partitions: list[Partition], group: VolumeGroup
+) -> VolumeGroupPlan:
+    pv = next(p for p in partitions if p.vg == group.name)
+    volumes = [
+        PartitionPlan(
+            number=0,
+            name=volume.name,
+            type=PartitionType.SWAP if volume.fs == FsType.SWAP else PartitionType.LINUX,
+            size=volume.size,
+            fs=volume.fs,
+            mount=volume.mount,
+            label=volume.label or _default_label(volume),
+            options=volume.options,
+            part_uuid=lvm.format_id(
+                lvm.lvm_id(derived_uuid(recipe, arch, "lv", group.name, volume.name))
+            ),
+            fs_uuid=derived_uuid(recipe, arch, "filesystem", group.name, volume.name),
+            type_id="lvm",
+            volume_group=group.name,
+        )
+        for volume in group.volumes
+    ]
+    return VolumeGroupPlan(
+        name=group.name,
+        id=lvm.lvm_id(derived_uuid(recipe, arch, "vg", group.name)),
+        pv=pv.name,
+        pv_id=lvm.lvm_id(derived_uuid(recipe, arch, "pv", pv.name)),
+        extent_size=parse_size(group.extent_size),
+        volumes=volumes,
+    )
+
+
+def _default_label(partition: Partition | LogicalVolume) -> str | None:
     if partition.fs == FsType.VFAT:
         return partition.name.upper()[:11]
     if partition.fs in (FsType.EXT4, FsType.BTRFS, FsType.XFS):
@@ -236,6 +274,19 @@ class _Checker:
             location = self.element_loc
             message = f"{message} (in the default layout of element '{self.source}')"
         return RecipeError(message, location=location, hint=hint)
+
+    def fail_group(
+        self, message: str, hint: str, group: int, volume: int | None = None, key: str = ""
+    ) -> RecipeError:
+        """An error about a volume group (or one of its logical volumes)."""
+        if self.where is None:
+            return self.fail(message, hint)
+        path: tuple[str | int, ...] = (*self.where, "volume_groups", group)
+        if volume is not None:
+            path = (*path, "volumes", volume)
+        if key:
+            path = (*path, key)
+        return RecipeError(message, location=locate(self.recipe, path), hint=hint)
 
     def check(self) -> None:
         disk, parts = self.disk, self.partitions
@@ -320,6 +371,8 @@ class _Checker:
                     index,
                     "fs",
                 )
+            self._check_physical_volume(part, index)
+            self._check_luks(part, index)
             if part.type == PartitionType.ESP and part.mount not in (None, "/boot/efi"):
                 raise self.fail(
                     f"the EFI system partition '{part.name}' is mounted on {part.mount}: "
@@ -328,7 +381,8 @@ class _Checker:
                     index,
                     "mount",
                 )
-        if "/" not in mounts:
+        volume_mounts = self._check_volumes(mounts)
+        if "/" not in mounts and "/" not in volume_mounts:
             raise self.fail(
                 "no partition is mounted on /",
                 "add a root partition: {name: root, size: rest, fs: ext4, mount: /}",
@@ -344,6 +398,221 @@ class _Checker:
             )
         self._check_boot(boot)
         self._check_sizes()
+
+    def _check_luks(self, part: Partition, index: int) -> None:
+        if part.luks is None:
+            return
+        if self.where is None:
+            raise self.fail(
+                f"partition '{part.name}' is encrypted: an element's layout cannot hold a key",
+                "write the layout in the recipe's disk:",
+            )
+        if part.fs not in (FsType.EXT4, FsType.BTRFS) or part.type in (
+            PartitionType.ESP,
+            PartitionType.BIOS_GRUB,
+            PartitionType.LVM,
+        ):
+            raise self.fail(
+                f"partition '{part.name}': osbake encrypts ext4 and btrfs partitions "
+                f"with LUKS, not {part.fs or part.type}",
+                "remove luks from it (the ESP, /boot and swap stay unencrypted)",
+                index,
+                "luks",
+            )
+        if part.mount == "/boot":
+            raise self.fail(
+                f"partition '{part.name}' holds /boot, which GRUB reads before anything "
+                "is unlocked",
+                "remove luks from it",
+                index,
+                "luks",
+            )
+        if part.mount == "/" and not any(
+            p.mount == "/boot" for p in self.partitions if p.luks is None
+        ):
+            raise self.fail(
+                f"the root partition '{part.name}' is encrypted, so GRUB cannot read the "
+                "kernel from it",
+                "add an unencrypted /boot partition: {name: boot, size: 512MiB, fs: ext4, "
+                "mount: /boot}",
+                index,
+                "luks",
+            )
+        fixed = part.size != "rest" and not part.size.endswith("%")
+        if fixed and parse_size(part.size) < 2 * LUKS_OVERHEAD:
+            raise self.fail(
+                f"partition '{part.name}' ({part.size}) is too small for LUKS: its "
+                f"header and reencryption take {format_size(LUKS_OVERHEAD)}",
+                f"make it at least {format_size(2 * LUKS_OVERHEAD)}",
+                index,
+                "size",
+            )
+
+    def _check_physical_volume(self, part: Partition, index: int) -> None:
+        if part.type == PartitionType.LVM and part.vg is None:
+            raise self.fail(
+                f"partition '{part.name}' has type lvm but names no volume group",
+                "add vg: vg0, and a volume group of that name under disk.volume_groups",
+                index,
+                "type",
+            )
+        if part.vg is not None and part.type != PartitionType.LVM:
+            raise self.fail(
+                f"partition '{part.name}' holds volume group '{part.vg}', so its type is lvm",
+                "set type: lvm",
+                index,
+                "type",
+            )
+        if part.type == PartitionType.LVM and (part.fs or part.mount):
+            raise self.fail(
+                f"partition '{part.name}' is an LVM physical volume: its file systems are "
+                "on its logical volumes",
+                "remove fs and mount from it, and give them to a logical volume",
+                index,
+            )
+
+    def _check_volumes(self, mounts: dict[str, int]) -> set[str]:
+        """The volume groups' checks; returns the mount points of the logical volumes."""
+        parts, groups = self.partitions, self.disk.volume_groups
+        holders = {p.vg: i for i, p in enumerate(parts) if p.vg}
+        declared = {g.name for g in groups}
+        for index, part in enumerate(parts):
+            if part.vg and part.vg not in declared:
+                raise self.fail(
+                    f"partition '{part.name}' holds volume group '{part.vg}', which "
+                    "disk.volume_groups does not declare",
+                    f"add volume_groups: [{{name: {part.vg}, volumes: [...]}}]",
+                    index,
+                    "vg",
+                )
+        seen: set[str] = set()
+        volume_mounts: dict[str, str] = {}
+        for g, group in enumerate(groups):
+            if group.name in seen:
+                raise self.fail_group(
+                    f"two volume groups are named '{group.name}'",
+                    "give each its own name",
+                    g,
+                    key="name",
+                )
+            seen.add(group.name)
+            pvs = [p.name for p in parts if p.vg == group.name]
+            if not pvs:
+                raise self.fail_group(
+                    f"volume group '{group.name}' is on no partition",
+                    f"add a partition {{name: pv0, type: lvm, size: rest, vg: {group.name}}}",
+                    g,
+                )
+            if len(pvs) > 1:
+                raise self.fail_group(
+                    f"volume group '{group.name}' is on two partitions ('{pvs[0]}' and "
+                    f"'{pvs[1]}'): osbake makes a volume group on one partition",
+                    f"keep one partition with vg: {group.name}, and make it larger",
+                    g,
+                )
+            if not group.volumes:
+                raise self.fail_group(
+                    f"volume group '{group.name}' has no logical volumes",
+                    "add volumes: [{name: root, size: rest, fs: ext4, mount: /}]",
+                    g,
+                )
+            names: set[str] = set()
+            rest: str | None = None
+            for v, volume in enumerate(group.volumes):
+                where = f"logical volume '{group.name}/{volume.name}'"
+                if volume.name in names:
+                    raise self.fail_group(
+                        f"volume group '{group.name}' has two logical volumes named "
+                        f"'{volume.name}'",
+                        "give each its own name",
+                        g,
+                        v,
+                        "name",
+                    )
+                names.add(volume.name)
+                if volume.size == "rest":
+                    if rest is not None:
+                        raise self.fail_group(
+                            f"logical volumes '{rest}' and '{volume.name}' both take the rest "
+                            f"of volume group '{group.name}'",
+                            "give one of them a size",
+                            g,
+                            v,
+                            "size",
+                        )
+                    rest = volume.name
+                if volume.mount:
+                    other = (
+                        f"partition '{parts[mounts[volume.mount]].name}'"
+                        if volume.mount in mounts
+                        else volume_mounts.get(volume.mount)
+                    )
+                    if other:
+                        raise self.fail_group(
+                            f"{other} and {where} are both mounted on {volume.mount}",
+                            "mount one of them somewhere else",
+                            g,
+                            v,
+                            "mount",
+                        )
+                    volume_mounts[volume.mount] = where
+                    if volume.fs is None or volume.fs == FsType.SWAP:
+                        raise self.fail_group(
+                            f"{where} has a mount point but no file system",
+                            "add fs: ext4 (or btrfs)",
+                            g,
+                            v,
+                            "fs",
+                        )
+                if volume.fs == FsType.XFS:
+                    raise self.fail_group(
+                        f"{where}: osbake cannot make xfs from a tree offline",
+                        "use fs: ext4 or fs: btrfs",
+                        g,
+                        v,
+                        "fs",
+                    )
+                if volume.fs and volume.fs != FsType.SWAP and not volume.mount:
+                    raise self.fail_group(
+                        f"{where} has a file system ({volume.fs}) but no mount point",
+                        f"add mount: (e.g. /srv/{volume.name}) or remove fs",
+                        g,
+                        v,
+                        "fs",
+                    )
+            self._check_group_fits(g, group, parts[holders[group.name]])
+        if "/" in volume_mounts and self.recipe.kernel == "none":
+            raise self.fail(
+                "the root file system is on LVM, which only an initramfs with lvm2 can "
+                "mount, but the image has no kernel (kernel: none)",
+                "set kernel: cloud (or generic), or put the root on a partition",
+            )
+        return set(volume_mounts)
+
+    def _check_group_fits(self, g: int, group: VolumeGroup, pv: Partition) -> None:
+        """Fixed-size logical volumes must fit a physical volume of known size."""
+        if pv.size == "rest" or pv.size.endswith("%"):
+            return  # sized with the disk: checked when the disk is assembled
+        extent = parse_size(group.extent_size)
+        capacity = align_up(parse_size(pv.size), parse_size(self.disk.alignment)) - lvm.PE_START
+        capacity = align_down(max(0, capacity), extent)
+        used = 0
+        for v, volume in enumerate(group.volumes):
+            if volume.size == "rest":
+                continue
+            used += align_up(parse_size(volume.size), extent)
+            if used > capacity:
+                raise self.fail_group(
+                    f"logical volume '{group.name}/{volume.name}' "
+                    f"({format_size(parse_size(volume.size))}) does not fit on partition "
+                    f"'{pv.name}': its volume group holds {format_size(capacity)} of extents, "
+                    f"the logical volumes need {format_size(used - capacity)} more",
+                    f"make partition '{pv.name}' at least "
+                    f"{format_size(used + lvm.PE_START)} or the volume smaller",
+                    g,
+                    v,
+                    "size",
+                )
 
     def _check_boot(self, boot: set[Firmware]) -> None:
         disk, parts = self.disk, self.partitions

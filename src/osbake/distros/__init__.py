@@ -107,7 +107,8 @@ class Distro:
 
     def filesystem_packages(self, filesystems: list[str]) -> list[str]:
         """Packages the image needs for its own file systems: to check them at boot and
-        to grow them (growroot, cloud-init's resizefs call btrfs and xfs_growfs)."""
+        to grow them (growroot, cloud-init's resizefs call btrfs and xfs_growfs).
+        'lvm' in the list asks for the tools of LVM volume groups, 'luks' for LUKS."""
         raise NotImplementedError
 
     # Steps.

@@ -179,8 +179,15 @@ class Debian(Distro):
 
     def filesystem_packages(self, filesystems: list[str]) -> list[str]:
         # ext4's e2fsprogs is in every Debian base system; vfat needs no tool to mount.
-        tools = {"btrfs": "btrfs-progs", "xfs": "xfsprogs"}
-        return list(dict.fromkeys(tools[fs] for fs in filesystems if fs in tools))
+        # lvm2 brings its initramfs hook: a root on LVM is activated there.
+        # cryptsetup-initramfs unlocks an encrypted root in the initramfs.
+        tools = {
+            "btrfs": ["btrfs-progs"],
+            "xfs": ["xfsprogs"],
+            "lvm": ["lvm2"],
+            "luks": ["cryptsetup", "cryptsetup-initramfs"],
+        }
+        return list(dict.fromkeys(p for fs in filesystems for p in tools.get(fs, [])))
 
     def tool_environment(self, options: OptionValues) -> dict[str, str]:
         env = {"DEBIAN_FRONTEND": "noninteractive", "DEBCONF_NONINTERACTIVE_SEEN": "true"}

@@ -24,6 +24,7 @@ from osbake.recipe.model import (
     ADDITIVE_KEYS,
     MERGED_KEYS,
     TOP_ONLY_KEYS,
+    Disk,
     FileSpec,
     Recipe,
     Repository,
@@ -55,7 +56,7 @@ def load(path: str | Path, *, root: str | Path | None = None) -> Recipe:
                 folders.append(file.parent)
         recipe._folders = folders
         _index_variants(recipe)
-    _check_files(recipe, recipe.files, recipe.repositories, recipe.positions, ())
+    _check_files(recipe, recipe.files, recipe.repositories, recipe.positions, (), recipe.disk)
     check_boot_modes(recipe)
     return recipe
 
@@ -461,7 +462,9 @@ def _index_variants(recipe: Recipe) -> None:
         except ValidationError as exc:
             raise _recipe_error(exc, positions, recipe.source or Path("recipe"), where) from None
         validated._source = recipe.source
-        _check_files(recipe, validated.files, validated.repositories, positions, where)
+        _check_files(
+            recipe, validated.files, validated.repositories, positions, where, validated.disk
+        )
         overlays[name] = (validated, positions)
     recipe._overlays = overlays
 
@@ -661,11 +664,13 @@ def _check_files(
     repositories: list[Repository],
     positions: Positions,
     prefix: KeyPath,
+    disk: Disk | None = None,
 ) -> None:
     """Every file the recipe copies is inside the folder of the recipe file that names it."""
     items: list[tuple[KeyPath, str, str]] = [
         (("files", i, "src"), spec.src, "src") for i, spec in enumerate(files)
     ]
+    items += [(where, key_file, "key_file") for where, key_file in luks_key_files(disk)]
     items += [
         (("repositories", i, "key"), repo.key, "key")
         for i, repo in enumerate(repositories)
@@ -690,12 +695,29 @@ def _check_files(
             raise RecipeError(exc.message, location=location, hint=hint) from None
         except formats.FormatError as exc:
             raise RecipeError(exc.message, location=location, hint=exc.hint) from None
+        if what == "key_file" and not path.is_file():
+            raise RecipeError(
+                f"the LUKS key file {shown(value)} is not a file ({path})",
+                location=location,
+                hint="give a file holding the key or passphrase",
+            )
         if what == "key" and not path.is_file():
             raise RecipeError(
                 f"the key file {shown(value)} is not a file ({path})",
                 location=location,
                 hint="give the repository's signing key (binary or ASCII-armored)",
             )
+
+
+def luks_key_files(disk: Disk | None) -> list[tuple[KeyPath, str]]:
+    """(where in the recipe, path) of every LUKS key file the layout names."""
+    if disk is None:
+        return []
+    return [
+        (("disk", "partitions", i, "luks", "key_file"), p.luks.key_file)
+        for i, p in enumerate(disk.partitions)
+        if p.luks is not None
+    ]
 
 
 def source_folder(recipe: Recipe, where: KeyPath) -> Path:

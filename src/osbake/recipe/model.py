@@ -58,6 +58,7 @@ class PartitionType(StrEnum):
     SRV = "srv"
     TMP = "tmp"
     USR = "usr"
+    LVM = "lvm"
 
 
 class FsType(StrEnum):
@@ -168,6 +169,46 @@ def _unit_needed(value: Any, what: str) -> Any:
     return value
 
 
+def _fs_label(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,16}", value):
+        raise formats.FormatError(
+            f"the label {formats.shown(value)} is not a valid file system label",
+            "use 1 to 16 letters, digits, '.', '_' and '-' (vfat keeps 11, upper-cased)",
+        )
+    return value
+
+
+def _mount_options(value: str | None) -> str | None:
+    if value is not None and not re.fullmatch(r"[A-Za-z0-9_=,.:/@+-]{1,256}", value):
+        raise formats.FormatError(
+            f"{formats.shown(value)} are not valid mount options",
+            "write fstab options separated by commas, without spaces, e.g. "
+            "noatime,errors=remount-ro",
+        )
+    return value
+
+
+class LuksUnlock(StrEnum):
+    PROMPT = "prompt"  # the passphrase is asked on the console at boot
+    INITRAMFS = "initramfs"  # the key file is in the initramfs: unattended, not a secret
+
+
+class Luks(Strict):
+    """LUKS2 encryption of a partition or logical volume, made with this key."""
+
+    key_file: Annotated[str, AfterValidator(lambda v: formats.relative_path(v, "key_file"))] = (
+        Field(
+            description="the key (or passphrase) file, relative to the recipe file and inside "
+            "its folder"
+        )
+    )
+    unlock: LuksUnlock = Field(
+        LuksUnlock.PROMPT,
+        description="prompt: ask for the passphrase at boot; initramfs: put the key file in "
+        "the initramfs (unattended: anyone with the image has the key)",
+    )
+
+
 class Partition(Strict):
     name: Annotated[
         str,
@@ -182,11 +223,20 @@ class Partition(Strict):
         None, description="file system label: 1 to 16 letters, digits, '.', '_', '-'"
     )
     options: str | None = Field(None, description="mount options for fstab")
+    vg: str | None = Field(
+        None, description="the volume group this partition holds (with type: lvm)"
+    )
+    luks: Luks | None = Field(None, description="encrypt the file system with LUKS2")
 
     @field_validator("size", mode="before")
     @classmethod
     def _bare_size(cls, value: Any) -> Any:
         return _unit_needed(value, "partition size")
+
+    @field_validator("vg")
+    @classmethod
+    def _vg(cls, value: str | None) -> str | None:
+        return None if value is None else formats.lvm_name(value, "volume group name", False)
 
     @field_validator("size")
     @classmethod
@@ -207,21 +257,81 @@ class Partition(Strict):
     @field_validator("label")
     @classmethod
     def _label(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9._-]{1,16}", value):
-            raise formats.FormatError(
-                f"the label {formats.shown(value)} is not a valid file system label",
-                "use 1 to 16 letters, digits, '.', '_' and '-' (vfat keeps 11, upper-cased)",
-            )
-        return value
+        return _fs_label(value)
 
     @field_validator("options")
     @classmethod
     def _options(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"[A-Za-z0-9_=,.:/@+-]{1,256}", value):
+        return _mount_options(value)
+
+
+class LogicalVolume(Strict):
+    """A linear logical volume with a file system, like a partition without a type."""
+
+    name: str = Field(description="LVM's rules: letters, digits, '+', '_', '.', '-'")
+    size: str = Field(description="e.g. 2GiB, or rest")
+    fs: FsType | None = None
+    mount: str | None = Field(None, description="mount point inside the image")
+    label: str | None = Field(None, description="file system label (as for partitions)")
+    options: str | None = Field(None, description="mount options for fstab")
+
+    @field_validator("mount")
+    @classmethod
+    def _mount(cls, value: str | None) -> str | None:
+        return None if value is None else formats.mount_point(value, "mount point")
+
+    @field_validator("label")
+    @classmethod
+    def _label(cls, value: str | None) -> str | None:
+        return _fs_label(value)
+
+    @field_validator("options")
+    @classmethod
+    def _options(cls, value: str | None) -> str | None:
+        return _mount_options(value)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return formats.lvm_name(value, "logical volume name", True)
+
+    @field_validator("size", mode="before")
+    @classmethod
+    def _bare_size(cls, value: Any) -> Any:
+        return _unit_needed(value, "logical volume size")
+
+    @field_validator("size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        if value != "rest":
+            formats.size_bytes(value, "logical volume size")
+        return value
+
+
+class VolumeGroup(Strict):
+    """An LVM volume group on the partition that names it (type: lvm, vg: NAME)."""
+
+    name: str = Field(description="LVM's rules: letters, digits, '+', '_', '.', '-'")
+    extent_size: str = Field("4MiB", description="a power of two, 1MiB to 1GiB")
+    volumes: list[LogicalVolume] = Field(default_factory=list, max_length=64)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return formats.lvm_name(value, "volume group name", False)
+
+    @field_validator("extent_size", mode="before")
+    @classmethod
+    def _bare_size(cls, value: Any) -> Any:
+        return _unit_needed(value, "extent size")
+
+    @field_validator("extent_size")
+    @classmethod
+    def _extent(cls, value: str) -> str:
+        size = formats.size_bytes(value, "extent size", minimum=1024**2, maximum=1024**3)
+        if size & (size - 1):
             raise formats.FormatError(
-                f"{formats.shown(value)} are not valid mount options",
-                "write fstab options separated by commas, without spaces, e.g. "
-                "noatime,errors=remount-ro",
+                f"the extent size {value} is not a power of two", "use 4MiB (or 1MiB, 32MiB)"
             )
         return value
 
@@ -242,6 +352,7 @@ class Disk(Strict):
     alignment: str = Field("1MiB", description="partition start alignment (512 bytes to 1 GiB)")
     sector_size: int = Field(512, description="logical sector size: 512 or 4096")
     partitions: list[Partition] = Field(default_factory=list, max_length=128)
+    volume_groups: list[VolumeGroup] = Field(default_factory=list, max_length=16)
 
     @field_validator("size", "free", "alignment", mode="before")
     @classmethod
