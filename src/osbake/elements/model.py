@@ -41,6 +41,10 @@ class Phase(StrEnum):
         return self in (Phase.PRE_INSTALL, Phase.INSTALL, Phase.POST_INSTALL, Phase.FINALISE)
 
 
+# Every phase folder name: the rest of an element folder is shared by its phases.
+PHASE_FOLDERS = frozenset(phase.value for phase in Phase)
+
+
 OPTION_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
 # Variables an element may not set for every script: what the shell, the dynamic
 # loader and osbake itself read.
@@ -358,12 +362,19 @@ class Element:
         return folder if folder.is_dir() else None
 
     def content_hash(self, part: str = "all") -> str:
-        """sha256 over the files of one part ('all', 'element.yaml', 'static', or a phase)."""
+        """sha256 over the files of one part ('all', 'element.yaml', 'static', or a phase).
+
+        A phase's hash also covers the element's own files outside every phase folder
+        (lib/, data lists, element.yaml): its scripts read them from OSBAKE_ELEMENT_DIR.
+        """
         if part not in self._hashes:
             if part == "all":
                 paths = [self.path]
             elif part == "element.yaml":
                 paths = [self.yaml_path]
+            elif part in PHASE_FOLDERS:
+                shared = [p for p in self.path.iterdir() if p.name not in PHASE_FOLDERS]
+                paths = [self.path / part, *sorted(shared)]
             else:
                 paths = [self.path / part]
             self._hashes[part] = hash_paths(paths, self.path)

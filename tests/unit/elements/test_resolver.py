@@ -147,6 +147,23 @@ def test_content_hash_changes_with_a_script(tmp_path: Path) -> None:
     assert after.content_hash("finalise") == finalise
 
 
+def test_content_hash_of_a_phase_covers_the_files_its_scripts_read(tmp_path: Path) -> None:
+    """lib/ and data files sit outside the phase folders; a change to them must show."""
+    folder = element(
+        tmp_path,
+        "a",
+        scripts={"install/10-x": "#!/bin/sh\n. $OSBAKE_ELEMENT_DIR/lib/helper\n"},
+    )
+    (folder / "lib").mkdir()
+    (folder / "lib" / "helper").write_text("echo 1\n")
+    before = load_element(folder, "t").content_hash("install")
+    (folder / "lib" / "helper").write_text("echo 2\n")
+    assert load_element(folder, "t").content_hash("install") != before
+    changed = load_element(folder, "t").content_hash("install")
+    (folder / "list.txt").write_text("one\n")
+    assert load_element(folder, "t").content_hash("install") != changed
+
+
 def test_builtin_elements_all_load() -> None:
     from osbake.elements.catalog import BUILTIN_DIR
 
