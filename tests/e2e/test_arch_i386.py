@@ -11,14 +11,21 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ImageBuilds
+from tests.conftest import EXAMPLES, ImageBuilds
 
 pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def i386(image_builds: ImageBuilds) -> Path:
-    return image_builds.build("debian-i386.yaml")
+def i386(image_builds: ImageBuilds, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    # The example as it is, but from the main archive only: a mirror part-way through a
+    # sync serves a bookworm-security i386 index whose size does not match its Release
+    # file (seen on this project's test mirror for days), and apt refuses it. What is
+    # tested here, building and booting i386, does not depend on security updates.
+    recipe = tmp_path_factory.mktemp("i386") / "debian-i386.yaml"
+    example = json.dumps(str(EXAMPLES / "debian-i386.yaml"))
+    recipe.write_text(f"extends: {example}\noptions:\n  debian:\n    security: false\n")
+    return image_builds.build(recipe)
 
 
 def test_the_manifest_says_i386(i386: Path) -> None:
