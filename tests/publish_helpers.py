@@ -29,10 +29,12 @@ def make_build(
     finished: str = "2026-11-20T10:00:00+00:00",
     files: dict[str, tuple[str, bytes]] | None = None,
     boot: list[str] | None = None,
+    packages: list[tuple[str, str]] | None = None,
 ) -> Path:
     """Write artifacts and an osbake manifest listing them; return the manifest path.
 
-    `files` maps a file name to (format, content).
+    `files` maps a file name to (format, content); `packages` are (name, version)
+    (default: bash 5.2).
     """
     outdir.mkdir(parents=True, exist_ok=True)
     if files is None:
@@ -63,13 +65,8 @@ def make_build(
         "recipe": recipe,
         "recipe_sha256": hashlib.sha256(json.dumps(recipe).encode()).hexdigest(),
         "packages": [
-            {
-                "name": "bash",
-                "version": "5.2",
-                "arch": arch,
-                "source": "bash",
-                "source_version": "5.2",
-            }
+            {"name": n, "version": v, "arch": arch, "source": n, "source_version": v}
+            for n, v in (packages or [("bash", "5.2")])
         ],
         "artifacts": artifacts,
         "build": {"started": finished, "finished": finished, "seconds": 1.0},

@@ -108,7 +108,17 @@ def test_tree_layout_is_simplestreams(published: Published) -> None:
     assert sorted(product["versions"]) == [OLD, NEW]
     version = product["versions"][NEW]
     assert version["label"] == "release"
-    assert set(version["items"]) == {"disk1.img", "root.tar.zst", "manifest"}
+    # the newer version has a changelog against the older one, as items beside it
+    assert set(version["items"]) == {
+        "disk1.img",
+        "root.tar.zst",
+        "manifest",
+        "changelog",
+        "changelog.json",
+    }
+    assert set(product["versions"][OLD]["items"]) == {"disk1.img", "root.tar.zst", "manifest"}
+    changelog = (published.repo / version["items"]["changelog"]["path"]).read_text()
+    assert changelog.startswith(f"--- org.osbake:demo:bookworm:amd64 {OLD}\n")
     disk = version["items"]["disk1.img"]
     data = (published.repo / disk["path"]).read_bytes()
     assert disk["size"] == len(data)
@@ -188,6 +198,11 @@ def test_sstream_mirror_mirrors_the_newest_and_its_checksums_verify(
     assert [p.parent.name for p in disks] == [NEW]
     assert _sha256(disks[0]) == _sha256(_artifact(published, NEW, "demo.qcow2"))
     assert not list(mirror.rglob(f"{OLD}/*"))
+    # the reference client mirrors the changelog items too, checksums verified
+    assert sorted(p.name for p in mirror.rglob(f"{NEW}/changelog*")) == [
+        "changelog.json",
+        "changelog.txt",
+    ]
 
 
 def test_osbake_sync_mirrors_and_a_second_run_transfers_nothing(
@@ -197,14 +212,16 @@ def test_osbake_sync_mirrors_and_a_second_run_transfers_nothing(
     keyring = str(published.key.keyring)
     first = osbake("sync", "--keyring", keyring, published.url, str(mirror), "--jobs", "3")
     assert first.returncode == 0, first.stderr
-    assert "6 items selected, 6 transferred" in first.stdout
+    assert "8 items selected, 8 transferred" in first.stdout  # with NEW's changelog
     second = osbake("sync", "--keyring", keyring, published.url, str(mirror))
-    assert "6 items selected, 0 transferred" in second.stdout
+    assert "8 items selected, 0 transferred" in second.stdout
     for serial in (OLD, NEW):
         for name in ("demo.qcow2", "demo.tar.zst"):
             copy = next(mirror.rglob(f"{serial}/{name}"))
             assert _sha256(copy) == _sha256(_artifact(published, serial, name))
     assert not list(mirror.rglob("*.partial"))
+    changelog = next(mirror.rglob(f"{NEW}/changelog.txt"))
+    assert changelog.read_bytes() == next(published.repo.rglob(f"{NEW}/changelog.txt")).read_bytes()
     # The mirror is a valid stream itself: the reference client reads it.
     query = subprocess.run(
         [

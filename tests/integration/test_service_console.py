@@ -134,6 +134,40 @@ def test_a_build_through_the_api_with_a_token(farm: Farm) -> None:
         assert looker.get(f"/api/builds/{build_id}/manifest").json()["image"] == "api-flow"
 
 
+def test_two_builds_of_a_configuration_are_compared(farm: Farm) -> None:
+    console = farm.console
+    viewer = console.make_token("viewer", "comparer")
+    with console.api() as api, console.api(viewer) as looker:
+        configure(api, "diff-flow", "sleep=0.1 pkgversion=1.0")
+        old = start(api, "diff-flow")
+        assert console.wait_state(old, {"succeeded", "failed"}, 60)["state"] == "succeeded"
+        configure(api, "diff-flow", "sleep=0.1 pkgversion=1.2")  # version 2
+        new = start(api, "diff-flow")
+        assert console.wait_state(new, {"succeeded", "failed"}, 60)["state"] == "succeeded"
+        reply = looker.get(f"/api/builds/{old}/diff/{new}")
+        assert reply.status_code == 200, reply.text
+        result = reply.json()
+        assert result["old"] == f"build {old} (diff-flow v1 (base)/amd64)"
+        assert result["new"] == f"build {new} (diff-flow v2 (base)/amd64)"
+        assert result["packages"]["changed"] == [
+            {"name": "fakepkg", "old": "1.0", "new": "1.2", "change": "upgraded"}
+        ]
+        assert result["packages"]["added"] == result["packages"]["removed"] == []
+        assert result["recipe_keys"] == ["description"]
+        missing = looker.get(f"/api/builds/{old}/diff/{new + 1000}")
+        assert missing.status_code == 404
+        assert missing.json()["error"] == f"there is no build {new + 1000}"
+    # the newer build's page links to the comparison with the previous one, shown as text
+    browser = console.browser_login()
+    try:
+        page = browser.get(f"/builds/{new}").text
+        assert f'id="compare-link" href="/builds/{old}/diff/{new}"' in page
+        shown = browser.get(f"/builds/{old}/diff/{new}").text
+        assert "~ fakepkg 1.0 -&gt; 1.2" in shown
+    finally:
+        browser.close()
+
+
 def test_a_failed_build_names_its_step(farm: Farm) -> None:
     with farm.console.api() as api:
         configure(api, "breaks", "fail=packages")

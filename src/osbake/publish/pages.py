@@ -10,9 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from osbake.manifest import Manifest
+from osbake.publish.changelog import FILES
 from osbake.publish.streams import INDEX_SJSON, Tree, version_key
 
 VERSION_PAGES = ("README", "index.html", "SHA256SUMS")
+# item ftypes that are not an image (the rest are)
+NOT_IMAGES = frozenset({"manifest", *FILES})
 
 _STYLE = (
     "body{font-family:system-ui,sans-serif;margin:2em;max-width:72em}"
@@ -69,7 +72,7 @@ def version_readme(m: Manifest, directory: str, items: dict[str, Any]) -> str:
         f"        'path~{directory}/'",
         "    osbake sync --keyring KEYRING ROOT_URL DIR   # verifies signatures and checksums",
     ]
-    image = next((i for i in _sorted(items) if i["ftype"] != "manifest"), None)
+    image = next((i for i in _sorted(items) if i["ftype"] not in NOT_IMAGES), None)
     if manifest is not None and image is not None:
         lines += [
             "",
@@ -77,6 +80,14 @@ def version_readme(m: Manifest, directory: str, items: dict[str, Any]) -> str:
             "recipe, elements, packages with versions, and the build steps. With both files",
             "downloaded side by side, show it and check the image against it with",
             f"  osbake inspect {_file_name(image)}",
+        ]
+    if "changelog" in items and "changelog.json" in items:
+        lines += [
+            "",
+            f"{_file_name(items['changelog'])} says what changed since the previous version of",
+            "this image in the stream: packages added, removed and upgraded, kernel, boot and",
+            f"sizes, as 'osbake diff' prints it; {_file_name(items['changelog.json'])} is the same",
+            "as JSON ('osbake diff --json').",
         ]
     return "\n".join(lines) + "\n"
 

@@ -27,7 +27,7 @@ from osbake.errors import ArtifactError, PublishError, UsageError
 from osbake.events import Events, null_events
 from osbake.inspect import _manifest_beside as manifest_beside
 from osbake.manifest import Manifest
-from osbake.publish import pages, signing
+from osbake.publish import changelog, pages, signing
 from osbake.publish.streams import (
     DATATYPE,
     DEFAULT_CONTENT_ID,
@@ -274,8 +274,11 @@ def _update(
         before = referenced(state.products)
         try:
             events.step("copy files")
-            for build in builds:
-                result.versions.append(_add_version(state, build, prefix))
+            # oldest build first (each new version's changelog is against the one before
+            # it); the result lists them in the order given
+            order = sorted(range(len(builds)), key=lambda i: _finished(builds[i]))
+            added = {i: _add_version(state, builds[i], prefix) for i in order}
+            result.versions += [added[i] for i in range(len(builds))]
             if exact is not None:
                 _drop_unlisted(state, prefix, exact, builds)
             if keep is not None:
@@ -376,12 +379,16 @@ def product_fields(manifest: Manifest) -> dict[str, Any]:
 def _serial_base(build: _Build) -> str:
     if build.release.serial:
         return build.release.serial
+    return _finished(build).strftime("%Y%m%d")
+
+
+def _finished(build: _Build) -> datetime:
     finished = build.manifest.build.finished
     try:
         when = datetime.fromisoformat(finished) if finished else datetime.now(UTC)
     except ValueError:
         when = datetime.now(UTC)
-    return when.astimezone(UTC).strftime("%Y%m%d")
+    return when.astimezone(UTC)
 
 
 def _version_dir(build: _Build, serial: str, files_dir: str = "") -> str:
@@ -435,9 +442,13 @@ def _add_version(state: _State, build: _Build, prefix: str) -> PublishedVersion:
     if existing is not None:
         serial, found = existing
         version: Tree = json.loads(json.dumps(found))
+        notes = None
     else:
         serial = _choose_serial(state, build, pid)
         version = {"items": {}}
+        notes = changelog.against_previous(
+            state.repo, pid, product["versions"], serial, m, build.manifest_sha256, state.events
+        )
     version.update(
         {
             "label": str(build.release.label),
@@ -455,7 +466,7 @@ def _add_version(state: _State, build: _Build, prefix: str) -> PublishedVersion:
         version["boot"] = ",".join(str(b) for b in boot)
     directory = _version_dir(build, serial, state.files_dir)
     old_version = product["versions"].get(serial)
-    new_items = _place_items(state, build, directory, version["items"])
+    new_items = _place_items(state, build, directory, version["items"], notes)
     if new_items or old_version != version:
         product["versions"][serial] = version
         state.changed.add(cid)
@@ -473,8 +484,11 @@ def _new_products(cid: str) -> Tree:
     }
 
 
-def _place_items(state: _State, build: _Build, directory: str, items: Tree) -> list[str]:
-    """Copy the build's files into `directory` (those not there yet); add their items."""
+def _place_items(
+    state: _State, build: _Build, directory: str, items: Tree, notes: changelog.Changelog | None
+) -> list[str]:
+    """Copy the build's files into `directory` (those not there yet), write its changelog
+    (if any); add their items."""
     wanted = [
         a
         for a in build.manifest.artifacts
@@ -502,6 +516,10 @@ def _place_items(state: _State, build: _Build, directory: str, items: Tree) -> l
         digests = _write_in(state, manifest_path, build.manifest_bytes)
         items["manifest"] = {"ftype": "manifest", "path": manifest_path, **digests}
         added.append("manifest")
+    for name, data in (("changelog", notes.text), ("changelog.json", notes.json)) if notes else ():
+        path = f"{directory}/{changelog.FILES[name]}"
+        items[name] = {"ftype": name, "path": path, **_write_in(state, path, data)}
+        added.append(name)
     if added:
         _write_pages(state, build, directory, items)
     return added

@@ -12,8 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from osbake.arch import Arch
+from osbake.diff import render
 from osbake.errors import OsbakeError, UsageError
-from osbake.service import auth, builds, configs, retention, schedules, views
+from osbake.service import auth, build_diff, builds, configs, retention, schedules, views
 from osbake.service.deps import (
     CONFIGURATION_BODY,
     LINE,
@@ -382,7 +383,15 @@ def build_page(
     build = builds.get_build(session, build_id)
     data = views.build_json(session, build)
     tail = builds.failure_tail(console.settings, build) if build.state == BuildState.FAILED else []
-    return page(request, "build.html", who, build=data, tail=tail)
+    previous = build_diff.previous_build(session, build) if build.manifest is not None else None
+    return page(
+        request,
+        "build.html",
+        who,
+        build=data,
+        tail=tail,
+        previous=previous.id if previous is not None else None,
+    )
 
 
 @router.post("/builds/{build_id}/cancel")
@@ -424,6 +433,22 @@ def manifest_page(request: Request, build_id: Id, session: SessionDep, who: View
         who,
         build=views.build_json(session, build),
         manifest=build.manifest,
+    )
+
+
+@router.get("/builds/{build_id}/diff/{other_id}")
+def build_diff_page(
+    request: Request, build_id: Id, other_id: Id, session: SessionDep, who: Viewer
+) -> HTMLResponse:
+    result = build_diff.build_diff(session, build_id, other_id)
+    return page(
+        request,
+        "build_diff.html",
+        who,
+        old=build_id,
+        new=other_id,
+        identical=result.empty,
+        lines=render(result).splitlines(),
     )
 
 

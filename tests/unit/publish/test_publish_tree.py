@@ -189,3 +189,70 @@ def test_versions_pruned_in_the_run_that_added_them_leave_no_files(tmp_path: Pat
     publish([a, b], repo, keep=1)
     assert list(versions(repo, DAILY)) == ["20261119"]
     assert not (repo / "demo/bookworm/amd64/20261118").exists()
+
+
+def test_each_new_version_gets_a_changelog_against_the_previous_one(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    first = make_build(
+        tmp_path / "a", finished="2026-11-18T00:00:00+00:00", packages=[("bash", "5.2")]
+    )
+    second = make_build(
+        tmp_path / "b",
+        finished="2026-11-19T00:00:00+00:00",
+        packages=[("bash", "5.2.15"), ("jq", "1.6")],
+    )
+    publish([first], repo)
+    publish([second], repo)
+    found = versions(repo, DAILY)
+    assert "changelog" not in found["20261118"]["items"]  # nothing before it
+    new = found["20261119"]["items"]
+    folder = repo / "demo/bookworm/amd64/20261119"
+    assert new["changelog"]["ftype"] == "changelog"
+    assert new["changelog"]["path"] == "demo/bookworm/amd64/20261119/changelog.txt"
+    assert new["changelog.json"]["path"] == "demo/bookworm/amd64/20261119/changelog.json"
+    text = (folder / "changelog.txt").read_text()
+    assert text.splitlines()[:2] == [f"--- {PRODUCT} 20261118", f"+++ {PRODUCT} 20261119"]
+    assert "  + jq 1.6 (amd64)" in text
+    assert "  ~ bash 5.2 -> 5.2.15" in text
+    data = json.loads((folder / "changelog.json").read_text())
+    assert data["packages"]["added"] == [{"name": "jq", "version": "1.6", "arch": "amd64"}]
+    assert data["packages"]["changed"][0]["change"] == "upgraded"
+    assert "changelog.txt says what changed" in (folder / "README").read_text()
+    assert "osbake inspect demo.qcow2" in (folder / "README").read_text()
+    assert "changelog.txt" in (folder / "SHA256SUMS").read_text()
+    # deterministic: the same two builds published into another tree give the same bytes
+    other = tmp_path / "other"
+    publish([first], other)
+    publish([second], other)
+    for name in ("changelog.txt", "changelog.json"):
+        again = other / "demo/bookworm/amd64/20261119" / name
+        assert again.read_bytes() == (folder / name).read_bytes()
+    # republishing changes nothing; pruning the version deletes its changelog too
+    assert not publish([second], repo).versions[0].new
+    publish([make_build(tmp_path / "c", finished="2026-11-20T00:00:00+00:00")], repo, keep=1)
+    assert not folder.exists()
+
+
+def test_publish_streams_writes_changelogs_in_each_stream(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    a = make_build(tmp_path / "a", finished="2026-11-18T00:00:00+00:00")
+    b = make_build(tmp_path / "b", finished="2026-11-19T00:00:00+00:00", packages=[("bash", "5.3")])
+    publish_streams(repo, daily=[a, b], released=[(b, Label.RC)])
+    daily = versions(repo, DAILY)
+    assert "changelog" in daily["20261119"]["items"]
+    assert "changelog" not in daily["20261118"]["items"]
+    # released has b only: b's version is shared with daily, folder and all
+    assert versions(repo, RELEASED)["20261119"]["items"] == daily["20261119"]["items"]
+
+
+def test_builds_given_newest_first_still_get_changelogs_in_order(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    old = make_build(tmp_path / "a", finished="2026-11-18T00:00:00+00:00")
+    new = make_build(
+        tmp_path / "b", finished="2026-11-19T00:00:00+00:00", packages=[("bash", "5.3")]
+    )
+    result = publish([new, old], repo)
+    assert [v.version for v in result.versions] == ["20261119", "20261118"]  # as given
+    found = versions(repo, DAILY)
+    assert "changelog" in found["20261119"]["items"]
+    assert "changelog" not in found["20261118"]["items"]

@@ -57,6 +57,7 @@ ROLES: dict[tuple[str, str], str] = {
     ("GET", "/api/builds/{build_id}/log"): "viewer",
     ("GET", "/api/builds/{build_id}/events"): "viewer",
     ("GET", "/api/builds/{build_id}/manifest"): "viewer",
+    ("GET", "/api/builds/{build_id}/diff/{other_id}"): "viewer",
     ("GET", "/api/builds/{build_id}/artifacts/{file}"): "viewer",
     ("HEAD", "/api/builds/{build_id}/artifacts/{file}"): "viewer",
     ("GET", "/api/search/packages"): "viewer",
@@ -96,6 +97,7 @@ ROLES: dict[tuple[str, str], str] = {
     ("POST", "/builds/{build_id}/retry"): "builder",
     ("POST", "/builds/{build_id}/bless"): "admin",
     ("GET", "/builds/{build_id}/manifest"): "viewer",
+    ("GET", "/builds/{build_id}/diff/{other_id}"): "viewer",
     ("GET", "/search"): "viewer",
     ("GET", "/lookup"): "viewer",
     ("POST", "/lookup"): "viewer",
@@ -151,7 +153,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Harness, d
         harness.configuration()
         build = harness.build()
         harness.run_fake(build["id"])
-        values = {"build_id": str(build["id"]), "name": "demo", "number": "1"}
+        values = {
+            "build_id": str(build["id"]),
+            "other_id": str(build["id"]),
+            "name": "demo",
+            "number": "1",
+        }
         with harness.console.db.session() as session:
             expired, secret = auth.create_token(
                 session, "old", Role.ADMIN, granter=Role.ADMIN, expires=now() + 60

@@ -94,3 +94,41 @@ def test_the_build_page_shows_a_failure_first_and_the_manifest_page(harness: Har
     assert "3.0.2" in manifest
     found = harness.client.get("/search?package=openssl").text
     assert f"/builds/{good['id']}" in found
+
+
+def test_two_builds_of_a_configuration_are_compared_on_the_api_and_a_page(
+    harness: Harness,
+) -> None:
+    harness.configuration()
+    old = harness.build()
+    harness.run_fake(old["id"], packages=[("curl", "7.88"), ("openssl", "3.0.2")])
+    running = harness.build()
+    new = harness.build()
+    harness.run_fake(new["id"], packages=[("curl", "7.88"), ("openssl", "3.0.11"), ("jq", "1.6")])
+    found = harness.call("GET", f"/api/builds/{old['id']}/diff/{new['id']}", "viewer")
+    assert found.status_code == 200, found.text
+    result = found.json()
+    assert result["identical"] is False
+    assert result["old"].startswith(f"build {old['id']} (demo v1 ")
+    assert result["packages"]["added"] == [{"name": "jq", "version": "1.6", "arch": "amd64"}]
+    assert result["packages"]["removed"] == []
+    assert result["packages"]["changed"] == [
+        {"name": "openssl", "old": "3.0.2", "new": "3.0.11", "change": "upgraded"}
+    ]
+    same = harness.call("GET", f"/api/builds/{new['id']}/diff/{new['id']}", "viewer").json()
+    assert same["identical"] is True
+    # a build without a manifest yet: 409 with what to do; no such build: 404
+    pending = harness.call("GET", f"/api/builds/{old['id']}/diff/{running['id']}", "viewer")
+    assert pending.status_code == 409
+    assert f"build {running['id']} has no manifest" in pending.json()["error"]
+    assert pending.json()["hint"]
+    missing = harness.call("GET", f"/api/builds/{old['id']}/diff/999999", "viewer")
+    assert missing.status_code == 404
+    # the page of the newer build links to the comparison with the previous succeeded one
+    login(harness, "victor", "victor-password")
+    page = harness.client.get(f"/builds/{new['id']}").text
+    assert f'id="compare-link" href="/builds/{old["id"]}/diff/{new["id"]}"' in page
+    assert 'id="compare-link"' not in harness.client.get(f"/builds/{old['id']}").text
+    shown = harness.client.get(f"/builds/{old['id']}/diff/{new['id']}").text
+    assert "+ jq 1.6 (amd64)" in shown
+    assert "~ openssl 3.0.2 -&gt; 3.0.11" in shown

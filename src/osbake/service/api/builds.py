@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from osbake.service import builds, configs, retention, views
+from osbake.service import build_diff, builds, configs, retention, views
 from osbake.service.deps import (
     LINE,
     MAX_ID,
@@ -127,6 +127,16 @@ def bless_build(
         console.bless_hooks,
     )
     return views.build_json(session, build)
+
+
+@router.get("/builds/{build_id}/diff/{other_id}", responses=errors(404, 409))
+def diff_builds(build_id: Id, other_id: Id, session: SessionDep, who: Viewer) -> dict[str, Any]:
+    """What changed from this build to the other, as `osbake diff --json` says it.
+
+    Packages added, removed and upgraded, elements, kernel, boot, partitions and
+    sizes, from the two builds' manifests (409 while either has none).
+    """
+    return build_diff.build_diff(session, build_id, other_id).to_json()
 
 
 @router.get("/builds/{build_id}/log", response_class=PlainTextResponse)
