@@ -461,7 +461,7 @@ class _Checker:
         ):
             raise fail(
                 f"{what}: osbake encrypts ext4 and btrfs {kind} with LUKS, not "
-                f"{part.fs or getattr(part, 'type', None)}",
+                f"{part.fs or getattr(part, 'type', 'a volume without a file system')}",
                 "remove luks from it (the ESP, /boot and swap stay unencrypted)",
                 "luks",
             )
