@@ -160,15 +160,21 @@ def disk_layout(disk: dict[str, Any] | None) -> list[str]:
     if disk.get("sector_size"):
         head.append(f"{disk['sector_size']}-byte sectors")
     lines = ["disk:          " + ", ".join(h for h in head if h)]
+
+    def luks(item: dict[str, Any]) -> str:
+        """The container of an encrypted partition or volume, and its file system."""
+        found = item.get("luks")
+        if not isinstance(found, dict):
+            return ""
+        return (
+            f"LUKS2 {found.get('device', '')} (unlock: {found.get('unlock', '')}, "
+            f"UUID={found.get('uuid', '')})  {fs(item)}"
+        )
+
     holders = {g.get("pv"): g.get("name") for g in disk.get("volume_groups", [])}
     for part in disk.get("partitions", []):
         what = f"volume group {holders[part.get('name')]}" if part.get("name") in holders else ""
-        luks = part.get("luks")
-        if isinstance(luks, dict):
-            what = (
-                f"LUKS2 {luks.get('device', '')} (unlock: {luks.get('unlock', '')}, "
-                f"UUID={luks.get('uuid', '')})  {fs(part)}"
-            )
+        what = luks(part) or what
         lines.append(
             f"  {part.get('number', '')} {part.get('name', '')}  {part.get('type', '')}  "
             f"{size(part.get('size'))}  {what or fs(part)}".rstrip()
@@ -181,6 +187,6 @@ def disk_layout(disk: dict[str, Any] | None) -> list[str]:
         for volume in group.get("volumes", []):
             lines.append(
                 f"    {volume.get('name', '')}  {size(volume.get('size'))}  "
-                f"{volume.get('device') or ''}  {fs(volume)}".rstrip()
+                f"{volume.get('device') or ''}  {luks(volume) or fs(volume)}".rstrip()
             )
     return lines

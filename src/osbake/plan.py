@@ -243,7 +243,7 @@ def _packages(
         packages += distro.filesystem_packages([str(p.fs) for p in disk.filesystems if p.fs])
         if disk.volume_groups:
             packages += distro.filesystem_packages(["lvm"])
-        if any(p.luks for p in disk.partitions):
+        if disk.encrypted:
             packages += distro.filesystem_packages(["luks"])
     base = list(dict.fromkeys(packages))
     own = [p for p in dict.fromkeys(recipe.packages) if p not in base]

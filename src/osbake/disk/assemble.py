@@ -61,18 +61,7 @@ class AssembledDisk:
                         else None
                     ),
                     "free": self.free.get(p.plan.name),
-                    **(
-                        {
-                            "luks": {
-                                "name": p.plan.luks.name,
-                                "uuid": p.plan.luks.uuid,
-                                "unlock": str(p.plan.luks.unlock),
-                                "device": f"/dev/mapper/{p.plan.luks.name}",
-                            }
-                        }
-                        if p.plan.luks
-                        else {}
-                    ),
+                    **_describe_luks(p.plan),
                 }
                 for p in self.placed
             ],
@@ -100,12 +89,27 @@ class AssembledDisk:
                         "lv_uuid": v.part_uuid,
                         "fs_uuid": v.fs_uuid if v.fs else None,
                         "free": self.free.get(key(v)),
+                        **_describe_luks(v),
                     }
                     for v in group.volumes
                 ],
             }
             for group in disk.volume_groups
         ]
+
+
+def _describe_luks(part: PartitionPlan) -> dict[str, Any]:
+    """The manifest's `luks` of an encrypted partition or logical volume (never its key)."""
+    if part.luks is None:
+        return {}
+    return {
+        "luks": {
+            "name": part.luks.name,
+            "uuid": part.luks.uuid,
+            "unlock": str(part.luks.unlock),
+            "device": f"/dev/mapper/{part.luks.name}",
+        }
+    }
 
 
 def key(part: PartitionPlan) -> str:

@@ -401,9 +401,8 @@ KEYFILE_PATTERN="{KEYS_DIR}/*.key"
 def crypttab(disk: DiskPlan) -> str:
     """Every LUKS container, by its UUID; `initramfs`, so the initramfs unlocks it."""
     lines = ["# /etc/crypttab: written by osbake from the image's disk layout."]
-    for part in disk.partitions:
-        if part.luks is None:
-            continue
+    for part in disk.encrypted:
+        assert part.luks is not None
         key = (
             f"{KEYS_DIR}/{part.luks.name}.key"
             if part.luks.unlock == LuksUnlock.INITRAMFS
@@ -420,7 +419,7 @@ def _stage_luks(disk: DiskPlan, stage: Path, commands: list[str]) -> list[Path]:
     existed: it is made again here. A key in the initramfs (unlock: initramfs) is no
     secret: anyone with the image can read it. It lets a cloud image boot unattended.
     """
-    encrypted = [p for p in disk.partitions if p.luks is not None]
+    encrypted = disk.encrypted
     if not encrypted:
         return []
     (stage / "crypttab").write_text(crypttab(disk))

@@ -32,6 +32,7 @@ from osbake.recipe.model import (
     Disk,
     FsType,
     LogicalVolume,
+    Luks,
     Partition,
     PartitionTable,
     PartitionType,
@@ -147,7 +148,15 @@ def plan_disk(
                 part_uuid=derived_uuid(recipe, arch, "partition", partition.name),
                 fs_uuid=derived_uuid(recipe, arch, "filesystem", partition.name),
                 type_id=_type_id(disk.table, partition, arch),
-                luks=_luks_plan(recipe, arch, partition, number - 1),
+                luks=_luks_plan(
+                    recipe,
+                    arch,
+                    partition.luks,
+                    ("disk", "partitions", number - 1),
+                    f"partition '{partition.name}'",
+                    partition.name,
+                    partition.name,
+                ),
             )
         )
     return DiskPlan(
@@ -158,37 +167,50 @@ def plan_disk(
         free=parse_size(disk.free),
         disk_uuid=derived_uuid(recipe, arch, "disk"),
         partitions=plans,
-        volume_groups=[_group_plan(recipe, arch, partitions, g) for g in disk.volume_groups],
+        volume_groups=[
+            _group_plan(recipe, arch, partitions, g, group)
+            for g, group in enumerate(disk.volume_groups)
+        ],
     )
 
 
-def _luks_plan(recipe: Recipe, arch: str, partition: Partition, index: int) -> LuksPlan | None:
-    if partition.luks is None:
+def _luks_plan(
+    recipe: Recipe,
+    arch: str,
+    luks: Luks | None,
+    at: tuple[str | int, ...],
+    what: str,
+    mapper: str,
+    *names: str,
+) -> LuksPlan | None:
+    """The LUKS container of a partition or logical volume (`what`, at `at` in the
+    recipe), opened as /dev/mapper/<mapper>_crypt; `names` derive its UUID."""
+    if luks is None:
         return None
-    where = ("disk", "partitions", index, "luks", "key_file")
+    where = (*at, "luks", "key_file")
     folder = source_folder(recipe, where)
     try:
-        key = files.read_source(folder, partition.luks.key_file, LUKS_KEY_LIMIT)
+        key = files.read_source(folder, luks.key_file, LUKS_KEY_LIMIT)
     except FormatError as exc:
         raise RecipeError(exc.message, location=locate(recipe, where), hint=exc.hint) from None
     if not key:
         raise RecipeError(
-            f"the LUKS key file {partition.luks.key_file} of partition '{partition.name}' is empty",
+            f"the LUKS key file {luks.key_file} of {what} is empty",
             location=locate(recipe, where),
             hint="put the key or passphrase in it",
         )
     return LuksPlan(
-        name=f"{partition.name}_crypt",
-        uuid=derived_uuid(recipe, arch, "luks", partition.name),
-        unlock=partition.luks.unlock,
-        key_file=partition.luks.key_file,
+        name=f"{mapper}_crypt",
+        uuid=derived_uuid(recipe, arch, "luks", *names),
+        unlock=luks.unlock,
+        key_file=luks.key_file,
         key_folder=str(folder),
         key_sha256=hashlib.sha256(key).hexdigest(),
     )
 
 
 def _group_plan(
-    recipe: Recipe, arch: str, partitions: list[Partition], group: VolumeGroup
+    recipe: Recipe, arch: str, partitions: list[Partition], g: int, group: VolumeGroup
 ) -> VolumeGroupPlan:
     pv = next(p for p in partitions if p.vg == group.name)
     volumes = [
@@ -207,8 +229,18 @@ def _group_plan(
             fs_uuid=derived_uuid(recipe, arch, "filesystem", group.name, volume.name),
             type_id="lvm",
             volume_group=group.name,
+            luks=_luks_plan(
+                recipe,
+                arch,
+                volume.luks,
+                ("disk", "volume_groups", g, "volumes", v),
+                f"logical volume '{group.name}/{volume.name}'",
+                lvm.mapper_name(group.name, volume.name),
+                group.name,
+                volume.name,
+            ),
         )
-        for volume in group.volumes
+        for v, volume in enumerate(group.volumes)
     ]
     return VolumeGroupPlan(
         name=group.name,
@@ -372,7 +404,7 @@ class _Checker:
                     "fs",
                 )
             self._check_physical_volume(part, index)
-            self._check_luks(part, index)
+            self._check_luks(part, f"partition '{part.name}'", index)
             if part.type == PartitionType.ESP and part.mount not in (None, "/boot/efi"):
                 raise self.fail(
                     f"the EFI system partition '{part.name}' is mounted on {part.mount}: "
@@ -399,52 +431,61 @@ class _Checker:
         self._check_boot(boot)
         self._check_sizes()
 
-    def _check_luks(self, part: Partition, index: int) -> None:
+    def _check_luks(
+        self,
+        part: Partition | LogicalVolume,
+        what: str,
+        index: int,
+        volume: int | None = None,
+    ) -> None:
+        """The LUKS of partition `index`, or of logical volume `volume` of volume group
+        `index` (`what` names it in messages)."""
         if part.luks is None:
             return
+
+        def fail(message: str, hint: str, key: str) -> RecipeError:
+            if volume is None:
+                return self.fail(message, hint, index, key)
+            return self.fail_group(message, hint, index, volume, key)
+
         if self.where is None:
-            raise self.fail(
-                f"partition '{part.name}' is encrypted: an element's layout cannot hold a key",
+            raise fail(
+                f"{what} is encrypted: an element's layout cannot hold a key",
                 "write the layout in the recipe's disk:",
+                "",
             )
-        if part.fs not in (FsType.EXT4, FsType.BTRFS) or part.type in (
-            PartitionType.ESP,
-            PartitionType.BIOS_GRUB,
-            PartitionType.LVM,
+        kind = "partitions" if isinstance(part, Partition) else "logical volumes"
+        if part.fs not in (FsType.EXT4, FsType.BTRFS) or (
+            isinstance(part, Partition)
+            and part.type in (PartitionType.ESP, PartitionType.BIOS_GRUB, PartitionType.LVM)
         ):
-            raise self.fail(
-                f"partition '{part.name}': osbake encrypts ext4 and btrfs partitions "
-                f"with LUKS, not {part.fs or part.type}",
+            raise fail(
+                f"{what}: osbake encrypts ext4 and btrfs {kind} with LUKS, not "
+                f"{part.fs or getattr(part, 'type', 'a volume without a file system')}",
                 "remove luks from it (the ESP, /boot and swap stay unencrypted)",
-                index,
                 "luks",
             )
         if part.mount == "/boot":
-            raise self.fail(
-                f"partition '{part.name}' holds /boot, which GRUB reads before anything "
-                "is unlocked",
+            raise fail(
+                f"{what} holds /boot, which GRUB reads before anything is unlocked",
                 "remove luks from it",
-                index,
                 "luks",
             )
         if part.mount == "/" and not any(
             p.mount == "/boot" for p in self.partitions if p.luks is None
         ):
-            raise self.fail(
-                f"the root partition '{part.name}' is encrypted, so GRUB cannot read the "
-                "kernel from it",
+            raise fail(
+                f"the root {what} is encrypted, so GRUB cannot read the kernel from it",
                 "add an unencrypted /boot partition: {name: boot, size: 512MiB, fs: ext4, "
                 "mount: /boot}",
-                index,
                 "luks",
             )
         fixed = part.size != "rest" and not part.size.endswith("%")
         if fixed and parse_size(part.size) < 2 * LUKS_OVERHEAD:
-            raise self.fail(
-                f"partition '{part.name}' ({part.size}) is too small for LUKS: its "
+            raise fail(
+                f"{what} ({part.size}) is too small for LUKS: its "
                 f"header and reencryption take {format_size(LUKS_OVERHEAD)}",
                 f"make it at least {format_size(2 * LUKS_OVERHEAD)}",
-                index,
                 "size",
             )
 
@@ -580,6 +621,7 @@ class _Checker:
                         v,
                         "fs",
                     )
+                self._check_luks(volume, where, g, v)
             self._check_group_fits(g, group, parts[holders[group.name]])
         if "/" in volume_mounts and self.recipe.kernel == "none":
             raise self.fail(

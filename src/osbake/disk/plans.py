@@ -19,7 +19,7 @@ LUKS_KEY_LIMIT = 8192  # cryptsetup reads at most 8 KiB of a key file by default
 
 @dataclass(frozen=True)
 class LuksPlan:
-    """A LUKS2 container around a partition's file system."""
+    """A LUKS2 container around a partition's or a logical volume's file system."""
 
     name: str  # the device-mapper name: /dev/mapper/<name>
     uuid: str  # the LUKS header's UUID (crypttab names the container by it)
@@ -102,12 +102,17 @@ class DiskPlan:
         """Partitions, then logical volumes: everything that may hold a file system."""
         return [*self.partitions, *self.volumes]
 
+    @property
+    def encrypted(self) -> list[PartitionPlan]:
+        """The partitions and logical volumes in LUKS containers."""
+        return [p for p in self.filesystems if p.luks is not None]
+
     def group(self, name: str) -> VolumeGroupPlan:
         return next(g for g in self.volume_groups if g.name == name)
 
     def device(self, part: PartitionPlan) -> str | None:
         """/dev/mapper/VG-LV for a logical volume, /dev/mapper/NAME for an encrypted
-        partition; None for a plain partition."""
+        partition or logical volume; None for a plain partition."""
         if part.luks is not None:
             return f"/dev/mapper/{part.luks.name}"
         if part.volume_group is None:

@@ -713,11 +713,18 @@ def luks_key_files(disk: Disk | None) -> list[tuple[KeyPath, str]]:
     """(where in the recipe, path) of every LUKS key file the layout names."""
     if disk is None:
         return []
-    return [
+    found: list[tuple[KeyPath, str]] = [
         (("disk", "partitions", i, "luks", "key_file"), p.luks.key_file)
         for i, p in enumerate(disk.partitions)
         if p.luks is not None
     ]
+    found += [
+        (("disk", "volume_groups", g, "volumes", v, "luks", "key_file"), lv.luks.key_file)
+        for g, group in enumerate(disk.volume_groups)
+        for v, lv in enumerate(group.volumes)
+        if lv.luks is not None
+    ]
+    return found
 
 
 def source_folder(recipe: Recipe, where: KeyPath) -> Path:

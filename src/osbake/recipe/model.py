@@ -274,6 +274,7 @@ class LogicalVolume(Strict):
     mount: str | None = Field(None, description="mount point inside the image")
     label: str | None = Field(None, description="file system label (as for partitions)")
     options: str | None = Field(None, description="mount options for fstab")
+    luks: Luks | None = Field(None, description="encrypt the file system with LUKS2")
 
     @field_validator("mount")
     @classmethod

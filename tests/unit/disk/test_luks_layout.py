@@ -160,3 +160,125 @@ def test_the_manifest_and_inspect_show_the_container(tmp_path: Path) -> None:
         "  4 root  linux  1 GiB  LUKS2 /dev/mapper/root_crypt (unlock: initramfs"
     )
     assert line.endswith(f"ext4  /  UUID={plan.root.fs_uuid}")
+
+
+LVM_LUKS_LAYOUT = """\
+name: d
+kernel: cloud
+boot: [bios, uefi]
+outputs: [raw]
+disk:
+  partitions:
+    - {name: esp, type: esp, size: 127MiB, fs: vfat, mount: /boot/efi}
+    - {name: bios, type: bios-grub, size: 1MiB}
+    - {name: boot, size: 512MiB, fs: ext4, mount: /boot}
+    - {name: pv0, type: lvm, size: rest, vg: vg-0}
+  volume_groups:
+    - name: vg-0
+      volumes:
+        - name: root
+          size: rest
+          fs: ext4
+          mount: /
+          luks: {key_file: root.key, unlock: initramfs}
+        - {name: srv, size: 1GiB, fs: ext4, mount: /srv}
+"""
+
+
+def test_a_logical_volume_in_luks_is_unlocked_after_lvm(tmp_path: Path) -> None:
+    (tmp_path / "root.key").write_bytes(b"k3y")
+    plan = disk_plan(tmp_path, LVM_LUKS_LAYOUT)
+    luks = plan.root.luks
+    assert luks is not None and plan.root.volume_group == "vg-0"
+    assert luks.name == "vg--0-root_crypt" and luks.read_key() == b"k3y"
+    assert plan.encrypted == [plan.root]
+    # The container's device is the LV's; what is mounted is the unlocked mapping.
+    assert plan.group("vg-0").device(plan.root) == "/dev/mapper/vg--0-root"
+    assert plan.device(plan.root) == "/dev/mapper/vg--0-root_crypt"
+    assert "root=/dev/mapper/vg--0-root_crypt ro" in bootloader.grub_cfg(
+        plan, "/vmlinuz", "/initrd.img", "", False
+    )
+    assert bootloader.crypttab(plan).splitlines()[1:] == [
+        f"vg--0-root_crypt\tUUID={luks.uuid}\t/etc/cryptsetup-keys.d/vg--0-root_crypt.key"
+        "\tluks,discard,initramfs"
+    ]
+    # Its UUID is its own: not a partition's of the same name, nor another layout's.
+    partition = disk_plan(tmp_path, luks_layout(tmp_path)).root.luks
+    assert partition is not None and partition.uuid != luks.uuid
+    srv = next(v for v in plan.volumes if v.name == "srv")
+    assert srv.luks is None and plan.device(srv) == "/dev/mapper/vg--0-srv"
+
+
+def test_the_manifest_shows_a_logical_volumes_container(tmp_path: Path) -> None:
+    from osbake.disk.assemble import AssembledDisk, place_volumes
+    from osbake.disk.partition_table import place
+    from osbake.disk.sizes import MiB
+
+    (tmp_path / "root.key").write_bytes(b"k3y")
+    plan = disk_plan(tmp_path, LVM_LUKS_LAYOUT)
+    sizes = {"esp": 127 * MiB, "bios": MiB, "boot": 512 * MiB, "pv0": 4096 * MiB}
+    sizes["vg-0/srv"] = 1024 * MiB
+    placed, total = place(plan, sizes, None)
+    volumes = place_volumes(plan, placed, sizes)
+    described = AssembledDisk(tmp_path / "d", total, placed, volumes=volumes).describe(plan)
+    root, srv = described["volume_groups"][0]["volumes"]
+    assert plan.root.luks is not None
+    assert root["device"] == "/dev/mapper/vg--0-root"
+    assert root["luks"] == {
+        "name": "vg--0-root_crypt",
+        "uuid": plan.root.luks.uuid,
+        "unlock": "initramfs",
+        "device": "/dev/mapper/vg--0-root_crypt",
+    }
+    assert "luks" not in srv
+
+
+SRV = "{name: srv, size: 1GiB, fs: ext4, mount: /srv}"
+
+
+@pytest.mark.parametrize(
+    ("change", "message", "line"),
+    [
+        (
+            ("    - {name: boot, size: 512MiB, fs: ext4, mount: /boot}\n", ""),
+            "the root logical volume 'vg-0/root' is encrypted, so GRUB cannot read the kernel",
+            17,  # the root's luks: key
+        ),
+        (
+            (SRV, "{name: srv, size: 48MiB, fs: ext4, mount: /srv, luks: {key_file: root.key}}"),
+            "logical volume 'vg-0/srv' (48MiB) is too small for LUKS",
+            19,
+        ),
+        (
+            (SRV, "{name: sw, size: 1GiB, fs: swap, luks: {key_file: root.key}}"),
+            "logical volume 'vg-0/sw': osbake encrypts ext4 and btrfs logical volumes with "
+            "LUKS, not swap",
+            19,
+        ),
+        (
+            (SRV, "{name: srv, size: 1GiB, fs: ext4, mount: /srv, luks: {key_file: no.key}}"),
+            "does not exist",
+            19,
+        ),
+    ],
+)
+def test_bad_luks_logical_volumes_fail_at_their_line(
+    tmp_path: Path, change: tuple[str, str], message: str, line: int
+) -> None:
+    (tmp_path / "root.key").write_bytes(b"k3y")
+    error = failure(tmp_path, LVM_LUKS_LAYOUT.replace(*change))
+    assert message in error.message and error.hint
+    assert error.location is not None and error.location.line == line
+
+
+def test_inspect_shows_a_logical_volumes_container() -> None:
+    from osbake.inspect import disk_layout
+
+    volume = {"name": "root", "size": 2**30, "device": "/dev/mapper/vg0-root", "fs": "ext4"}
+    volume |= {"mount": "/", "fs_uuid": "F", "luks": {"device": "/dev/mapper/vg0-root_crypt"}}
+    volume["luks"] |= {"unlock": "initramfs", "uuid": "L"}
+    disk = {"table": "gpt", "volume_groups": [{"name": "vg0", "pv": "pv0", "volumes": [volume]}]}
+    assert disk_layout(disk)[-1] == (
+        "    root  1 GiB  /dev/mapper/vg0-root  LUKS2 /dev/mapper/vg0-root_crypt "
+        "(unlock: initramfs, UUID=L)  ext4  /  UUID=F"
+    )
