@@ -68,7 +68,9 @@ def test_import_from_git_then_a_new_commit_is_a_new_version(
     files = test_client.get("/api/configurations/minimal/versions/1", headers=headers).json()[
         "files"
     ]
-    assert {f["path"] for f in files} == {"recipe.yaml", "files/motd"}
+    copied = {f"files/{path.name}" for path in (EXAMPLES / "files").iterdir()}
+    assert "files/motd" in copied
+    assert {f["path"] for f in files} == {"recipe.yaml", *copied}
     (repo / "minimal" / "files" / "motd").write_text("a new message of the day\n")
     subprocess.run(
         ["git", "commit", "-qam", "two"],
