@@ -231,7 +231,7 @@ def ext4_time_commands(source: Path, epoch: int) -> list[str]:
     def settle(image_path: str, info: os.stat_result) -> None:
         when = min(int(info.st_mtime), epoch)
         quoted = _debugfs_quoted(image_path)
-        commands.extend(f"sif {quoted} {field} {when}" for field in ("mtime", "atime", "ctime"))
+        commands.extend(f"sif {quoted} {field} @{when}" for field in ("mtime", "atime", "ctime"))
 
     settle("/", os.lstat(source))
     for dirpath, dirnames, filenames in os.walk(source):
