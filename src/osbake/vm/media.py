@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from osbake import run
+from osbake.deploy.images import is_fixed_vhd
 from osbake.errors import ArtifactError, UsageError
 from osbake.events import Events
 
@@ -70,20 +71,6 @@ def _head(path: Path, size: int, offset: int = 0) -> bytes:
 
 def is_iso9660(path: Path) -> bool:
     return _head(path, 5, 0x8001) == b"CD001"
-
-
-VHD_FOOTER = 512
-VHD_FIXED = 2  # the footer's disk type of a fixed VHD
-
-
-def is_fixed_vhd(path: Path) -> bool:
-    """A fixed VHD: raw data and a 512-byte footer (cookie 'conectix'), which QEMU's
-    format probe takes for a raw image (only a dynamic VHD starts with the cookie)."""
-    size = path.stat().st_size
-    if size < 2 * VHD_FOOTER or size % VHD_FOOTER:
-        return False
-    footer = _head(path, VHD_FOOTER, size - VHD_FOOTER)
-    return footer[:8] == b"conectix" and int.from_bytes(footer[60:64], "big") == VHD_FIXED
 
 
 def made_by_osbake(path: Path) -> bool:
