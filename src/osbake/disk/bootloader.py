@@ -148,7 +148,20 @@ def fstab(disk: DiskPlan) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _grub_quoted(text: str) -> str:
+def grub_cfg_head(comment: str, serial: bool) -> list[str]:
+    """The lines every grub.cfg osbake writes starts with: no menu wait (an image boots
+    unattended; hold Shift or Esc for the menu), and the serial console when asked."""
+    lines = [*comment.splitlines(), "set default=0", "set timeout_style=hidden", "set timeout=0"]
+    if serial:
+        lines += [
+            "serial --unit=0 --speed=115200",
+            "terminal_input console serial",
+            "terminal_output console serial",
+        ]
+    return lines
+
+
+def grub_quoted(text: str) -> str:
     """Text for inside single quotes in grub.cfg (a quote ends and reopens them)."""
     return text.replace("'", "'\\''")
 
@@ -170,22 +183,13 @@ def grub_cfg(
     title: str = "Linux",
 ) -> str:
     boot = boot_partition(disk)
-    lines = [
-        "# Written by osbake. Kernel upgrades keep working: /vmlinuz and /initrd.img",
+    lines = grub_cfg_head(
+        "# Written by osbake. Kernel upgrades keep working: /vmlinuz and /initrd.img\n"
         "# are symlinks the kernel packages update.",
-        "set default=0",
-        # No menu wait: an image boots unattended (hold Shift or Esc for the menu).
-        "set timeout_style=hidden",
-        "set timeout=0",
-    ]
-    if serial:
-        lines += [
-            "serial --unit=0 --speed=115200",
-            "terminal_input console serial",
-            "terminal_output console serial",
-        ]
+        serial,
+    )
     lines += [
-        f"menuentry '{_grub_quoted(title)}' --id osbake {{",
+        f"menuentry '{grub_quoted(title)}' --id osbake {{",
         f"\tsearch --no-floppy --fs-uuid --set=root {boot.fs_uuid}",
         "\techo 'Loading Linux ...'",
         f"\tlinux {kernel} root={root_device(disk)} ro {cmdline}".rstrip(),

@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from osbake import run as runner
 from osbake import sandbox
 from osbake.arch import ArchInfo, Firmware
-from osbake.disk.bootloader import EFI_MODULES, MODULES
+from osbake.disk.bootloader import EFI_MODULES, MODULES, grub_cfg_head, grub_quoted
 from osbake.disk.filesystems import make_vfat
 from osbake.distros import kernels
 from osbake.errors import OutputError
@@ -190,21 +190,12 @@ def live_cmdline(cmdline: str) -> str:
 
 
 def live_grub_cfg(title: str, cmdline: str, serial: bool) -> str:
-    quoted = title.replace("'", "'\\''")  # inside single quotes in grub.cfg
-    lines = [
+    lines = grub_cfg_head(
         "# Written by osbake: the live system (live-boot finds /live/filesystem.squashfs).",
-        "set default=0",
-        "set timeout_style=hidden",
-        "set timeout=0",
-    ]
-    if serial:
-        lines += [
-            "serial --unit=0 --speed=115200",
-            "terminal_input console serial",
-            "terminal_output console serial",
-        ]
+        serial,
+    )
     lines += [
-        f"menuentry '{quoted}' --id osbake-live {{",
+        f"menuentry '{grub_quoted(title)}' --id osbake-live {{",
         "\techo 'Loading Linux ...'",
         f"\tlinux /live/vmlinuz {cmdline}",
         "\tinitrd /live/initrd.img",
