@@ -24,6 +24,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples"
 
+# Every build a test starts keeps its step cache within this budget: the default (20 GiB)
+# is for one user, and a run fills the caches of root and of two build users on one disk.
+os.environ.setdefault("OSBAKE_CACHE_MAX", "8GiB")
+
 # First boots (tests/e2e): the user the instance is given, and a first-boot script (in
 # the user-data) that prints what cloud-init did to the serial console as
 # `E2E-NAME=value` lines, read back by `first_boot_values`.
