@@ -243,7 +243,8 @@ def extlinux_conf(
     ]
     if initrd:
         lines.append(f"\tinitrd {initrd}")
-    lines.append(f"\tappend root=UUID={disk.root.fs_uuid} ro {cmdline}".rstrip())
+    # The same root= as GRUB's: a root on LVM or in a LUKS container is a /dev/mapper name.
+    lines.append(f"\tappend root={root_device(disk)} ro {cmdline}".rstrip())
     return "\n".join(lines) + "\n"
 
 

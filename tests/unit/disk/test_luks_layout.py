@@ -43,6 +43,9 @@ def test_the_plan_has_the_container_and_the_keys_digest_not_the_key(tmp_path: Pa
     assert disk_plan(tmp_path, luks_layout(tmp_path)).root.luks == luks  # derived, stable
     cfg = bootloader.grub_cfg(plan, "/vmlinuz", "/initrd.img", "", False)
     assert "root=/dev/mapper/root_crypt ro" in cfg
+    # U-Boot's extlinux.conf gives the kernel the same root= as grub.cfg.
+    conf = bootloader.extlinux_conf(plan, "/vmlinuz-6.1.0-9-arm64", None, "console=ttyAMA0")
+    assert "\tappend root=/dev/mapper/root_crypt ro console=ttyAMA0\n" in conf
     tab = bootloader.crypttab(plan)
     assert (
         f"root_crypt\tUUID={luks.uuid}\t/etc/cryptsetup-keys.d/root_crypt.key"

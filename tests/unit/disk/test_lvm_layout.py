@@ -77,6 +77,8 @@ def test_root_on_lvm_boots_from_its_mapper_name(tmp_path: Path) -> None:
     plan = disk_plan(tmp_path, lvm_layout())
     cfg = bootloader.grub_cfg(plan, "/vmlinuz", "/initrd.img", "console=ttyS0", False)
     assert "root=/dev/mapper/vg0-root ro console=ttyS0" in cfg
+    conf = bootloader.extlinux_conf(plan, "/vmlinuz-6.1.0-9-arm64", None, "console=ttyAMA0")
+    assert "\tappend root=/dev/mapper/vg0-root ro console=ttyAMA0\n" in conf
     fstab = bootloader.fstab(plan)
     assert f"UUID={plan.root.fs_uuid}\t/\text4\terrors=remount-ro\t0\t1" in fstab
     var = next(v for v in plan.volumes if v.name == "var")
