@@ -134,6 +134,7 @@ def plan_disk(
     checker = _Checker(recipe, disk, partitions, where, element_loc, source or "")
     checker.check()
     plans = []
+    booted = extlinux_partition(partitions) if Firmware.EXTLINUX in recipe.boot else None
     for number, partition in enumerate(partitions, start=1):
         plans.append(
             PartitionPlan(
@@ -148,6 +149,7 @@ def plan_disk(
                 part_uuid=derived_uuid(recipe, arch, "partition", partition.name),
                 fs_uuid=derived_uuid(recipe, arch, "filesystem", partition.name),
                 type_id=_type_id(disk.table, partition, arch),
+                legacy_bootable=number - 1 == booted and disk.table == PartitionTable.GPT,
                 luks=_luks_plan(
                     recipe,
                     arch,
@@ -172,6 +174,16 @@ def plan_disk(
             for g, group in enumerate(disk.volume_groups)
         ],
     )
+
+
+def extlinux_partition(partitions: Sequence[Partition]) -> int | None:
+    """The index of the partition U-Boot reads extlinux.conf and the kernel from: the
+    one mounted on /boot, else on / (None: that file system is on a logical volume)."""
+    for mount in ("/boot", "/"):
+        for index, partition in enumerate(partitions):
+            if partition.mount == mount:
+                return index
+    return None
 
 
 def _luks_plan(
@@ -681,6 +693,8 @@ class _Checker:
                     "booting with BIOS from a GPT disk needs a bios-grub partition",
                     "add {name: bios, type: bios-grub, size: 1MiB}",
                 )
+        if Firmware.EXTLINUX in boot:
+            self._check_extlinux()
         if disk.table == PartitionTable.MBR and len(parts) > 4:
             raise self.fail(
                 "an MBR disk has at most 4 partitions", "use table: gpt", key="partitions"
@@ -699,6 +713,26 @@ class _Checker:
                         esps[0],
                         "size",
                     )
+
+    def _check_extlinux(self) -> None:
+        """U-Boot reads extlinux.conf and the kernel from a plain ext4 or vfat partition."""
+        index = extlinux_partition(self.partitions)
+        if index is None:
+            raise self.fail(
+                "U-Boot (boot: extlinux) reads the kernel from a partition, not from an "
+                "LVM logical volume",
+                "add a /boot partition: {name: boot, size: 512MiB, fs: ext4, mount: /boot}",
+            )
+        part = self.partitions[index]
+        if part.fs not in (FsType.EXT4, FsType.VFAT):
+            raise self.fail(
+                f"partition '{part.name}' holds the kernel for U-Boot (boot: extlinux), "
+                f"which reads ext4 and vfat, not {part.fs}",
+                "use fs: ext4 for it, or add a /boot partition: {name: boot, size: 512MiB, "
+                "fs: ext4, mount: /boot}",
+                index,
+                "fs",
+            )
 
     def _check_sizes(self) -> None:
         disk, parts = self.disk, self.partitions

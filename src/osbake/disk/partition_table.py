@@ -74,6 +74,8 @@ def sfdisk_script(disk: DiskPlan, placed: list[Placed]) -> str:
         ]
         if disk.table == PartitionTable.GPT:
             fields += [f"uuid={item.plan.part_uuid.upper()}", f'name="{item.plan.name}"']
+            if item.plan.legacy_bootable:
+                fields.append('attrs="LegacyBIOSBootable"')
         elif item.plan is active:
             fields.append("bootable")  # some BIOSes only boot a disk with an active partition
         lines.append(", ".join(fields))

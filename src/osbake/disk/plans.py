@@ -50,6 +50,9 @@ class PartitionPlan:
     type_id: str  # GPT type GUID, or MBR type byte (hex); "lvm" for a logical volume
     volume_group: str | None = None  # set for a logical volume: the group it is in
     luks: LuksPlan | None = None
+    # GPT's LegacyBIOSBootable attribute: U-Boot's distro boot looks for extlinux.conf
+    # on the partitions that have it (and an ESP), else on the first partition only.
+    legacy_bootable: bool = False
 
     @property
     def is_rest(self) -> bool:

@@ -12,6 +12,8 @@ import pytest
 from osbake.arch import Arch, Firmware
 from osbake.disk import bootloader
 from osbake.disk.layout import plan_disk
+from osbake.disk.partition_table import place, sfdisk_script
+from osbake.disk.sizes import MiB
 from osbake.elements import Catalog, SearchPath, resolve
 from osbake.errors import RecipeError
 from osbake.outputs import needs_disk
@@ -33,6 +35,62 @@ def test_the_vm_layout_for_extlinux_is_the_root_alone(tmp_path: Path) -> None:
     disk = board_disk(tmp_path)
     assert [p.name for p in disk.partitions] == ["root"]  # no ESP, no bios-grub
     assert disk.root.mount == "/"
+    # U-Boot's distro boot scans the partitions with GPT's LegacyBIOSBootable attribute.
+    assert disk.root.legacy_bootable
+    placed, _ = place(disk, {}, 2048 * MiB)
+    assert 'name="root", attrs="LegacyBIOSBootable"' in sfdisk_script(disk, placed)
+
+
+OWN_LAYOUT = """\
+disk:
+  partitions:
+    - {name: esp, type: esp, size: 127MiB, fs: vfat, mount: /boot/efi}
+    - {name: boot, size: 512MiB, fs: ext4, mount: /boot}
+    - {name: root, size: rest, fs: ext4, mount: /}
+"""
+
+
+def test_u_boot_scans_the_boot_partition_not_only_the_first(tmp_path: Path) -> None:
+    # U-Boot counts an ESP as bootable too: without the attribute on /boot it would
+    # look for extlinux.conf on the ESP alone.
+    disk = board_disk(tmp_path, BOARD + "boot: [extlinux]\n" + OWN_LAYOUT)
+    assert [p.name for p in disk.partitions if p.legacy_bootable] == ["boot"]
+    placed, _ = place(disk, {"esp": 127 * MiB, "boot": 512 * MiB}, 4096 * MiB)
+    script = sfdisk_script(disk, placed)
+    assert script.count("attrs=") == 1 and 'name="boot", attrs="LegacyBIOSBootable"' in script
+    uefi = board_disk(tmp_path, BOARD + "boot: [uefi]\n" + OWN_LAYOUT)
+    assert not [p for p in uefi.partitions if p.legacy_bootable]
+
+
+ROOT_BTRFS = OWN_LAYOUT.replace("mount: /boot}", "mount: /srv}").replace(
+    "size: rest, fs: ext4", "size: rest, fs: btrfs"
+)
+ROOT_ON_LVM = """\
+disk:
+  partitions:
+    - {name: pv0, type: lvm, size: rest, vg: vg0}
+  volume_groups:
+    - {name: vg0, volumes: [{name: root, size: rest, fs: ext4, mount: /}]}
+"""
+
+
+@pytest.mark.parametrize(
+    ("layout", "line", "says"),
+    [
+        (ROOT_BTRFS, 11, "partition 'root' holds the kernel for U-Boot"),
+        (OWN_LAYOUT.replace("ext4, mount: /boot", "btrfs, mount: /boot"), 10, "not btrfs"),
+        (ROOT_ON_LVM, None, "not from an LVM logical volume"),
+    ],
+)
+def test_u_boot_reads_the_kernel_from_a_plain_ext4_or_vfat_partition(
+    tmp_path: Path, layout: str, line: int | None, says: str
+) -> None:
+    with pytest.raises(RecipeError) as info:
+        board_disk(tmp_path, BOARD + "boot: [extlinux]\n" + layout)
+    assert says in info.value.message
+    assert info.value.hint is not None and "/boot" in info.value.hint
+    if line is not None:
+        assert info.value.location is not None and info.value.location.line == line
 
 
 def test_extlinux_conf_names_root_and_the_console(tmp_path: Path) -> None:

@@ -167,6 +167,7 @@ def test_placement_is_aligned_and_leaves_room_for_gpt(tmp_path: Path) -> None:
     script = sfdisk_script(plan, placed)
     assert "label: gpt" in script
     assert f"uuid={plan.root.part_uuid.upper()}" in script
+    assert "attrs=" not in script  # GRUB needs no LegacyBIOSBootable partition
 
 
 def test_the_outputs_say_which_are_made_from_the_disk() -> None:
