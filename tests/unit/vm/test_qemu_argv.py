@@ -163,6 +163,8 @@ def test_the_machine_comes_from_the_architecture_model(
     assert pairs(argv, "-machine") == [qemu.machine]
     # Another architecture than the host's is emulated with its TCG CPU model.
     assert pairs(argv, "-cpu") == [qemu.tcg_cpu]
+    # arm64's pointer authentication with QEMU's fast algorithm (QARMA5 is slow to emulate).
+    assert qemu.tcg_cpu == "max,pauth-impdef=on"
     assert pairs(argv, "-drive")[:2] == [
         f"if=pflash,format=raw,unit=0,readonly=on,file={tmp_path}/AAVMF_CODE.fd",
         "if=pflash,format=raw,unit=1,file=/w/VARS.fd",
