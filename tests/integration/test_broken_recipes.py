@@ -46,6 +46,12 @@ CASES = {
         ":5",
         "remove bios",
     ),
+    "u-boot cannot read the kernel": (
+        "name: x\narch: arm64\nkernel: generic\nelements: [vm]\nboot: [extlinux]\n"
+        "disk:\n  partitions:\n    - {name: root, size: rest, fs: btrfs, mount: /}\n",
+        ":8",
+        "fs: ext4",
+    ),
     "unknown arch": ("name: x\narch: [amd64, m68k]\n", ":2", "'riscv64'"),
 }
 

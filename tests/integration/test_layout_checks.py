@@ -9,6 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from osbake.disk.layout import plan_disk
+from osbake.disk.partition_table import place, write_table
+from osbake.disk.sizes import MiB
+from osbake.elements import Catalog, SearchPath, resolve
+from osbake.events import null_events
+from osbake.plan import _requests
+from osbake.recipe import load
+
 pytestmark = pytest.mark.integration
 
 RECIPE = """\
@@ -108,3 +116,29 @@ def test_lvm_layouts_fail_before_bootstrap_with_the_line(
     assert result.returncode == 2, result.stderr
     assert expected in result.stderr
     assert f"{recipe}:{line}" in result.stderr
+
+
+def test_u_boot_finds_the_boot_partition_by_its_gpt_attribute(tmp_path: Path) -> None:
+    """The partition table sfdisk writes for boot: [extlinux] marks the partition holding
+    /boot LegacyBIOSBootable (U-Boot's `part list -bootable`), and no other."""
+    path = tmp_path / "board.yaml"
+    path.write_text(
+        "name: b\narch: [arm64]\nkernel: generic\nelements: [vm]\nboot: [extlinux]\n"
+        "outputs: [raw]\ndisk:\n  partitions:\n"
+        "    - {name: esp, type: esp, size: 127MiB, fs: vfat, mount: /boot/efi}\n"
+        "    - {name: boot, size: 512MiB, fs: ext4, mount: /boot}\n"
+        "    - {name: root, size: rest, fs: ext4, mount: /}\n"
+    )
+    recipe = load(path)
+    elements = resolve(Catalog(SearchPath.for_recipe(recipe.source_dirs)), _requests(recipe))
+    disk = plan_disk(recipe, "arm64", elements, ["raw"])
+    assert disk is not None
+    placed, total = place(disk, {"esp": 127 * MiB, "boot": 512 * MiB}, 1024 * MiB)
+    image = tmp_path / "disk.raw"
+    with image.open("wb") as handle:
+        handle.truncate(total)
+    write_table(image, disk, placed, null_events())
+    dump = subprocess.run(["sfdisk", "--json", str(image)], capture_output=True, text=True)
+    table = json.loads(dump.stdout)["partitiontable"]
+    attrs = {p["name"]: p.get("attrs") for p in table["partitions"]}
+    assert attrs == {"esp": None, "boot": "LegacyBIOSBootable", "root": None}
