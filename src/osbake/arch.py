@@ -198,8 +198,9 @@ ARCHITECTURES: dict[Arch, ArchInfo] = {
         gpt_usr="B0E01050-EE5F-4390-949A-9101B17104E9",
         # Pointer authentication with QEMU's own algorithm, not the architected QARMA5:
         # Debian's kernel and programs sign and check return addresses in every
-        # function, and QARMA5 is slow to emulate (the board image's boot to its login
-        # prompt: 372 s with QARMA5, 217 s with this, side by side on one host).
+        # function, and QARMA5 is slow to emulate (side by side on one host: the board
+        # image to login 372 s with QARMA5, 217 s with this; the cloud image to
+        # cloud-init done 283 s and 152 s; docs/benchmarks.md).
         qemu=Qemu("qemu-system-aarch64", "virt", "max,pauth-impdef=on", "ttyAMA0"),
         extlinux=True,
     ),
