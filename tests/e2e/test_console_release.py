@@ -3,7 +3,9 @@ schedule, boots it, publishes it when it is blessed, and the reference client an
 `osbake sync` take it from the console's URL into a real Glance.
 
 The recipe is examples/debian-cloud.yaml reduced to one output (qcow2) and one
-firmware (bios), so that the boot test boots once.
+firmware (bios), so that the boot test boots once. The configuration's boot test
+uses the ec2 datasource: the worker's `osbake boot` serves an EC2 metadata service
+to the guest, and the boot passes when cloud-init finished with DataSourceEc2.
 """
 
 from __future__ import annotations
@@ -58,7 +60,11 @@ def test_a_scheduled_build_is_booted_blessed_published_and_synced_into_glance(
     with console.api() as api:
         reply = api.post(
             "/api/configurations",
-            json={"name": "cloud-release", "files": {"recipe.yaml": RECIPE}},
+            json={
+                "name": "cloud-release",
+                "files": {"recipe.yaml": RECIPE},
+                "boot_test": {"datasource": "ec2"},
+            },
         )
         assert reply.status_code == 201, reply.text
         # a schedule that is due once, a few seconds from now (the sixth field: seconds)
@@ -81,7 +87,15 @@ def test_a_scheduled_build_is_booted_blessed_published_and_synced_into_glance(
             f"{build['reason']}\n{api.get(f'/api/builds/{build_id}').json().get('log_tail')}"
         )
         assert (build["schedule_id"], build["requested_by"]) == (schedule, f"schedule {schedule}")
-        assert build["boot_test"]["state"] == "passed", build["boot_test"]
+        boot = build["boot_test"]
+        assert (boot["state"], boot["datasource"], boot["hardware"]) == ("passed", "ec2", "kvm"), (
+            boot
+        )
+        assert boot["detail"] == (
+            "cloud-release.qcow2 booted with bios (datasource ec2, hardware kvm)"
+        ), boot
+        seconds = next(s["seconds"] for s in build["steps"] if s["name"].startswith("boot test"))
+        print(f"boot test with the ec2 datasource: {seconds:.0f} s")
         reply = api.post(f"/api/builds/{build_id}/bless")
         assert reply.status_code == 200, reply.text
 
