@@ -293,8 +293,8 @@ def test_the_boot_test_boots_with_the_configurations_datasource(farm: Farm) -> N
         assert boot["detail"].endswith("booted with bios (datasource ec2, hardware target)")
         log = api.get(f"/api/builds/{build['id']}/log").text
         assert (
-            "boot options: --datasource ec2 --hardware target --expect Cloud-init v\\. \\S+ "
-            "finished at .* Datasource DataSourceEc2" in log
+            "boot options: --datasource ec2 --timeout 600 --hardware target "
+            "--expect Cloud-init v\\. \\S+ finished at .* Datasource DataSourceEc2" in log
         )
     browser = farm.console.browser_login()
     try:

@@ -21,6 +21,9 @@ from osbake.vm.hardware import HARDWARE_CHOICES, Platform
 DEFAULT_DATASOURCE = Datasource.NONE
 DEFAULT_HARDWARE = str(Platform.KVM)  # what `osbake boot` presents without --hardware
 DATASOURCES = [str(d) for d in Datasource]
+# Seconds a boot with a datasource may take to cloud-init done: under TCG that is half a
+# minute or more after the login prompt, whose boot keeps `osbake boot`'s 300.
+CLOUD_INIT_TIMEOUT = 600
 HARDWARE = list(HARDWARE_CHOICES)
 
 
@@ -79,6 +82,7 @@ def boot_options(datasource: str, hardware: str) -> list[str]:
     options: list[str] = []
     if datasource != DEFAULT_DATASOURCE:
         options += ["--datasource", str(Datasource(datasource))]
+        options += ["--timeout", str(CLOUD_INIT_TIMEOUT)]
     if hardware != DEFAULT_HARDWARE:
         options += ["--hardware", _known_hardware(hardware)]
     return options

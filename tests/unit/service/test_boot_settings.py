@@ -22,6 +22,7 @@ from tests.unit.service.service_harness import Harness
 from tests.unit.service.test_web import csrf, login
 
 DEFAULTS = {"datasource": "none", "hardware": "kvm"}
+LONGER = ["--timeout", "600"]  # cloud-init done comes later than the login prompt
 
 
 def put(harness: Harness, body: Any, role: str = "builder", name: str = "demo") -> Any:
@@ -215,9 +216,19 @@ def test_the_default_boot_test_runs_the_same_command_as_before(
 @pytest.mark.parametrize(
     ("datasource", "hardware", "options", "name"),
     [
-        ("ec2", "kvm", ["--datasource", "ec2"], "Ec2"),
-        ("openstack", "target", ["--datasource", "openstack", "--hardware", "target"], "OpenStack"),
-        ("nocloud", "vmware", ["--datasource", "nocloud", "--hardware", "vmware"], "NoCloud"),
+        ("ec2", "kvm", ["--datasource", "ec2", *LONGER], "Ec2"),
+        (
+            "openstack",
+            "target",
+            ["--datasource", "openstack", *LONGER, "--hardware", "target"],
+            "OpenStack",
+        ),
+        (
+            "nocloud",
+            "vmware",
+            ["--datasource", "nocloud", *LONGER, "--hardware", "vmware"],
+            "NoCloud",
+        ),
         ("none", "hyperv", ["--hardware", "hyperv"], None),
     ],
 )
