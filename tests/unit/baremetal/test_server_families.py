@@ -38,8 +38,10 @@ KEPT = [
     "fs/ocfs2/ocfs2.ko",
     "fs/nfs/nfs.ko",
     "fs/exfat/exfat.ko",
-    "fs/ntfs3/ntfs3.ko",
-    "drivers/hid/hid-generic.ko",
+    "drivers/hid/hid-generic.ko",  # keyboards and mice
+    "drivers/hid/usbhid/usbhid.ko",
+    "drivers/hid/hid-logitech-dj.ko",
+    "drivers/hid/hid-apple.ko",
     "drivers/hwmon/coretemp.ko",
     "drivers/platform/x86/dell/dell-smbios.ko",  # servers' own platform drivers
     "drivers/platform/x86/intel/pmt/pmt_telemetry.ko",
@@ -88,6 +90,8 @@ def test_infiniband_foreign_file_systems_and_laptops_are_left_out() -> None:
         "drivers/platform/x86/ideapad-laptop.ko",
         "drivers/platform/chrome/cros_ec.ko",
         "drivers/gpu/drm/udl/udl.ko",
+        "drivers/hid/hid-sony.ko",
+        "drivers/hid/wacom.ko",
         "drivers/gpu/drm/amd/amdgpu/amdgpu.ko",
         "sound/core/snd.ko",
     ):
