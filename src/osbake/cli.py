@@ -6,6 +6,7 @@ This is the only module (with the service) that prints or decides exit codes.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import json
 import os
@@ -15,7 +16,7 @@ import traceback
 import unicodedata
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from rich.console import Console
 from rich.markup import escape
@@ -87,22 +88,42 @@ def guarded(fn: Callable[[], int], *, verbose: bool = False) -> int:
         return EXIT_BROKEN_PIPE
     except SystemExit as exc:  # Rich ends a command so when standard output closes
         return exc.code if isinstance(exc.code, int) else 1
-    except Exception as exc:
+    except OSError as exc:
+        # A file this user may not read or write, a full disk: the host's state, not a bug.
+        if exc.filename is None and exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            return _unexpected(err, exc, verbose)
         if verbose:
             traceback.print_exc()
-        detail = " ".join(str(exc).split())[:300]
+        where = f"{exc.filename}: " if exc.filename is not None else ""
         _print_error(
             err,
             OsbakeError(
-                f"osbake failed unexpectedly: {type(exc).__name__}"
-                + (f": {detail}" if detail else ""),
-                hint="this is a bug in osbake; run the command again with -v to see where "
-                "it happened, and report it with that output"
-                if not verbose
-                else "this is a bug in osbake; please report it with the traceback above",
+                f"{where}{exc.strerror or type(exc).__name__}",
+                hint="check that the path exists, that this user may read and write it, and "
+                "that its disk has room; run again with -v to see which step used it",
             ),
         )
-        return EXIT_UNEXPECTED
+        return 1
+    except Exception as exc:
+        return _unexpected(err, exc, verbose)
+
+
+def _unexpected(err: Console, exc: Exception, verbose: bool) -> int:
+    """A bug in osbake: one paragraph that says so, the traceback only with -v."""
+    if verbose:
+        traceback.print_exc()
+    detail = " ".join(str(exc).split())[:300]
+    _print_error(
+        err,
+        OsbakeError(
+            f"osbake failed unexpectedly: {type(exc).__name__}" + (f": {detail}" if detail else ""),
+            hint="this is a bug in osbake; run the command again with -v to see where "
+            "it happened, and report it with that output"
+            if not verbose
+            else "this is a bug in osbake; please report it with the traceback above",
+        ),
+    )
+    return EXIT_UNEXPECTED
 
 
 def _flush(code: int) -> int:
@@ -164,10 +185,15 @@ def cmd_build(args: argparse.Namespace) -> int:
     targets = _targets(base, args)
     check_recipe(base)
     verbose = bool(args.verbose or args.debug)
-    # Everything else happens in the build's own namespaces (see osbake.sandbox).
-    return sandbox.isolate(
-        lambda: _flush(guarded(lambda: _run_builds(base, targets, args), verbose=verbose))
-    )
+    log = _open_log(Path(args.log)) if args.log else None
+    try:
+        # Everything else happens in the build's own namespaces (see osbake.sandbox).
+        return sandbox.isolate(
+            lambda: _flush(guarded(lambda: _run_builds(base, targets, args, log), verbose=verbose))
+        )
+    finally:
+        if log is not None:
+            log.close()
 
 
 def _targets(base: recipe_mod.Recipe, args: argparse.Namespace) -> list[tuple[str | None, str]]:
@@ -188,7 +214,10 @@ def _targets(base: recipe_mod.Recipe, args: argparse.Namespace) -> list[tuple[st
 
 
 def _run_builds(
-    base: recipe_mod.Recipe, targets: list[tuple[str | None, str]], args: argparse.Namespace
+    base: recipe_mod.Recipe,
+    targets: list[tuple[str | None, str]],
+    args: argparse.Namespace,
+    log: TextIO | None,
 ) -> int:
     from osbake.build import build
     from osbake.progress import TerminalProgress
@@ -204,22 +233,16 @@ def _run_builds(
                 events.add(JsonLinesSink(sys.stdout))
             else:
                 events.add(TerminalProgress(err, verbose=args.verbose))
-            log_handle = None
-            if args.log:
-                log_handle = Path(args.log).open("a", encoding="utf-8")  # noqa: SIM115
-                events.add(LogFileSink(log_handle))
-            try:
-                result = build(
-                    base,
-                    outdir=outdir,
-                    variant=variant,
-                    arch=arch,
-                    events=events,
-                    use_cache=not args.no_cache,
-                )
-            finally:
-                if log_handle is not None:
-                    log_handle.close()
+            if log is not None:
+                events.add(LogFileSink(log))
+            result = build(
+                base,
+                outdir=outdir,
+                variant=variant,
+                arch=arch,
+                events=events,
+                use_cache=not args.no_cache,
+            )
             results.append(result)
     except OsbakeError as exc:
         _print_error(err, exc)
@@ -233,6 +256,18 @@ def _run_builds(
                 out.print(f"{path}")
             out.print(f"{result.manifest_path}")
     return 0
+
+
+def _open_log(path: Path) -> TextIO:
+    """The --log file, appended to (opened before the build's namespaces, once for every
+    target); a path this user cannot write is bad usage."""
+    try:
+        return path.open("a", encoding="utf-8")
+    except OSError as exc:
+        raise UsageError(
+            f"--log {path}: cannot write it: {exc.strerror or type(exc).__name__}",
+            hint="give --log a file in a folder this user may write",
+        ) from None
 
 
 # -- plan, inspect, elements, schema ---------------------------------------------------------
@@ -377,12 +412,14 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
             err.print(f"note: the mirror has changed since the build: {change}")
         outdir = Path(args.output) if args.output else work / "out"
         build_args = argparse.Namespace(
-            output=str(outdir), json=False, verbose=False, log=None, no_cache=True, quiet=True
+            output=str(outdir), json=False, verbose=False, no_cache=True, quiet=True
         )
         code = sandbox.isolate(
             lambda: _flush(
                 guarded(
-                    lambda: _run_builds(base, [(prepared.variant, prepared.arch)], build_args),
+                    lambda: _run_builds(
+                        base, [(prepared.variant, prepared.arch)], build_args, None
+                    ),
                     verbose=bool(args.debug),
                 )
             )

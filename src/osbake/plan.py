@@ -68,7 +68,7 @@ def resolve_plan(
     _check_boot(recipe, disk)
     _check_live(recipe, elements)
     base_packages, recipe_packages = _packages(recipe, elements, distro, disk)
-    environment = _environment(recipe, chosen_arch, elements, distro)
+    environment = _environment(recipe, chosen_arch, elements, distro, disk)
     plan = Plan(
         recipe,
         chosen_arch,
@@ -251,7 +251,7 @@ def _packages(
 
 
 def _environment(
-    recipe: Recipe, arch: Arch, elements: list[Element], distro: Distro
+    recipe: Recipe, arch: Arch, elements: list[Element], distro: Distro, disk: DiskPlan | None
 ) -> dict[str, str]:
     """What every phase script sees (besides its own element's options)."""
     env = {
@@ -262,11 +262,20 @@ def _environment(
         "OSBAKE_RELEASE": recipe.release,
         "OSBAKE_ELEMENTS": " ".join(e.name for e in elements),
         "OSBAKE_KERNEL": recipe.kernel,
+        "OSBAKE_ROOT_FS": _root_filesystems(disk),
         **distro.script_environment(),
     }
     for element in elements:
         env.update(element.spec.environment)
     return env
+
+
+def _root_filesystems(disk: DiskPlan | None) -> str:
+    """The file systems of / and /usr, which the initramfs mounts ("" without a disk)."""
+    if disk is None:
+        return ""
+    found = [str(p.fs) for p in disk.filesystems if p.mount in ("/", "/usr") and p.fs]
+    return " ".join(dict.fromkeys(found))
 
 
 # Where osbake's code is (the tests point it at a copy).

@@ -116,6 +116,11 @@ def test_import_build_download_search_and_trace_back(farm: Farm, tmp_path: Path)
         # a tarball has no disk image to boot, so it cannot be blessed (`osbake boot` of
         # disk images lands with the disk issue; blessing a booted image is tested with a
         # stand-in boot command in tests/integration/test_service_console.py)
-        assert build["boot_test"] == {"state": "none", "detail": "no boot test: no disk image"}
+        assert build["boot_test"] == {
+            "state": "none",
+            "detail": "no boot test: no disk image",
+            "datasource": "none",  # the configuration's default boot test
+            "hardware": "kvm",
+        }
         refused = api.post(f"/api/builds/{build_id}/bless")
         assert refused.status_code == 409

@@ -4,12 +4,18 @@ schedule, boots it, publishes it when it is blessed, and the reference client an
 
 The recipe is examples/debian-cloud.yaml reduced to one output (qcow2) and one
 firmware (bios), so that the boot test boots once.
+
+A second test (`slow`: cloud-init's stages add about 2.5 minutes to the boot under
+TCG) builds the same recipe for a configuration whose boot test uses the ec2
+datasource: the worker's `osbake boot` serves an EC2 metadata service to the guest,
+and the boot passes when cloud-init finished with DataSourceEc2.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -81,7 +87,8 @@ def test_a_scheduled_build_is_booted_blessed_published_and_synced_into_glance(
             f"{build['reason']}\n{api.get(f'/api/builds/{build_id}').json().get('log_tail')}"
         )
         assert (build["schedule_id"], build["requested_by"]) == (schedule, f"schedule {schedule}")
-        assert build["boot_test"]["state"] == "passed", build["boot_test"]
+        boot = build["boot_test"]
+        assert (boot["state"], boot["datasource"], boot["hardware"]) == ("passed", "none", "kvm")
         reply = api.post(f"/api/builds/{build_id}/bless")
         assert reply.status_code == 200, reply.text
 
@@ -148,3 +155,44 @@ def test_a_scheduled_build_is_booted_blessed_published_and_synced_into_glance(
         ["curl", "-sf", f"{url}/{lines[0][3]}"], capture_output=True, check=True
     ).stdout
     assert hashlib.sha256(whole).hexdigest() == disk["sha256"]
+
+
+@pytest.mark.slow
+def test_the_boot_test_gives_the_image_the_configurations_datasource(
+    console: RunningConsole,
+) -> None:
+    with console.api() as api:
+        reply = api.post(
+            "/api/configurations",
+            json={
+                "name": "cloud-ec2",
+                "files": {"recipe.yaml": RECIPE},
+                "boot_test": {"datasource": "ec2"},
+            },
+        )
+        assert reply.status_code == 201, reply.text
+        reply = api.post("/api/builds", json={"configuration": "cloud-ec2"})
+        assert reply.status_code == 201, reply.text
+        build_id = reply.json()[0]["id"]
+        build = console.wait_state(build_id, {"succeeded", "failed", "cancelled"}, 1500)
+        assert build["state"] == "succeeded", (
+            f"{build['reason']}\n{api.get(f'/api/builds/{build_id}').json().get('log_tail')}"
+        )
+        boot = build["boot_test"]
+        assert (boot["state"], boot["datasource"], boot["hardware"]) == ("passed", "ec2", "kvm"), (
+            boot
+        )
+        assert boot["detail"] == (
+            "cloud-release.qcow2 booted with bios (datasource ec2, hardware kvm)"
+        ), boot
+        log = api.get(f"/api/builds/{build_id}/log").text
+        # `osbake boot` saw the console line it waited for
+        assert re.search(r"booted: 'Cloud-init .* Datasource DataSourceEc2' after", log), log
+        seconds = next(s["seconds"] for s in build["steps"] if s["name"].startswith("boot test"))
+        print(f"boot test with the ec2 datasource: {seconds:.0f} s")
+    browser = console.browser_login()
+    try:
+        page = browser.get(f"/builds/{build_id}").text
+        assert '<span id="boot-datasource">ec2</span>' in page
+    finally:
+        browser.close()

@@ -119,6 +119,28 @@ def test_boot_files_are_in_place(cloud: Path, raw_disk: Path) -> None:
     assert f"UUID={root['fs_uuid']}\t/\text4" in fstab
 
 
+def test_first_boot_does_not_do_work_twice(cloud: Path, raw_disk: Path) -> None:
+    """growroot grows / at every boot, so cloud-init's growpart and resizefs are off; an
+    image without LVM does not reap e2scrub's LVM snapshots at boot."""
+    manifest = load_manifest(cloud / "debian-cloud.manifest.json")
+    assert manifest.disk is not None
+    root = next(p for p in manifest.disk["partitions"] if p["mount"] == "/")
+
+    def debugfs(request: str) -> str:
+        return subprocess.run(
+            ["debugfs", "-R", request, f"{raw_disk}?offset={root['start']}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+    config = debugfs("cat /etc/cloud/cloud.cfg.d/91-osbake-growroot.cfg")
+    assert 'mode: "off"' in config and "resize_rootfs: false" in config
+    wants = debugfs("ls -l /etc/systemd/system/multi-user.target.wants")
+    assert "systemd-networkd.service" in wants and "e2scrub_reap.service" not in wants
+    assert "osbake-growroot.service" in debugfs("ls -l /etc/systemd/system/sysinit.target.wants")
+
+
 def build_cloud(out: Path) -> Manifest:
     result = subprocess.run(
         [

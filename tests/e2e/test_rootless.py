@@ -179,3 +179,27 @@ def test_lvm_image_built_as_unprivileged_user(rootless_osbake: Path, work: Path)
         {"vg_name": "vg0", "lv_name": v["name"], "lv_uuid": v["lv_uuid"], "lv_size": str(v["size"])}
         for v in group["volumes"]
     ]
+
+
+@pytest.mark.slow
+def test_arm64_tree_built_as_unprivileged_user(rootless_osbake: Path, work: Path) -> None:
+    """A foreign tree without root: mmdebstrap's user namespace runs arm64's maintainer
+    scripts through the host's qemu-user binfmt handler (F flag), owners stay root's."""
+    recipe = work / "examples" / "minimal-arm64.yaml"
+    recipe.write_text("extends: debian-minimal.yaml\narch: [arm64]\n")
+    shutil.chown(recipe, USER, USER)
+    result = build_as_user(rootless_osbake, work, str(recipe), "-o", str(work / "arm64"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    manifest = load_manifest(work / "arm64" / "debian-minimal.manifest.json")
+    assert manifest.build.rootless is True and manifest.arch == "arm64"
+    tarball = work / "arm64" / "debian-minimal.tar.zst"
+    assert file_sha256(tarball) == manifest.artifacts[0].sha256
+    listing = subprocess.run(
+        ["tar", "--numeric-owner", "-tvf", str(tarball)], capture_output=True, text=True, check=True
+    ).stdout
+    owners = {line.split()[5]: line.split()[1] for line in listing.splitlines()}
+    assert owners["./etc/shadow"] == "0/42"
+    ls = subprocess.run(
+        ["tar", "-xOf", str(tarball), "./usr/bin/ls"], capture_output=True, check=True
+    ).stdout
+    assert ls[:4] == b"\x7fELF" and int.from_bytes(ls[18:20], "little") == 183  # EM_AARCH64

@@ -126,3 +126,30 @@ def test_remove_deletes_what_dpkg_does_not_know(root: Path) -> None:
     hook(root, "remove")
     assert files(root) == set()
     assert not list((root / "var/lib/osbake/server-kernel").iterdir())
+
+
+def test_xz_the_default_packs_modules_that_kmod_reads_back(root: Path) -> None:
+    conf = root / "etc" / "osbake" / "server-kernel.conf"
+    conf.write_text(conf.read_text().replace("COMPRESS=zstd", "COMPRESS=xz"))
+    out = hook(root, "install")
+    assert "compressed 6 modules (xz)" in out
+    kernel = root / "lib" / "modules" / VERSION / "kernel"
+    assert {p.name for p in kernel.rglob("*") if p.is_file()} == {
+        "cec.ko.xz",
+        "rc-core.ko.xz",
+        "drm-display-helper.ko.xz",
+        "e1000e.ko.xz",
+        "ext4.ko.xz",
+        "jbd2.ko.xz",
+    }
+    # The check the kernel's own xz decoder knows (CRC32), and kmod unpacks them.
+    info = subprocess.run(
+        ["xz", "--robot", "--list", str(kernel / "fs/ext4/ext4.ko.xz")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert "\tCRC32\t" in info
+    depends = subprocess.run(
+        ["/usr/sbin/modinfo", "-F", "depends", str(kernel / "fs/ext4/ext4.ko.xz")],
+        capture_output=True, text=True, check=True,
+    ).stdout  # fmt: skip
+    assert depends.strip() == "jbd2"

@@ -260,3 +260,47 @@ def test_retention_keeps_n_and_the_blessed_and_frees_the_rest(farm: Farm) -> Non
             for i in (ids[0], ids[2], ids[3])
             for p in (artifacts / str(i)).iterdir()
         )
+
+
+def test_the_boot_test_boots_with_the_configurations_datasource(farm: Farm) -> None:
+    with farm.console.api() as api:
+        configure(api, "cloudy", "sleep=0.1 disk")
+        default = farm.console.wait_state(start(api, "cloudy"), {"succeeded", "failed"}, 60)
+        assert default["boot_test"]["state"] == "passed", default
+        assert (default["boot_test"]["datasource"], default["boot_test"]["hardware"]) == (
+            "none",
+            "kvm",
+        )
+        log = api.get(f"/api/builds/{default['id']}/log").text
+        assert "boot options: --expect login:" in log  # the command as it always was
+
+        refused = api.put("/api/configurations/cloudy/boot-test", json={"datasource": "azure"})
+        assert refused.status_code == 422
+        assert refused.json()["location"] == "key 'body.datasource'"
+        reply = api.put(
+            "/api/configurations/cloudy/boot-test",
+            json={"datasource": "ec2", "hardware": "target"},
+        )
+        assert reply.status_code == 200, reply.text
+        assert api.get("/api/configurations/cloudy").json()["boot_test"] == {
+            "datasource": "ec2",
+            "hardware": "target",
+        }
+        build = farm.console.wait_state(start(api, "cloudy"), {"succeeded", "failed"}, 60)
+        assert build["state"] == "succeeded", build["reason"]
+        boot = build["boot_test"]
+        assert (boot["state"], boot["datasource"], boot["hardware"]) == ("passed", "ec2", "target")
+        assert boot["detail"].endswith("booted with bios (datasource ec2, hardware target)")
+        log = api.get(f"/api/builds/{build['id']}/log").text
+        assert (
+            "boot options: --datasource ec2 --timeout 600 --hardware target "
+            "--expect Cloud-init v\\. \\S+ finished at .* Datasource DataSourceEc2" in log
+        )
+    browser = farm.console.browser_login()
+    try:
+        page = browser.get(f"/builds/{build['id']}").text
+        assert '<span id="boot-datasource">ec2</span>' in page
+        page = browser.get("/configurations/cloudy").text
+        assert '<strong id="boot-datasource">ec2</strong>' in page
+    finally:
+        browser.close()

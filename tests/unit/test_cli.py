@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,57 @@ def test_an_unexpected_error_is_exit_70_with_a_hint(
     assert err.startswith("error: osbake failed unexpectedly: KeyError: 'surprise'")
     assert "hint: this is a bug in osbake; run the command again with -v" in err
     assert "Traceback" not in err
+
+
+def test_a_file_the_host_refuses_is_named_and_not_called_a_bug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import osbake.cli as cli
+
+    refused = PermissionError(errno.EACCES, "Permission denied", "/srv/images/out.qcow2")
+    monkeypatch.setattr(cli, "cmd_schema", failing(refused))
+    code, _, err = run_cli(capsys, "schema")
+    assert code == 1
+    assert err.startswith("error: /srv/images/out.qcow2: Permission denied")
+    assert "bug" not in err and "Traceback" not in err
+    assert "may read and write it" in err
+
+
+def test_a_full_disk_is_said_plainly(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import osbake.cli as cli
+
+    monkeypatch.setattr(
+        cli, "cmd_schema", failing(OSError(errno.ENOSPC, "No space left on device"))
+    )
+    code, _, err = run_cli(capsys, "schema")
+    assert code == 1
+    assert err.startswith("error: No space left on device")
+    assert "bug" not in err
+
+
+def test_an_os_error_without_a_file_is_still_a_bug(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import osbake.cli as cli
+
+    monkeypatch.setattr(cli, "cmd_schema", failing(OSError(errno.EBADF, "Bad file descriptor")))
+    code, _, err = run_cli(capsys, "schema")
+    assert code == 70
+    assert "osbake failed unexpectedly: OSError" in err
+
+
+def test_a_log_file_that_cannot_be_written_is_bad_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: r\ndistro: debian\nrelease: bookworm\noutputs: [tar]\n")
+    code, _, err = run_cli(capsys, "build", str(recipe), "--log", str(tmp_path / "no" / "log"))
+    assert code == 2
+    assert err.startswith(f"error: --log {tmp_path / 'no' / 'log'}: cannot write it")
+    assert "hint: give --log a file" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_with_v_the_traceback_is_shown(

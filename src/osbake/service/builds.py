@@ -137,6 +137,8 @@ def request_builds(
             schedule_id=schedule_id,
             retry_of=retry_of,
             steps=[],
+            boot_datasource=version.configuration.boot_datasource,
+            boot_hardware=version.configuration.boot_hardware,
         )
         for target_variant, target_arch in targets_for(version, variant, arch, matrix)
     ]

@@ -98,6 +98,9 @@ class Configuration(Base):
     name: Mapped[str] = mapped_column(String(128), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     created: Mapped[float] = mapped_column(Float, default=now)
+    # how the worker's boot test boots its builds (service/boot_settings.py)
+    boot_datasource: Mapped[str] = mapped_column(String(16), default="none")
+    boot_hardware: Mapped[str] = mapped_column(String(16), default="kvm")
     versions: Mapped[list[ConfigVersion]] = relationship(
         back_populates="configuration", order_by="ConfigVersion.number"
     )
@@ -180,6 +183,9 @@ class Build(Base):
     manifest: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     boot_state: Mapped[str] = mapped_column(String(16), default=BootState.PENDING)
     boot_detail: Mapped[str] = mapped_column(Text, default="")
+    # the configuration's boot-test settings when the build was requested
+    boot_datasource: Mapped[str] = mapped_column(String(16), default="none")
+    boot_hardware: Mapped[str] = mapped_column(String(16), default="kvm")
     blessed: Mapped[bool] = mapped_column(default=False)
     blessed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     blessed_at: Mapped[float | None] = mapped_column(Float, nullable=True)

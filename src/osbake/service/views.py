@@ -53,7 +53,12 @@ def build_json(session: Session, build: Build) -> dict[str, Any]:
         "cancel_requested": build.cancel_requested,
         "image": build.image,
         "recipe_sha256": build.recipe_sha256,
-        "boot_test": {"state": build.boot_state, "detail": build.boot_detail},
+        "boot_test": {
+            "state": build.boot_state,
+            "detail": build.boot_detail,
+            "datasource": build.boot_datasource,
+            "hardware": build.boot_hardware,
+        },
         "blessed": build.blessed,
         "blessed_by": build.blessed_by,
         "purged": build.purged,
@@ -98,6 +103,14 @@ def configuration_json(configuration: Configuration) -> dict[str, Any]:
         "created": iso(configuration.created),
         "versions": len(configuration.versions),
         "latest": version_json(latest) if latest else None,
+        "boot_test": boot_settings_json(configuration),
+    }
+
+
+def boot_settings_json(configuration: Configuration) -> dict[str, Any]:
+    return {
+        "datasource": configuration.boot_datasource,
+        "hardware": configuration.boot_hardware,
     }
 
 

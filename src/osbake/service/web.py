@@ -14,7 +14,16 @@ from starlette.datastructures import UploadFile
 from osbake.arch import Arch
 from osbake.diff import render
 from osbake.errors import OsbakeError, UsageError
-from osbake.service import auth, build_diff, builds, configs, retention, schedules, views
+from osbake.service import (
+    auth,
+    boot_settings,
+    build_diff,
+    builds,
+    configs,
+    retention,
+    schedules,
+    views,
+)
 from osbake.service.deps import (
     CONFIGURATION_BODY,
     LINE,
@@ -214,7 +223,24 @@ def configuration_page(
         builds=[views.build_json(session, b) for b in recent],
         schedules=[views.schedule_json(s) for s in plans],
         milestones=builds.MILESTONES,
+        boot_test=views.boot_settings_json(configuration),
+        datasources=boot_settings.DATASOURCES,
+        hardware=boot_settings.HARDWARE,
     )
+
+
+@router.post("/configurations/{name}/boot-test")
+async def set_boot_test(
+    request: Request, name: ConfigName, session: SessionDep, who: Builder
+) -> Response:
+    form = await form_of(request)
+    configuration = builds.get_configuration(session, name)
+    chosen = boot_settings.from_form(
+        str(form.get("datasource", ""))[:64], str(form.get("hardware", ""))[:64]
+    )
+    boot_settings.apply(configuration, chosen)
+    session.commit()
+    return back(f"/configurations/{name}")
 
 
 @router.get("/configurations/{name}/edit")

@@ -35,7 +35,7 @@ import httpx
 from osbake import run as runner
 from osbake.errors import HostError, OsbakeError, UsageError
 from osbake.events import Event, Events
-from osbake.service import build_users, configs
+from osbake.service import boot_settings, build_users, configs
 from osbake.service.build_users import BuildUser
 from osbake.service.builds import BOOTABLE_FORMATS
 
@@ -329,7 +329,18 @@ def _build(
                     hashlib.sha256(manifest_data).hexdigest(),
                 )
                 result["manifest"] = manifest
-                result.update(boot_test(settings, manifest, outputs, events, user))
+                boot = spec.get("boot") or {}
+                result.update(
+                    boot_test(
+                        settings,
+                        manifest,
+                        outputs,
+                        events,
+                        user,
+                        datasource=str(boot.get("datasource", boot_settings.DEFAULT_DATASOURCE)),
+                        hardware=str(boot.get("hardware", boot_settings.DEFAULT_HARDWARE)),
+                    )
+                )
     except Lost:
         raise
     except (OsbakeError, OSError, httpx.HTTPError, ValueError) as exc:
@@ -409,14 +420,25 @@ def boot_test(
     outputs: Outputs,
     events: Events,
     user: BuildUser | None = None,
+    *,
+    datasource: str = boot_settings.DEFAULT_DATASOURCE,
+    hardware: str = boot_settings.DEFAULT_HARDWARE,
 ) -> dict[str, Any]:
     """Boot each disk image and live ISO under QEMU (`osbake boot`, as the build's user);
-    tarballs have nothing to boot."""
+    tarballs have nothing to boot.
+
+    With a datasource (the configuration's boot-test setting) the guest gets its
+    instance from it, and the boot passes when cloud-init finishes with that datasource
+    (a stronger proof than the login prompt, which shows before cloud-init is done)."""
     outdir = outputs.folder
     disks = [a for a in manifest.get("artifacts", []) if a.get("format") in BOOTABLE_FORMATS]
     if not disks:
         return {"boot_state": "none", "boot_detail": "no boot test: no disk image"}
     firmwares = list(manifest.get("recipe", {}).get("boot") or ["bios"])
+    options = boot_settings.boot_options(datasource, hardware)
+    done = boot_settings.cloud_init_done(datasource)
+    expect = [done] if done is not None else [settings.boot_expect]
+    how = f" ({boot_settings.describe(datasource, hardware)})" if options else ""
     details = []
     passed = True
     for disk in disks:
@@ -431,8 +453,8 @@ def boot_test(
                 str(outdir / disk["file"]),
                 "--firmware",
                 str(firmware),
-                "--expect",
-                settings.boot_expect,
+                *options,
+                *(word for pattern in expect for word in ("--expect", pattern)),
             ]
             completed = runner.run(
                 as_user(user, argv),
@@ -445,12 +467,12 @@ def boot_test(
             ok = completed.returncode == 0
             events.result(name, time.monotonic() - started, status="done" if ok else "failed")
             if ok:
-                details.append(f"{disk['file']} booted with {firmware}")
+                details.append(f"{disk['file']} booted with {firmware}{how}")
             else:
                 passed = False
                 tail = "\n".join(completed.tail[-BOOT_TAIL:])
                 details.append(
-                    f"{disk['file']} did not boot with {firmware} "
+                    f"{disk['file']} did not boot with {firmware}{how} "
                     f"(exit {completed.returncode}):\n{tail}"
                 )
     return {"boot_state": "passed" if passed else "failed", "boot_detail": "\n".join(details)}

@@ -51,7 +51,7 @@ def test_kernel_server_brings_the_trimming_element() -> None:
     # The rules must exist before the packages step installs the kernel.
     pre_install = server.step("pre-install")
     assert "server-kernel/pre-install/10-server-kernel" in pre_install.scripts
-    assert server.options["server-kernel"]["compress"] == "zstd"
+    assert server.options["server-kernel"]["compress"] == "xz"
     assert server.options["server-kernel"]["initramfs"] == "server"
     assert "sound" in server.options["server-kernel"]["families"]
 

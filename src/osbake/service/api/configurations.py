@@ -13,7 +13,8 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
 from osbake.errors import Location, UsageError
-from osbake.service import builds, configs, views
+from osbake.service import boot_settings, builds, configs, views
+from osbake.service.boot_settings import BootSettings
 from osbake.service.deps import (
     CONFIGURATION_BODY,
     LINE,
@@ -49,6 +50,9 @@ class ConfigurationRequest(BaseModel):
     recipe_file: str | None = Field(None, max_length=512, pattern=LINE)
     message: Text = ""
     description: Text = ""
+    boot_test: BootSettings | None = Field(
+        None, description="how the boot test boots its builds (unchanged when left out)"
+    )
 
 
 @router.get("/configurations")
@@ -96,6 +100,8 @@ def save_configuration(
         source="api",
         description=body.description,
     )
+    if body.boot_test is not None:
+        boot_settings.apply(version.configuration, body.boot_test)
     session.commit()
     return {"configuration": body.name, **views.version_json(version), "new_version": created}
 
@@ -162,6 +168,19 @@ def get_configuration(name: ConfigName, session: SessionDep, who: Viewer) -> dic
         )
     ]
     return data
+
+
+@router.put("/configurations/{name}/boot-test")
+def put_boot_test(
+    name: ConfigName, body: BootSettings, session: SessionDep, who: Builder
+) -> dict[str, Any]:
+    """How the boot test after each build boots the image: the datasource that gives it
+    its instance and the hardware it is booted on. Builds take the setting when they are
+    requested; their `boot_test` says what they were booted with."""
+    configuration = builds.get_configuration(session, name)
+    boot_settings.apply(configuration, body)
+    session.commit()
+    return views.boot_settings_json(configuration)
 
 
 @router.get("/configurations/{name}/versions/{number}")

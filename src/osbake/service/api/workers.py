@@ -58,6 +58,7 @@ def worker_claim(
         "arch": build.arch,
         "configuration": build.configuration.name,
         "version": build.version.number,
+        "boot": {"datasource": build.boot_datasource, "hardware": build.boot_hardware},
     }
 
 
