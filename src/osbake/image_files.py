@@ -37,14 +37,21 @@ from osbake.deploy.images import FOREIGN, ImageSource, RawSource, is_fixed_vhd, 
 from osbake.deploy.layout import LINUX_DATA, SECTOR, read_layout
 from osbake.deploy.partitions import probe_filesystem
 from osbake.deploy.qcow2 import is_qcow2
+from osbake.disk import lvm
+from osbake.disk.layout import GPT_TYPES, MBR_TYPES
 from osbake.disk.sizes import format_size
 from osbake.errors import ArtifactError, CommandError
+from osbake.recipe.model import PartitionType
 
 GiB = 1 << 30
 MiB = 1 << 20
 ROOT_TYPES = frozenset(info.gpt_root for info in ARCHITECTURES.values())
 USR_TYPES = frozenset(info.gpt_usr for info in ARCHITECTURES.values() if info.gpt_usr)
 MBR_LINUX = "83"
+LVM_TYPES = frozenset(
+    t.lower() for t in (GPT_TYPES[PartitionType.LVM], MBR_TYPES[PartitionType.LVM])
+)
+PV_HEAD = 8 * MiB  # what is read of an LVM partition to find its logical volumes
 MAX_CANDIDATES = 4  # partitions looked into for one path
 QEMU_FORMATS = {"vmdk": "vmdk", "vhdx": "vhdx", "vhd": "vpc"}  # FOREIGN's names -> qemu-img's
 SAFE_PATH = re.compile(r"(/[A-Za-z0-9._+-]+)+")
@@ -68,6 +75,7 @@ class Found:
     data: bytes
     partition: int | None  # its number, None for a disk without a partition table
     filesystem: str
+    volume: str | None = None  # "group/volume" when the file system is on an LVM volume
 
 
 class _Budget:
@@ -224,9 +232,10 @@ class _Candidate:
     start: int  # bytes
     length: int
     inner: str  # the path inside this file system
+    volume: str | None = None  # "group/volume" of a logical volume
 
 
-def _candidates(source: ImageSource, path: str) -> list[_Candidate]:
+def _candidates(image: Path, source: ImageSource, path: str, budget: _Budget) -> list[_Candidate]:
     layout = read_layout(source.head())
     if layout.table is None:
         return [_Candidate(None, 0, source.size, path)]
@@ -242,12 +251,53 @@ def _candidates(source: ImageSource, path: str) -> list[_Candidate]:
             found.append((1, _Candidate(part.number, start, length, path)))
         elif part.type in (LINUX_DATA, MBR_LINUX):
             found.append((2, _Candidate(part.number, start, length, path)))
+        elif part.type.lower() in LVM_TYPES:
+            for volume in _logical_volumes(image, source, start, length, budget):
+                rank = 1 if volume.name == "root" else 2
+                name = f"{volume.group}/{volume.name}"
+                at = start + volume.offset
+                found.append((rank, _Candidate(part.number, at, volume.length, path, name)))
     found.sort(key=lambda item: item[0])
     return [c for _, c in found[:MAX_CANDIDATES]]
 
 
+def _logical_volumes(
+    image: Path, source: ImageSource, start: int, length: int, budget: _Budget
+) -> list[lvm.LogicalVolume]:
+    """The linear logical volumes of the LVM physical volume at `start`, read from its
+    own metadata (no lvm tools, which need root and device-mapper to read an image)."""
+    area = _read_range(image, source, start, min(length, PV_HEAD), budget)
+    location = lvm.pv_metadata_location(area)
+    text = lvm.metadata_from_area(area, *location) if location else None
+    if text is None:
+        return []
+    try:
+        volumes = lvm.logical_volumes(text)
+    except ValueError:
+        return []
+    return [v for v in volumes if v.length > 0 and v.offset + v.length <= length]
+
+
+def _read_range(
+    image: Path, source: ImageSource, start: int, length: int, budget: _Budget
+) -> bytes:
+    """Bytes start..start+length of the disk, in memory (a few MiB at most)."""
+    out = bytearray(length)
+    end = start + length
+    for offset, data in source.chunks():
+        if offset >= end:
+            break
+        budget.spend(0, image)
+        if offset + len(data) <= start:
+            continue
+        piece = memoryview(data)[max(0, start - offset) : end - offset]
+        at = max(offset, start) - start
+        out[at : at + piece.nbytes] = piece
+    return bytes(out)
+
+
 def _find(image: Path, source: ImageSource, path: str, work: Path, budget: _Budget) -> Found:
-    candidates = _candidates(source, path)
+    candidates = _candidates(image, source, path, budget)
     if not candidates:
         raise ArtifactError(
             f"{image} has no Linux partition (ext4 or btrfs) in its partition table",
@@ -258,6 +308,8 @@ def _find(image: Path, source: ImageSource, path: str, work: Path, budget: _Budg
         where = work / f"part{index}"
         with _partition(image, source, candidate, where, budget) as (device, fs):
             name = f"partition {candidate.number}" if candidate.number else "the disk"
+            if candidate.volume:
+                name += f" (LVM {candidate.volume})"
             if fs == "ext4":
                 data = _read_ext4(image, device, candidate.inner, where, budget)
             elif fs == "btrfs":
@@ -266,7 +318,7 @@ def _find(image: Path, source: ImageSource, path: str, work: Path, budget: _Budg
                 seen.append(f"{name} ({fs or 'no known file system'})")
                 continue
             if data is not None:
-                return Found(data, candidate.number, fs)
+                return Found(data, candidate.number, fs, candidate.volume)
             seen.append(f"{name} ({fs})")
     raise ArtifactError(
         f"{image} has no {path}: looked in " + ", ".join(seen),

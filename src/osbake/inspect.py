@@ -93,6 +93,8 @@ def _manifest_inside(path: Path) -> tuple[str | bytes, str]:
     if not name.endswith(".oci.tar") and image_files.is_disk_image(path):
         found = image_files.read_file(path, where)
         part = f"partition {found.partition}, " if found.partition else ""
+        if found.volume:
+            part += f"LVM {found.volume}, "
         return found.data, f"{part}{found.filesystem}: {where}"
     try:
         if name.endswith(".oci.tar"):

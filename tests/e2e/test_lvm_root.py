@@ -138,3 +138,20 @@ def test_root_and_var_on_lvm_boot_to_cloud_init_done(lvm_image: Path, tmp_path: 
     assert "OSBAKE-ROOT /dev/mapper/vg0-root ext4" in text
     assert "OSBAKE-VAR /dev/mapper/vg0-var ext4" in text
     assert "OSBAKE-LVS root active var active" in text
+
+
+def test_a_renamed_lvm_image_leads_back_to_its_manifest(lvm_image: Path, tmp_path: Path) -> None:
+    """osbake inspect without the manifest beside the image: read from / on vg0/root."""
+    from osbake.inspect import inspect_artifact
+
+    renamed = tmp_path / "download.img"
+    os.link(lvm_image / "debian-lvm.qcow2", renamed)
+    found = inspect_artifact(renamed)
+    assert found.manifest.name == "debian-lvm"
+    root = next(
+        f"{group['name']}/{volume['name']}"
+        for group in layout(lvm_image)["volume_groups"]
+        for volume in group["volumes"]
+        if volume.get("mount") == "/"
+    )
+    assert f"LVM {root}, ext4" in found.source

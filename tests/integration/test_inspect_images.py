@@ -29,6 +29,7 @@ from tests.integration import inspect_images as images
 
 FORMATS = ("raw", "qcow2", "vmdk", "vhdx", "vhd", "vhd-fixed", "raw.tar.xz", "raw.tar.gz")
 MANIFEST = f"{IN_IMAGE_DIR}/manifest.json"
+LVM_TYPE = "E6D6D379-F507-44C2-A23C-238F2A3DF928"
 
 
 @pytest.fixture(autouse=True)
@@ -247,3 +248,39 @@ def test_a_qcow2_claiming_an_enormous_disk_is_refused(tmp_path: Path) -> None:
         handle.write((1 << 31).to_bytes(4, "big"))
     with pytest.raises(ArtifactError, match=r"\(2147483648 entries\) is larger than QEMU"):
         inspect_artifact(qcow2)
+
+
+@pytest.mark.parametrize("fmt", ["raw", "qcow2"])
+def test_the_manifest_on_an_lvm_volume_is_found(tmp_path: Path, fmt: str) -> None:
+    """The root on logical volume vg0/root, after a volume without a file system: the
+    physical volume's own metadata says where each volume is (read without lvm tools)."""
+    from osbake.disk import lvm
+
+    mib = 1024**2
+    fs = images.filesystem(images.root_tree(tmp_path / "t", "on-lvm"), "ext4", tmp_path / "fs.img")
+    extents = -(-fs.stat().st_size // (4 * mib))
+    group = lvm.Group(
+        name="vg0",
+        id=lvm.lvm_id("vg"),
+        pv_id=lvm.lvm_id("pv"),
+        pv_size=lvm.PE_START + (extents + 1) * 4 * mib,
+        extent_size=4 * mib,
+        volumes=[
+            lvm.Volume("swap", lvm.lvm_id("swap"), 0, 1),
+            lvm.Volume("root", lvm.lvm_id("root"), 1, extents),
+        ],
+    )
+    pv = tmp_path / "pv.img"
+    pv.write_bytes(b"")
+    os.truncate(pv, group.pv_size)
+    lvm.write_pv(pv, 0, group, "/dev/vda2")
+    with pv.open("r+b") as handle:
+        handle.seek(group.volume_offset("root"))
+        handle.write(fs.read_bytes())
+    raw = images.disk([(images.ESP_TYPE, None), (LVM_TYPE, pv)], tmp_path / "lvm.raw")
+    image = raw if fmt == "raw" else images.convert(raw, fmt, tmp_path / "lvm.img")
+    found = image_files.read_file(image, MANIFEST)
+    assert (found.partition, found.volume, found.filesystem) == (2, "vg0/root", "ext4")
+    inspected = inspect_artifact(image)
+    assert inspected.manifest.name == "on-lvm"
+    assert inspected.source == f"inside {image.name} (partition 2, LVM vg0/root, ext4: {MANIFEST})"

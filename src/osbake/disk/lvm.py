@@ -24,6 +24,7 @@ inversion.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import zlib
 from dataclasses import dataclass, field
@@ -219,3 +220,166 @@ def write_pv(image: Path, offset: int, group: Group, device_hint: str) -> None:
     with image.open("r+b") as handle:
         handle.seek(offset)
         handle.write(data)
+
+
+# -- reading a physical volume back (osbake inspect) -------------------------------------
+
+MAX_METADATA = 1024**2  # bytes of metadata text read from an untrusted PV
+MAX_DEPTH = 16  # nesting of its sections
+_TOKEN = re.compile(
+    r'\s+|#[^\n]*|"(?P<string>(?:[^"\\]|\\.)*)"|(?P<number>-?\d+)\b'
+    r"|(?P<name>[A-Za-z0-9_.+-]+)|(?P<punct>[={}\[\],])"
+)
+
+
+@dataclass(frozen=True)
+class LogicalVolume:
+    """Where a linear logical volume's data is, in bytes from the PV's start."""
+
+    group: str
+    name: str
+    offset: int
+    length: int
+
+
+def pv_metadata_location(area: bytes) -> tuple[int, int] | None:
+    """(offset, size) of the PV's metadata area, read from its label; None if `area`
+    (the PV's first bytes) holds no LVM2 label."""
+    for sector in range(4):
+        label = area[sector * SECTOR : (sector + 1) * SECTOR]
+        if len(label) < SECTOR or label[0:8] != LABEL_ID or label[24:32] != LABEL_TYPE:
+            continue
+        at = struct.unpack_from("<I", label, 20)[0]
+        if at < 32 or at > SECTOR - 40:
+            return None
+        pos = at + 32 + 8  # the PV's id and its device size
+        lists: list[list[tuple[int, int]]] = []
+        for _ in range(2):  # the data areas, then the metadata areas; each ends in 0, 0
+            found: list[tuple[int, int]] = []
+            while pos + 16 <= SECTOR:
+                offset, size = struct.unpack_from("<QQ", label, pos)
+                pos += 16
+                if offset == 0 and size == 0:
+                    break
+                found.append((offset, size))
+            lists.append(found)
+        return lists[1][0] if lists[1] else None
+    return None
+
+
+def metadata_from_area(area: bytes, mda_offset: int, mda_size: int) -> str | None:
+    """The volume group's current metadata text from the metadata area at `mda_offset`
+    (a ring buffer after its 512-byte header); None when it is not there or damaged."""
+    header = area[mda_offset : mda_offset + MDA_HEADER_SIZE]
+    if len(header) < MDA_HEADER_SIZE or header[4:20] != FMTT_MAGIC:
+        return None
+    if lvm_crc(bytes(header[4:])) != struct.unpack_from("<I", header, 0)[0]:
+        return None
+    offset, size, crc = struct.unpack_from("<QQI", header, 40)
+    if size == 0 or size > MAX_METADATA or offset < MDA_HEADER_SIZE or offset >= mda_size:
+        return None
+    ring = area[mda_offset : mda_offset + mda_size]
+    if len(ring) < mda_size:
+        return None
+    first = ring[offset : offset + size]
+    text = first + ring[MDA_HEADER_SIZE : MDA_HEADER_SIZE + size - len(first)]
+    if len(text) != size or lvm_crc(text) != crc:
+        return None
+    return text.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+
+def parse_metadata(text: str) -> dict[str, object]:
+    """LVM2's text format as nested dicts (values: int, str, list); ValueError if not."""
+    tokens = []
+    pos = 0
+    while pos < len(text):
+        match = _TOKEN.match(text, pos)
+        if match is None:
+            raise ValueError(f"unexpected {text[pos : pos + 10]!r} in the metadata")
+        pos = match.end()
+        if match.group("string") is not None:
+            tokens.append(("value", match.group("string")))
+        elif match.group("number") is not None:
+            tokens.append(("value", int(match.group("number"))))
+        elif match.group("name") is not None:
+            tokens.append(("name", match.group("name")))
+        elif match.group("punct") is not None:
+            tokens.append(("punct", match.group("punct")))
+    at = 0
+
+    def section(depth: int) -> dict[str, object]:
+        nonlocal at
+        if depth > MAX_DEPTH:
+            raise ValueError("the metadata nests too deep")
+        out: dict[str, object] = {}
+        while at < len(tokens) and tokens[at] != ("punct", "}"):
+            kind, key = tokens[at]
+            if kind != "name" or at + 1 >= len(tokens):
+                raise ValueError(f"a name was expected, not {key!r}")
+            at += 2
+            if tokens[at - 1] == ("punct", "{"):
+                out[str(key)] = section(depth + 1)
+                at += 1  # the closing brace
+            elif tokens[at - 1] == ("punct", "=") and at < len(tokens):
+                if tokens[at] == ("punct", "["):
+                    items: list[object] = []
+                    at += 1
+                    while at < len(tokens) and tokens[at] != ("punct", "]"):
+                        if tokens[at][0] == "value":
+                            items.append(tokens[at][1])
+                        at += 1
+                    at += 1
+                    out[str(key)] = items
+                else:
+                    out[str(key)] = tokens[at][1]
+                    at += 1
+            else:
+                raise ValueError(f"'=' or '{{' was expected after {key!r}")
+        return out
+
+    result = section(0)
+    if at != len(tokens):
+        raise ValueError("unbalanced braces in the metadata")
+    return result
+
+
+def logical_volumes(text: str) -> list[LogicalVolume]:
+    """The linear logical volumes of the metadata's volume group, with their places on
+    its first PV; others (striped over PVs, thin, snapshots) are left out."""
+    tree = parse_metadata(text)
+    found: list[LogicalVolume] = []
+    for group_name, group in tree.items():
+        if not isinstance(group, dict):
+            continue
+        extent = group.get("extent_size")
+        pvs = group.get("physical_volumes")
+        volumes = group.get("logical_volumes", {})
+        if not isinstance(extent, int) or extent <= 0 or not isinstance(pvs, dict):
+            continue
+        if len(pvs) != 1 or not isinstance(volumes, dict):
+            continue
+        ((pv_name, pv),) = pvs.items()
+        pe_start = pv.get("pe_start") if isinstance(pv, dict) else None
+        if not isinstance(pe_start, int) or pe_start < 0:
+            continue
+        for name, volume in volumes.items():
+            segment = volume.get("segment1") if isinstance(volume, dict) else None
+            if not isinstance(segment, dict) or volume.get("segment_count") != 1:
+                continue
+            stripes = segment.get("stripes")
+            count = segment.get("extent_count")
+            if (
+                segment.get("type") != "striped"
+                or segment.get("stripe_count") != 1
+                or not isinstance(stripes, list)
+                or len(stripes) != 2
+                or stripes[0] != pv_name
+                or not isinstance(stripes[1], int)
+                or not isinstance(count, int)
+                or stripes[1] < 0
+                or count <= 0
+            ):
+                continue
+            offset = (pe_start + stripes[1] * extent) * SECTOR
+            found.append(LogicalVolume(group_name, name, offset, count * extent * SECTOR))
+    return found
