@@ -5,7 +5,7 @@ What is on it (live-boot, in the image's initramfs, looks for /live):
     live/vmlinuz, live/initrd.img    the image's kernel and its initramfs (with live-boot)
     live/filesystem.squashfs         the tree, made once, without its own /boot/initrd*
     boot/grub/grub.cfg               the menu entry: boot=live and the plan's command line
-    boot/grub/i386-pc/eltorito.img   BIOS: El Torito, and a USB stick through the hybrid MBR
+    boot/grub/<BIOS platform>/eltorito.img   BIOS: El Torito, and a USB stick through the hybrid MBR
     boot/efi.img                     UEFI: a FAT image (El Torito and a GPT partition) with
                                      EFI/BOOT/BOOT<ARCH>.EFI, Debian's signed shim and
                                      GRUB for CDs when the recipe boots with Secure Boot
@@ -127,12 +127,13 @@ class Iso(Output):
         (stage / "early.cfg").write_text(early_cfg(grub_uuid(date)))
         make_boot_images(ctx, info, firmware, stage)
         boot_args: list[str] = []
-        if Firmware.BIOS in firmware:
-            eltorito = root / "boot" / "grub" / "i386-pc" / "eltorito.img"
-            eltorito.parent.mkdir()
-            shutil.copyfile(stage / "eltorito.img", eltorito)
+        bios_platform = info.grub_platform(Firmware.BIOS)
+        if Firmware.BIOS in firmware and bios_platform:
+            eltorito = f"boot/grub/{bios_platform}/eltorito.img"
+            (root / eltorito).parent.mkdir()
+            shutil.copyfile(stage / "eltorito.img", root / eltorito)
             boot_args += [
-                "-b", "boot/grub/i386-pc/eltorito.img", "-no-emul-boot", "-boot-load-size", "4",
+                "-b", eltorito, "-no-emul-boot", "-boot-load-size", "4",
                 "-boot-info-table", "--grub2-boot-info",
                 "--grub2-mbr", str(stage / "boot_hybrid.img"),
             ]  # fmt: skip
