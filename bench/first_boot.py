@@ -61,9 +61,9 @@ def report_lines(console: str) -> list[str]:
         line = re.sub(r"^\[\s*[\d.]+\] osbake-boot-report\[\d+\]: ", "", raw)
         if line == raw and "osbake-boot-report" not in raw:
             continue  # another unit's line, interleaved
-        if line == BEGIN:
+        if line.endswith(BEGIN):  # terminal escapes may come before it on the line
             inside = True
-        elif line == END:
+        elif line.endswith(END):
             break
         elif inside:
             lines.append(line)
