@@ -135,3 +135,12 @@ def test_a_failing_growpart_fails_the_unit(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "growroot: growpart failed (2)" in result.stderr
     assert not (tmp_path / "state" / "growroot").exists()
+
+
+def test_growpart_keeps_its_temporary_files_out_of_tmp() -> None:
+    """/tmp is emptied by systemd-tmpfiles-setup while growroot runs early in the boot:
+    growpart's lock file there vanished (the btrfs e2e grow failed on it)."""
+    unit = BUILTIN_DIR / "growroot" / "static" / "etc" / "systemd" / "system"
+    text = (unit / "osbake-growroot.service").read_text()
+    assert "RuntimeDirectory=osbake-growroot\n" in text
+    assert "Environment=TMPDIR=/run/osbake-growroot\n" in text
