@@ -121,7 +121,8 @@ def test_boot_files_are_in_place(cloud: Path, raw_disk: Path) -> None:
 
 def test_first_boot_does_not_do_work_twice(cloud: Path, raw_disk: Path) -> None:
     """growroot grows / at every boot, so cloud-init's growpart and resizefs are off; an
-    image without LVM does not reap e2scrub's LVM snapshots at boot."""
+    image without LVM does not reap e2scrub's LVM snapshots at boot; resolved sends no
+    single-label name to LLMNR, where it would wait for nobody."""
     manifest = load_manifest(cloud / "debian-cloud.manifest.json")
     assert manifest.disk is not None
     root = next(p for p in manifest.disk["partitions"] if p["mount"] == "/")
@@ -139,6 +140,8 @@ def test_first_boot_does_not_do_work_twice(cloud: Path, raw_disk: Path) -> None:
     wants = debugfs("ls -l /etc/systemd/system/multi-user.target.wants")
     assert "systemd-networkd.service" in wants and "e2scrub_reap.service" not in wants
     assert "osbake-growroot.service" in debugfs("ls -l /etc/systemd/system/sysinit.target.wants")
+    resolved = debugfs("cat /etc/systemd/resolved.conf.d/50-osbake.conf")
+    assert "LLMNR=no" in resolved and "MulticastDNS=no" in resolved
 
 
 def build_cloud(out: Path) -> Manifest:

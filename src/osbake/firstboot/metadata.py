@@ -187,6 +187,17 @@ def _ec2_files(
         md[f"{nic}/local-ipv4s"] = GUEST_IP
         md[f"{nic}/mac"] = GUEST_MAC
         md[f"{nic}/subnet-ipv4-cidr-block"] = GUEST_NET
+        # Every EC2 instance is in a VPC now. cloud-init takes an interface without
+        # vpc-id for EC2-Classic (retired in 2023) and then renders and restarts the
+        # network again in its network stage, at every boot.
+        md[f"{nic}/interface-id"] = "eni-00000000"
+        md[f"{nic}/owner-id"] = "000000000000"
+        md[f"{nic}/security-group-ids"] = "sg-00000000"
+        md[f"{nic}/security-groups"] = "default"
+        md[f"{nic}/subnet-id"] = "subnet-00000000"
+        md[f"{nic}/vpc-id"] = "vpc-00000000"
+        md[f"{nic}/vpc-ipv4-cidr-block"] = GUEST_NET
+        md[f"{nic}/vpc-ipv4-cidr-blocks"] = GUEST_NET
     identity = {
         "accountId": "000000000000",
         "architecture": arch.info.ec2 or arch.info.kernel,

@@ -96,6 +96,12 @@ def test_ec2_imdsv2_token_then_metadata(serve: Callable[..., MetadataService]) -
     assert json.loads(document)["instanceId"] == "i-0123456789abcdef0"
     status, macs = request(service, "GET", "/2021-03-23/meta-data/network/interfaces/macs/", auth)
     assert (status, macs) == (200, f"{GUEST_MAC}/".encode())
+    # An interface with a vpc-id: cloud-init takes one without it for EC2-Classic and
+    # renders the network again at every boot.
+    nic = f"/latest/meta-data/network/interfaces/macs/{GUEST_MAC}"
+    status, listing = request(service, "GET", nic + "/", auth)
+    assert status == 200 and b"vpc-id" in listing.split(b"\n")
+    assert request(service, "GET", nic + "/vpc-id", auth) == (200, b"vpc-00000000")
 
 
 def test_ec2_v1_refused_when_v2_required(serve: Callable[..., MetadataService]) -> None:
