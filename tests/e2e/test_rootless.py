@@ -7,13 +7,13 @@ import pwd
 import shutil
 import subprocess
 import sys
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from osbake.manifest import file_sha256, load_manifest
+from tests import shared_folders
 from tests.conftest import EXAMPLES, REPO, ImageBuilds
 
 pytestmark = pytest.mark.e2e
@@ -37,10 +37,9 @@ def ensure_user() -> pwd.struct_passwd:
 @pytest.fixture(scope="module")
 def shared_dir() -> Iterator[Path]:
     """A folder the test user can reach (pytest's own temporary folders are root-only)."""
-    path = Path(tempfile.mkdtemp(prefix="osbake-rootless-", dir="/var/tmp"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
+    folder = shared_folders.claim("osbake-rootless-")
+    yield folder.path
+    shared_folders.release(folder)
 
 
 @pytest.fixture(scope="module")

@@ -26,6 +26,8 @@ from typing import Any
 
 import httpx
 
+from tests import shared_folders
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 FAKE_BUILD = HERE / "service_fake_build.py"
@@ -39,11 +41,11 @@ BUILD_USER = "osbake-build"
 
 @functools.cache
 def shared_dir() -> Path:
-    """A folder of this test run that every user can read (removed at exit)."""
-    folder = Path(tempfile.mkdtemp(prefix="osbake-console-tests-", dir="/var/tmp"))
-    folder.chmod(0o755)
-    atexit.register(shutil.rmtree, folder, True)
-    return folder
+    """A folder of this test run that every user can read (removed at exit, or by the
+    next run if this one is killed)."""
+    folder = shared_folders.claim("osbake-console-tests-")
+    atexit.register(shared_folders.release, folder)
+    return folder.path
 
 
 def free_port() -> int:
