@@ -84,8 +84,9 @@ e2e: venv
 
 # Everything but the `slow` tests: the arm64 builds (a kernel tree under emulation
 # takes tens of minutes on a small host) run in `make test-slow`.
+# --durations lists the slowest tests at the end, to keep an eye on the run's time.
 test: setup lint typecheck
-	$(BIN)/pytest tests -q -m "not slow"
+	$(BIN)/pytest tests -q -m "not slow" --durations=25
 
 # The tests marked slow: foreign-architecture builds and boots under emulation, and more
 # boots of the kinds `make test` has (every format on its platform with every datasource,
