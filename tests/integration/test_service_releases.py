@@ -21,12 +21,15 @@ from typing import Any
 import httpx
 import pytest
 
+from osbake.service.config import normalise_database_url
 from tests.integration.service_support import (
     RunningConsole,
     fake_commands,
+    postgres,
     wait_for,
 )
 from tests.integration.test_sync_ec2 import AWS_ENV, moto_endpoint  # noqa: F401  (a fixture)
+from tests.unit.service.release_job_migration import check_release_job_builds_migration
 
 pytestmark = pytest.mark.integration
 
@@ -58,13 +61,18 @@ def console(
         running.stop()
 
 
-def blessed_build(api: httpx.Client, console: RunningConsole, name: str, milestone: str) -> int:
+def booted_build(api: httpx.Client, console: RunningConsole, name: str, milestone: str) -> int:
     reply = api.post("/api/builds", json={"configuration": name, "milestone": milestone})
     assert reply.status_code == 201, reply.text
     build_id = int(reply.json()[0]["id"])
     build = console.wait_state(build_id, {"succeeded", "failed", "cancelled"}, 120)
     assert build["state"] == "succeeded", build["reason"]
     assert build["boot_test"]["state"] == "passed", build["boot_test"]
+    return build_id
+
+
+def blessed_build(api: httpx.Client, console: RunningConsole, name: str, milestone: str) -> int:
+    build_id = booted_build(api, console, name, milestone)
     reply = api.post(f"/api/builds/{build_id}/bless")
     assert reply.status_code == 200, reply.text
     return build_id
@@ -392,6 +400,61 @@ def test_unblessing_and_retention_remove_versions_and_the_stream_stays_valid(
         assert reads[0] > 0
         assert not failures, failures[:2]
         assert (console.data / "publish" / "streams" / "v1" / "index.sjson").is_file()
+
+
+def test_a_publish_job_shared_by_two_blessings_is_on_both_builds_pages(
+    console: RunningConsole,
+) -> None:
+    with console.api() as api:
+        reply = api.post(
+            "/api/configurations",
+            json={
+                "name": "pair",
+                "files": {"recipe.yaml": 'name: pair\ndescription: "disk"\noutputs: [tar]\n'},
+            },
+        )
+        assert reply.status_code == 201, reply.text
+        first, second = (booted_build(api, console, "pair", "daily") for _ in range(2))
+
+        def publishing(build_id: int) -> list[dict[str, Any]]:
+            jobs = api.get(f"/api/builds/{build_id}").json()["release"]["jobs"]
+            return [j for j in jobs if j["kind"] == "publish"]
+
+        def quiet() -> bool:
+            jobs = publishing(first) + publishing(second)
+            return all(j["state"] in ("succeeded", "failed") for j in jobs)
+
+        # Two blessings back to back share one waiting publish job, unless the release
+        # queue (a round every second) took the first one in between: then try again.
+        for _ in range(5):
+            wait_for(quiet, 120, "the publish jobs of both builds to end")
+            for build_id in (first, second):
+                assert api.post(f"/api/builds/{build_id}/bless").status_code == 200
+            shared = publishing(second)[-1]
+            if shared["build"] == first:
+                break
+            for build_id in (first, second):
+                assert api.post(f"/api/builds/{build_id}/unbless").status_code == 200
+        assert (shared["build"], shared["builds"]) == (first, [first, second])
+        assert publishing(first)[-1]["id"] == shared["id"]
+
+        def ended() -> dict[str, Any] | None:
+            job = api.get(f"/api/release-jobs/{shared['id']}").json()
+            return job if job["state"] in ("succeeded", "failed") else None
+
+        done = wait_for(ended, 120, f"publish job {shared['id']}")
+        assert done["state"] == "succeeded", api.get(done["log"]).text
+        # the second build was published by the first build's job, and its page says so
+        release = api.get(f"/api/builds/{second}").json()["release"]
+        assert [p["removed"] for p in release["publications"]][-1:] == [None]
+        assert [j["state"] for j in release["jobs"] if j["id"] == shared["id"]] == ["succeeded"]
+        page = api.get(f"/builds/{second}").text
+        assert f"publish #{shared['id']}" in page
+
+
+def test_the_release_job_builds_migration_on_postgresql() -> None:
+    with postgres() as url:
+        check_release_job_builds_migration(normalise_database_url(url))
 
 
 def test_an_imported_signing_key_signs_and_stays_in_the_data_folder(tmp_path: Path) -> None:

@@ -254,6 +254,29 @@ class ReleaseJob(Base):
     created: Mapped[float] = mapped_column(Float, default=now)
     started: Mapped[float | None] = mapped_column(Float, nullable=True)
     finished: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # every build whose blessing or unblessing this job serves (build_id is the first)
+    served: Mapped[list[ReleaseJobBuild]] = relationship(
+        order_by="ReleaseJobBuild.build_id", lazy="selectin", cascade="all, delete-orphan"
+    )
+
+    @property
+    def build_ids(self) -> list[int]:
+        """The builds the job serves: its first asker and every build linked to it."""
+        ids = {link.build_id for link in self.served}
+        if self.build_id is not None:
+            ids.add(self.build_id)
+        return sorted(ids)
+
+
+class ReleaseJobBuild(Base):
+    """A build a release job serves: one waiting publish job serves every build whose
+    blessing or unblessing asked for it while it waited."""
+
+    __tablename__ = "release_job_builds"
+    __table_args__ = (Index("ix_release_job_build", "job_id", "build_id", unique=True),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("release_jobs.id", ondelete="CASCADE"))
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"), index=True)
 
 
 class PushTarget(Base):

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from osbake.errors import OsbakeError, UsageError
@@ -45,6 +46,7 @@ from osbake.service.models import (
     Publication,
     PushTarget,
     ReleaseJob,
+    ReleaseJobBuild,
     now,
 )
 
@@ -141,18 +143,39 @@ def push_targets(session: Session, configuration_id: int) -> list[PushTarget]:
 
 
 def request_publish(session: Session, reason: str, build_id: int | None = None) -> ReleaseJob:
-    """Ask for the streams to be written again; one waiting publish job serves all asks."""
-    waiting = session.scalars(
-        select(ReleaseJob).where(
-            ReleaseJob.kind == JobKind.PUBLISH, ReleaseJob.state == JobState.QUEUED
-        )
+    """Ask for the streams to be written again. One waiting publish job serves every ask
+    made while it waits; it records each build that asked (`ReleaseJob.served`), once."""
+    job = session.scalars(
+        select(ReleaseJob)
+        .where(ReleaseJob.kind == JobKind.PUBLISH, ReleaseJob.state == JobState.QUEUED)
+        .order_by(ReleaseJob.id)
     ).first()
-    if waiting is not None:
-        return waiting
-    job = ReleaseJob(kind=JobKind.PUBLISH, build_id=build_id, reason=reason)
-    session.add(job)
-    session.commit()
+    waiting = job is not None
+    if job is None:
+        job = ReleaseJob(kind=JobKind.PUBLISH, build_id=build_id, reason=reason)
+        session.add(job)
+    if build_id is not None and build_id not in {link.build_id for link in job.served}:
+        job.served.append(ReleaseJobBuild(build_id=build_id))
+    try:
+        session.commit()
+    except IntegrityError:
+        # Only a waiting job can clash: the same build asked at the same moment and its
+        # link came first. Then the job serves it already; anything else is a real error.
+        session.rollback()
+        if not (waiting and build_id is not None and _serves(session, job.id, build_id)):
+            raise
     return job
+
+
+def _serves(session: Session, job_id: int, build_id: int) -> bool:
+    return (
+        session.scalars(
+            select(ReleaseJobBuild.id).where(
+                ReleaseJobBuild.job_id == job_id, ReleaseJobBuild.build_id == build_id
+            )
+        ).first()
+        is not None
+    )
 
 
 def request_push(

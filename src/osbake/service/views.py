@@ -6,7 +6,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from osbake.service import builds as builds_mod
@@ -17,6 +17,7 @@ from osbake.service.models import (
     ConfigVersion,
     Publication,
     ReleaseJob,
+    ReleaseJobBuild,
     Schedule,
 )
 
@@ -184,6 +185,7 @@ def job_json(job: ReleaseJob) -> dict[str, Any]:
         "kind": job.kind,
         "state": job.state,
         "build": job.build_id,
+        "builds": job.build_ids,
         "target": job.target or None,
         "reason": job.reason,
         "attempts": job.attempts,
@@ -218,12 +220,16 @@ def release_json(session: Session, configuration_id: int) -> dict[str, Any]:
 
 
 def build_release_json(session: Session, build_id: int) -> dict[str, Any]:
-    """A build's publications and release jobs (the build's page shows them)."""
+    """A build's publications and release jobs (the build's page shows them): the jobs
+    it asked for first, and the publish jobs asked for by others that served it too."""
     rows = session.scalars(
         select(Publication).where(Publication.build_id == build_id).order_by(Publication.id)
     ).all()
+    served = select(ReleaseJobBuild.job_id).where(ReleaseJobBuild.build_id == build_id)
     jobs = session.scalars(
-        select(ReleaseJob).where(ReleaseJob.build_id == build_id).order_by(ReleaseJob.id)
+        select(ReleaseJob)
+        .where(or_(ReleaseJob.build_id == build_id, ReleaseJob.id.in_(served)))
+        .order_by(ReleaseJob.id)
     ).all()
     return {
         "publications": [publication_json(r) for r in rows],
