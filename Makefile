@@ -82,8 +82,9 @@ integration: venv
 e2e: venv
 	$(BIN)/pytest tests/e2e -q -m "not slow"
 
-# Everything but the `slow` tests: the arm64 builds (a kernel tree under emulation
-# takes tens of minutes on a small host) run in `make test-slow`.
+# Everything but the `slow` tests: one arm64 boot (the cloud example's arm64 variant)
+# is here; the board-style arm64 image (the generic kernel's initramfs under emulation
+# takes tens of minutes on a small host) runs in `make test-slow`.
 # --durations lists the slowest tests at the end, to keep an eye on the run's time.
 test: setup lint typecheck
 	$(BIN)/pytest tests -q -m "not slow" --durations=25

@@ -78,8 +78,13 @@ def work(shared_dir: Path) -> Path:
 
 
 def build_as_user(osbake: Path, work: Path, *argv: str) -> subprocess.CompletedProcess[str]:
-    # runuser keeps the environment: root's cache settings are not the user's.
-    env = {k: v for k, v in os.environ.items() if not k.startswith("OSBAKE_")}
+    # runuser keeps the environment: root's cache settings are not the user's, but the
+    # test run's cache budget is (tests/conftest.py; the user's cache grew to 13 GB).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("OSBAKE_") or k == "OSBAKE_CACHE_MAX"
+    }
     return subprocess.run(
         ["runuser", "-u", USER, "--", str(osbake), "build", *argv],
         capture_output=True,
