@@ -325,6 +325,25 @@ class Background:
         self.stop()
 
 
+# Run by `orphan_guard` after setpriv: the command goes on only if its parent is still
+# the process that started it ($0).
+_PARENT_ALIVE = '[ "$PPID" = "$0" ] || exit 70; exec "$@"'
+
+
+def orphan_guard(*setpriv_options: str) -> list[str]:
+    """A prefix that makes a command get SIGKILL when the thread that started it dies.
+
+    setpriv(1) arms PR_SET_PDEATHSIG, after any credential change `setpriv_options`
+    ask for. Arming does nothing if the parent is already gone, so a shell then
+    checks that its parent is still this process before it execs the command: a
+    command started just before its parent dies does not outlive it either.
+    """
+    return [
+        require_tool("setpriv"), "--pdeathsig", "KILL", *setpriv_options, "--",
+        require_tool("sh"), "-c", _PARENT_ALIVE, str(os.getpid()),
+    ]  # fmt: skip
+
+
 def start(
     argv: Argv,
     *,
@@ -338,10 +357,10 @@ def start(
     """Start a long-running command and return at once (`run()` waits for the end).
 
     The command runs in its own process group and gets SIGKILL when the thread that
-    started it dies (PR_SET_PDEATHSIG, armed by setpriv(1) before the exec), so it
-    cannot outlive osbake. Its stdout and stderr go to the given files (default:
-    discarded) and stdin is /dev/null, unless `terminal` gives it this process's
-    stdin, stdout and stderr (for interactive programs).
+    started it dies (`orphan_guard`), so it cannot outlive osbake. Its stdout and
+    stderr go to the given files (default: discarded) and stdin is /dev/null, unless
+    `terminal` gives it this process's stdin, stdout and stderr (for interactive
+    programs).
     """
     args = [os.fspath(a) for a in argv]
     if not args:
@@ -351,7 +370,7 @@ def start(
     full_env.update(env or {})
     if events is not None:
         events.command(command_line(args, env))
-    wrapper = [require_tool("setpriv"), "--pdeathsig", "KILL", "--"]
+    wrapper = orphan_guard()
     inherit = None if terminal else subprocess.DEVNULL
     proc = subprocess.Popen(
         [*wrapper, exe, *args[1:]],

@@ -70,13 +70,7 @@ class BuildUser:
     def command(self, argv: list[str]) -> list[str]:
         """`argv` as this user (with its groups), killed if the worker dies."""
         return [
-            runner.require_tool("setpriv"),
-            "--pdeathsig",
-            "KILL",
-            f"--reuid={self.uid}",
-            f"--regid={self.gid}",
-            "--init-groups",
-            "--",
+            *runner.orphan_guard(f"--reuid={self.uid}", f"--regid={self.gid}", "--init-groups"),
             *argv,
         ]
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from rich.console import Console
 
+from osbake import run
 from osbake.errors import UsageError
 from osbake.extras import Extra, needs
 
@@ -219,11 +220,9 @@ class EmbeddedWorker:
     """`osbake worker` as a child of `osbake serve`, restarted if it dies."""
 
     def __init__(self, server: str, token: str, concurrency: int, build_user: str | None) -> None:
-        from osbake.service.worker import orphan_guard
-
-        # The worker dies with the console (setpriv --pdeathsig): never left behind.
+        # The worker dies with the console: never left behind.
         self.argv = [
-            *orphan_guard(),
+            *run.orphan_guard(),
             sys.executable,
             "-m",
             "osbake",
@@ -244,7 +243,6 @@ class EmbeddedWorker:
         self.thread.start()
 
     def _supervise(self) -> None:
-        from osbake import run as runner
         from osbake.events import Events
 
         def show(event: dict[str, object]) -> None:
@@ -252,7 +250,7 @@ class EmbeddedWorker:
                 self.err.print(f"[dim]worker:[/] {event['line']}", soft_wrap=True, markup=True)
 
         while not self.stopping.is_set():
-            completed = runner.run(
+            completed = run.run(
                 self.argv,
                 env=self.env,
                 events=Events(show),

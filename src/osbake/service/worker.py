@@ -228,13 +228,6 @@ class Reporter:
                 time.sleep(0.2)
 
 
-def orphan_guard() -> list[str]:
-    """A prefix that kills the command when its parent dies (setpriv, util-linux)."""
-    if runner.exists("setpriv"):
-        return [runner.require_tool("setpriv"), "--pdeathsig", "KILL", "--"]
-    return []
-
-
 class Slots:
     """Who builds run as: one build user per concurrent build, or this process's user."""
 
@@ -257,7 +250,7 @@ class Slots:
 
 
 def as_user(user: BuildUser | None, argv: list[str]) -> list[str]:
-    return user.command(argv) if user is not None else [*orphan_guard(), *argv]
+    return user.command(argv) if user is not None else [*runner.orphan_guard(), *argv]
 
 
 def run_build(
