@@ -26,7 +26,9 @@ import pytest
 
 from tests.integration.service_support import (
     RunningConsole,
+    add_configuration,
     build_runtime,
+    start_build,
     wait_for,
 )
 
@@ -62,11 +64,7 @@ def test_a_scheduled_build_is_booted_blessed_published_and_synced_into_glance(
 ) -> None:
     url = console.url
     with console.api() as api:
-        reply = api.post(
-            "/api/configurations",
-            json={"name": "cloud-release", "files": {"recipe.yaml": RECIPE}},
-        )
-        assert reply.status_code == 201, reply.text
+        add_configuration(api, "cloud-release", RECIPE)
         # a schedule that is due once, a few seconds from now (the sixth field: seconds)
         due = datetime.now(UTC) + timedelta(seconds=4)
         reply = api.post(
@@ -162,18 +160,8 @@ def test_the_boot_test_gives_the_image_the_configurations_datasource(
     console: RunningConsole,
 ) -> None:
     with console.api() as api:
-        reply = api.post(
-            "/api/configurations",
-            json={
-                "name": "cloud-ec2",
-                "files": {"recipe.yaml": RECIPE},
-                "boot_test": {"datasource": "ec2"},
-            },
-        )
-        assert reply.status_code == 201, reply.text
-        reply = api.post("/api/builds", json={"configuration": "cloud-ec2"})
-        assert reply.status_code == 201, reply.text
-        build_id = reply.json()[0]["id"]
+        add_configuration(api, "cloud-ec2", RECIPE, boot_test={"datasource": "ec2"})
+        build_id = start_build(api, "cloud-ec2")
         build = console.wait_state(build_id, {"succeeded", "failed", "cancelled"}, 1500)
         assert build["state"] == "succeeded", (
             f"{build['reason']}\n{api.get(f'/api/builds/{build_id}').json().get('log_tail')}"

@@ -26,7 +26,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.service_support import RunningConsole, build_runtime
+from tests.integration.service_support import (
+    RunningConsole,
+    add_configuration,
+    build_runtime,
+    start_build,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.needs_root]
 
@@ -116,9 +121,8 @@ def secret_nowhere(console: RunningConsole, build_id: int, log: str) -> None:
 def test_a_run_line_cannot_read_the_consoles_data(console: RunningConsole) -> None:
     with console.api() as api:
         files = steal_by_run_line(console.data)
-        reply = api.post("/api/configurations", json={"name": "steal-by-run", "files": files})
-        assert reply.status_code == 201, reply.text
-        build_id = api.post("/api/builds", json={"configuration": "steal-by-run"}).json()[0]["id"]
+        add_configuration(api, "steal-by-run", files=files)
+        build_id = start_build(api, "steal-by-run")
         build = console.wait_state(build_id, {"succeeded", "failed", "cancelled"}, 1500)
         log = api.get(f"/api/builds/{build_id}/log").text
         assert build["state"] == "failed", log[-3000:]
@@ -134,18 +138,13 @@ def test_a_run_line_cannot_read_the_consoles_data(console: RunningConsole) -> No
 
 def test_an_element_script_cannot_read_the_consoles_data(console: RunningConsole) -> None:
     with console.api() as api:
-        reply = api.post(
-            "/api/configurations",
-            json={
-                "name": "steal-by-element",
-                "files": steal_by_element(console.data),
-                "executable": ["elements/steal/root/10-steal"],
-            },
+        add_configuration(
+            api,
+            "steal-by-element",
+            files=steal_by_element(console.data),
+            executable=["elements/steal/root/10-steal"],
         )
-        assert reply.status_code == 201, reply.text
-        build_id = api.post("/api/builds", json={"configuration": "steal-by-element"}).json()[0][
-            "id"
-        ]
+        build_id = start_build(api, "steal-by-element")
         build = console.wait_state(build_id, {"succeeded", "failed", "cancelled"}, 1500)
         log = api.get(f"/api/builds/{build_id}/log").text
         assert build["state"] == "failed", log[-3000:]

@@ -206,6 +206,27 @@ class RunningConsole:
         stop_group(self.proc)
 
 
+def add_configuration(
+    api: httpx.Client,
+    name: str,
+    recipe: str | None = None,
+    *,
+    files: dict[str, str] | None = None,
+    **fields: Any,
+) -> None:
+    """POST a configuration (its recipe.yaml, or all its `files`) and check it was made."""
+    body = {"name": name, "files": files if files is not None else {"recipe.yaml": recipe}}
+    reply = api.post("/api/configurations", json={**body, **fields})
+    assert reply.status_code == 201, reply.text
+
+
+def start_build(api: httpx.Client, configuration: str, **body: Any) -> int:
+    """POST a build of `configuration`; its id (the first, for a matrix)."""
+    reply = api.post("/api/builds", json={"configuration": configuration, **body})
+    assert reply.status_code == 201, reply.text
+    return int(reply.json()[0]["id"])
+
+
 def start_worker(
     console: RunningConsole, env: dict[str, str] | None = None, server: str | None = None
 ) -> subprocess.Popen[Any]:

@@ -19,8 +19,10 @@ import pytest
 
 from tests.integration.service_support import (
     RunningConsole,
+    add_configuration,
     backend,
     fake_commands,
+    start_build,
     start_worker,
     stop_group,
     wait_for,
@@ -92,14 +94,7 @@ def configure(client: httpx.Client, name: str, fake: str, **recipe: str) -> None
     text = f'name: {name}\ndescription: "{fake}"\noutputs: [tar]\n' + "".join(
         f"{k}: {v}\n" for k, v in recipe.items()
     )
-    reply = client.post("/api/configurations", json={"name": name, "files": {"recipe.yaml": text}})
-    assert reply.status_code == 201, reply.text
-
-
-def start(client: httpx.Client, name: str, **body: Any) -> int:
-    reply = client.post("/api/builds", json={"configuration": name, **body})
-    assert reply.status_code == 201, reply.text
-    return int(reply.json()[0]["id"])
+    add_configuration(client, name, text)
 
 
 def test_a_build_through_the_api_with_a_token(farm: Farm) -> None:
@@ -109,7 +104,7 @@ def test_a_build_through_the_api_with_a_token(farm: Farm) -> None:
         configure(api, "api-flow", "sleep=0.5")
         assert anonymous.post("/api/builds", json={"configuration": "api-flow"}).status_code == 401
         assert looker.post("/api/builds", json={"configuration": "api-flow"}).status_code == 403
-        build_id = start(api, "api-flow", milestone="alpha")
+        build_id = start_build(api, "api-flow", milestone="alpha")
         events = []
         with api.stream("GET", f"/api/builds/{build_id}/events") as stream:
             kind = None
@@ -139,10 +134,10 @@ def test_two_builds_of_a_configuration_are_compared(farm: Farm) -> None:
     viewer = console.make_token("viewer", "comparer")
     with console.api() as api, console.api(viewer) as looker:
         configure(api, "diff-flow", "sleep=0.1 pkgversion=1.0")
-        old = start(api, "diff-flow")
+        old = start_build(api, "diff-flow")
         assert console.wait_state(old, {"succeeded", "failed"}, 60)["state"] == "succeeded"
         configure(api, "diff-flow", "sleep=0.1 pkgversion=1.2")  # version 2
-        new = start(api, "diff-flow")
+        new = start_build(api, "diff-flow")
         assert console.wait_state(new, {"succeeded", "failed"}, 60)["state"] == "succeeded"
         reply = looker.get(f"/api/builds/{old}/diff/{new}")
         assert reply.status_code == 200, reply.text
@@ -171,7 +166,7 @@ def test_two_builds_of_a_configuration_are_compared(farm: Farm) -> None:
 def test_a_failed_build_names_its_step(farm: Farm) -> None:
     with farm.console.api() as api:
         configure(api, "breaks", "fail=packages")
-        build = farm.console.wait_state(start(api, "breaks"), {"succeeded", "failed"}, 60)
+        build = farm.console.wait_state(start_build(api, "breaks"), {"succeeded", "failed"}, 60)
         assert build["state"] == "failed"
         assert build["failed_step"] == "packages"
         assert "step 'packages' failed" in build["reason"]
@@ -182,7 +177,7 @@ def test_a_failed_build_names_its_step(farm: Farm) -> None:
 def test_a_running_build_is_cancelled(farm: Farm) -> None:
     with farm.console.api() as api:
         configure(api, "slow", "sleep=60")
-        build_id = start(api, "slow")
+        build_id = start_build(api, "slow")
         farm.console.wait_state(build_id, {"running"}, 30)
         assert api.post(f"/api/builds/{build_id}/cancel").status_code == 200
         build = farm.console.wait_state(build_id, {"cancelled", "failed", "succeeded"}, 40)
@@ -218,7 +213,7 @@ def test_a_schedule_fires_a_build(farm: Farm) -> None:
 def test_a_worker_killed_mid_build_fails_the_build_in_bounded_time(farm: Farm) -> None:
     with farm.console.api() as api:
         configure(api, "doomed", "sleep=120")
-        build_id = start(api, "doomed")
+        build_id = start_build(api, "doomed")
         wait_for(lambda: api.get(f"/api/builds/{build_id}").json()["current_step"], 30, "a step")
         farm.kill_worker()
         build = farm.console.wait_state(
@@ -230,7 +225,7 @@ def test_a_worker_killed_mid_build_fails_the_build_in_bounded_time(farm: Farm) -
         assert api.get("/api/status").status_code == 200  # the console keeps serving
         # the next build runs (the embedded worker is restarted; the farm starts a new one)
         configure(api, "after", "sleep=0.1")
-        after = farm.console.wait_state(start(api, "after"), {"succeeded", "failed"}, 60)
+        after = farm.console.wait_state(start_build(api, "after"), {"succeeded", "failed"}, 60)
         assert after["state"] == "succeeded"
 
 
@@ -241,7 +236,7 @@ def test_retention_keeps_n_and_the_blessed_and_frees_the_rest(farm: Farm) -> Non
         ids = []
         for _ in range(4):
             build = farm.console.wait_state(
-                start(api, "kept", milestone="beta"), {"succeeded", "failed"}, 60
+                start_build(api, "kept", milestone="beta"), {"succeeded", "failed"}, 60
             )
             assert build["state"] == "succeeded", build["reason"]
             assert build["boot_test"]["state"] == "passed"  # a disk image: the boot command ran
@@ -265,7 +260,7 @@ def test_retention_keeps_n_and_the_blessed_and_frees_the_rest(farm: Farm) -> Non
 def test_the_boot_test_boots_with_the_configurations_datasource(farm: Farm) -> None:
     with farm.console.api() as api:
         configure(api, "cloudy", "sleep=0.1 disk")
-        default = farm.console.wait_state(start(api, "cloudy"), {"succeeded", "failed"}, 60)
+        default = farm.console.wait_state(start_build(api, "cloudy"), {"succeeded", "failed"}, 60)
         assert default["boot_test"]["state"] == "passed", default
         assert (default["boot_test"]["datasource"], default["boot_test"]["hardware"]) == (
             "none",
@@ -286,7 +281,7 @@ def test_the_boot_test_boots_with_the_configurations_datasource(farm: Farm) -> N
             "datasource": "ec2",
             "hardware": "target",
         }
-        build = farm.console.wait_state(start(api, "cloudy"), {"succeeded", "failed"}, 60)
+        build = farm.console.wait_state(start_build(api, "cloudy"), {"succeeded", "failed"}, 60)
         assert build["state"] == "succeeded", build["reason"]
         boot = build["boot_test"]
         assert (boot["state"], boot["datasource"], boot["hardware"]) == ("passed", "ec2", "target")

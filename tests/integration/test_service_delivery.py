@@ -28,9 +28,11 @@ import pytest
 from tests.integration.service_support import (
     BUILD_USER,
     RunningConsole,
+    add_configuration,
     backend,
     fake_commands,
     free_port,
+    start_build,
     start_worker,
     stop_group,
 )
@@ -117,15 +119,8 @@ def test_a_build_whose_worker_died_before_claiming_it_runs_on_another(
     rescuer = None
     try:
         with farm.api() as api:
-            reply = api.post(
-                "/api/configurations",
-                json={
-                    "name": "delivered",
-                    "files": {"recipe.yaml": 'name: delivered\ndescription: "sleep=0.1"\n'},
-                },
-            )
-            assert reply.status_code == 201, reply.text
-            build_id = api.post("/api/builds", json={"configuration": "delivered"}).json()[0]["id"]
+            add_configuration(api, "delivered", 'name: delivered\ndescription: "sleep=0.1"\n')
+            build_id = start_build(api, "delivered")
             assert proxy.claimed.wait(60), "the first worker never took the build"
             os.killpg(doomed.pid, signal.SIGKILL)  # between taking the id and claiming it
             doomed.wait(20)
@@ -162,11 +157,8 @@ def test_a_console_build_runs_as_the_build_user_and_cannot_read_the_data(
         for probe in ("secret_key", "osbake.db", "worker_token"):
             name = f"probe-{probe.replace('_', '-').replace('.', '-')}"
             recipe = f'name: {name}\ndescription: "probe={data / probe}"\n'
-            reply = api.post(
-                "/api/configurations", json={"name": name, "files": {"recipe.yaml": recipe}}
-            )
-            assert reply.status_code == 201, reply.text
-            build_id = api.post("/api/builds", json={"configuration": name}).json()[0]["id"]
+            add_configuration(api, name, recipe)
+            build_id = start_build(api, name)
             build = embedded.wait_state(build_id, {"succeeded", "failed"}, 60)
             assert build["state"] == "succeeded", build["reason"]
             log = api.get(f"/api/builds/{build_id}/log").text

@@ -24,7 +24,12 @@ from schemathesis.checks import (  # type: ignore[attr-defined]
     status_code_conformance,
 )
 
-from tests.integration.service_support import RunningConsole, backend
+from tests.integration.service_support import (
+    RunningConsole,
+    add_configuration,
+    backend,
+    start_build,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,11 +71,8 @@ class Credentials:
 def seed(console: RunningConsole, worker: str) -> None:
     """A configuration and a succeeded build with an artifact, reported as a worker does."""
     with console.api() as api, console.api(worker) as work:
-        reply = api.post(
-            "/api/configurations", json={"name": "probe", "files": {"recipe.yaml": RECIPE}}
-        )
-        assert reply.status_code == 201, reply.text
-        build_id = api.post("/api/builds", json={"configuration": "probe"}).json()[0]["id"]
+        add_configuration(api, "probe", RECIPE)
+        build_id = start_build(api, "probe")
         assert work.post(f"/api/worker/builds/{build_id}/claim", json={"worker": "w"}).is_success
         data = b"an image\n" * 100
         digest = hashlib.sha256(data).hexdigest()

@@ -24,8 +24,10 @@ import pytest
 from osbake.service.config import normalise_database_url
 from tests.integration.service_support import (
     RunningConsole,
+    add_configuration,
     fake_commands,
     postgres,
+    start_build,
     wait_for,
 )
 from tests.integration.test_sync_ec2 import AWS_ENV, moto_endpoint  # noqa: F401  (a fixture)
@@ -62,9 +64,7 @@ def console(
 
 
 def booted_build(api: httpx.Client, console: RunningConsole, name: str, milestone: str) -> int:
-    reply = api.post("/api/builds", json={"configuration": name, "milestone": milestone})
-    assert reply.status_code == 201, reply.text
-    build_id = int(reply.json()[0]["id"])
+    build_id = start_build(api, name, milestone=milestone)
     build = console.wait_state(build_id, {"succeeded", "failed", "cancelled"}, 120)
     assert build["state"] == "succeeded", build["reason"]
     assert build["boot_test"]["state"] == "passed", build["boot_test"]
@@ -139,14 +139,7 @@ def test_blessing_publishes_signed_streams_that_the_reference_client_reads(
 ) -> None:
     url = console.url
     with console.api() as api, console.api("") as anonymous:
-        reply = api.post(
-            "/api/configurations",
-            json={
-                "name": "rel",
-                "files": {"recipe.yaml": 'name: rel\ndescription: "disk"\noutputs: [tar]\n'},
-            },
-        )
-        assert reply.status_code == 201, reply.text
+        add_configuration(api, "rel", 'name: rel\ndescription: "disk"\noutputs: [tar]\n')
         targets = {
             "targets": [
                 f"ec2:{','.join(REGIONS)}",
@@ -312,14 +305,7 @@ def test_unblessing_and_retention_remove_versions_and_the_stream_stays_valid(
     keyring = tmp_path / "console.gpg"
     keyring.write_bytes(httpx.get(f"{url}/keyring.gpg").content)
     with console.api() as api:
-        reply = api.post(
-            "/api/configurations",
-            json={
-                "name": "keep",
-                "files": {"recipe.yaml": 'name: keep\ndescription: "disk"\noutputs: [tar]\n'},
-            },
-        )
-        assert reply.status_code == 201, reply.text
+        add_configuration(api, "keep", 'name: keep\ndescription: "disk"\noutputs: [tar]\n')
         bad = {"targets": ["glance:no-such-cloud"]}
         assert api.put("/api/configurations/keep/push-targets", json=bad).status_code == 200
         first = blessed_build(api, console, "keep", "final")
@@ -406,14 +392,7 @@ def test_a_publish_job_shared_by_two_blessings_is_on_both_builds_pages(
     console: RunningConsole,
 ) -> None:
     with console.api() as api:
-        reply = api.post(
-            "/api/configurations",
-            json={
-                "name": "pair",
-                "files": {"recipe.yaml": 'name: pair\ndescription: "disk"\noutputs: [tar]\n'},
-            },
-        )
-        assert reply.status_code == 201, reply.text
+        add_configuration(api, "pair", 'name: pair\ndescription: "disk"\noutputs: [tar]\n')
         first, second = (booted_build(api, console, "pair", "daily") for _ in range(2))
 
         def publishing(build_id: int) -> list[dict[str, Any]]:
