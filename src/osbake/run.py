@@ -49,6 +49,7 @@ TOOL_PACKAGES = {
     "unsquashfs": "squashfs-tools",
     "gpg": "gnupg",
     "setpriv": "util-linux",
+    "patchelf": "patchelf",
 }
 
 Argv = Sequence[str | os.PathLike[str]]

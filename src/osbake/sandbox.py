@@ -48,6 +48,8 @@ MS_BIND = 4096
 BINFMT_MISC = "/proc/sys/fs/binfmt_misc"
 PR_SET_PDEATHSIG = 1
 
+# The PATH of every command run in the tree.
+TREE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Where osbake puts what phase scripts may read (elements, staged files) in the image.
 RUN_DIR = "/run/osbake"
 # What a command in the tree keeps of real root's capabilities: what package
@@ -329,7 +331,7 @@ def run_in_tree(
         args += ["--bind" if bind.writable else "--ro-bind", str(bind.source), bind.target]
     args += ["--", *argv]
     full_env = {
-        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "PATH": TREE_PATH,
         "HOME": "/root",
         "LANG": "C.UTF-8",
         "LC_ALL": "C.UTF-8",

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from osbake import binfmt, sandbox
 from osbake import run as runner
 from osbake.arch import Arch
-from osbake.distros import Distro, Package, host_initramfs, kernels
+from osbake.distros import Distro, Package, host_initramfs, host_programs, kernels
 from osbake.distros.apt_sources import AptSource, read_host_sources
 from osbake.errors import DistroError, RecipeError
 from osbake.formats import FormatError
@@ -63,6 +63,7 @@ class Debian(Distro):
         "osbake.distros.debian",
         "osbake.distros.apt_sources",
         "osbake.distros.host_initramfs",
+        "osbake.distros.host_programs",
     )
     package_cache_dir = APT_ARCHIVES
     efi_dir = "debian"
@@ -311,15 +312,27 @@ class Debian(Distro):
             f"{' '.join(apt)} update --error-on=any && "
             f"{' '.join(apt)} install {' '.join(shlex.quote(p) for p in packages)}"
         )
+        binds = [sandbox.Bind(cache, APT_ARCHIVES, writable=True)]
+        env = self.tree_environment(ctx)
+        native = self._host_programs(ctx)
+        if native is not None:  # first on PATH: dpkg may replace the tree's own
+            binds.append(native.bind())
+            env |= native.path()
         sandbox.run_in_tree(
             ctx.tree,
             ["sh", "-c", script],
             events=ctx.events,
-            binds=[sandbox.Bind(cache, APT_ARCHIVES, writable=True)],
-            env=self.tree_environment(ctx),
+            binds=binds,
+            env=env,
             hint="check the package names (apt-cache policy NAME on a "
             "Debian machine) and the mirror",
         )
+
+    def _host_programs(self, ctx: Work) -> host_programs.Programs | None:
+        """For another architecture, the host's programs that the tree has too."""
+        if not binfmt.needs_emulation(Arch(self.arch), binfmt.host_arch()):
+            return None
+        return host_programs.prepare(ctx.tree, ctx.workdir, ctx.events)
 
     def prepare_boot(self, ctx: Work) -> None:
         """Make the initramfs once, now that every package is installed.
@@ -329,19 +342,34 @@ class Debian(Distro):
         After this, it is the real one again: a package installed later (a run: line,
         a post-install script) remakes the initramfs as on any Debian system.
         """
-        # Another architecture's programs run emulated: its compressor runs on the host.
+        # Another architecture's programs run emulated: its compressor runs on the host,
+        # and so do the programs mkinitramfs starts per module where the host has them.
         deferred = None
+        binds: list[sandbox.Bind] = []
         if binfmt.needs_emulation(Arch(self.arch), binfmt.host_arch()):
             deferred = host_initramfs.prepare(ctx.tree, ctx.workdir)
+            # Only where the host gets the archive, which is checked before it is used.
+            native = self._host_programs(ctx) if deferred else None
+            binds += deferred.binds() if deferred else []
+            binds += native.for_mkinitramfs(ctx.tree) if native else []
         sandbox.run_in_tree(
             ctx.tree,
             ["sh", "-ec", RESTORE_INITRAMFS],
             events=ctx.events,
             network=False,
             env=self.tree_environment(ctx),
-            binds=deferred.binds() if deferred else (),
+            binds=binds,
         )
         if deferred is not None:
+            for archive in sorted(deferred.folder.glob("*.cpio")):
+                copied = host_programs.leaked(archive)
+                if copied:
+                    raise DistroError(
+                        f"an initramfs hook copied the host's {copied[0]} into the "
+                        "initramfs (it found the host's program on the PATH)",
+                        hint="build again with OSBAKE_HOST_PROGRAMS=0, and report "
+                        "the hook to osbake",
+                    )
             host_initramfs.finish(deferred, ctx.tree, ctx.events)
 
     def finish(self, ctx: Work) -> None:
