@@ -6,12 +6,15 @@ example booted by U-Boot reading extlinux.conf.
 Both build a kernel tree under emulation. The cloud image (about 8 minutes cold on a
 quiet 2-core host, seconds from the step cache) runs in `make test`: one arm64 boot per
 run. The board image's generic kernel makes a far bigger initramfs under emulation, so
-its boot runs in `make test-slow`.
+its boot runs in `make test-slow`, and so does the check that the host's programs
+standing in for the tree's change no byte of the image (two uncached arm64 builds).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -20,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ImageBuilds
+from tests.conftest import EXAMPLES, ImageBuilds
 
 pytestmark = [pytest.mark.e2e]
 
@@ -84,3 +87,32 @@ def test_arm64_board_image_boots_through_u_boot(image_builds: ImageBuilds, tmp_p
     print(f"arm64 extlinux: login after {seconds:.0f} s")
     assert "BOOTAA64" not in console and "GRUB" not in console
     assert re.search(r"Kernel command line: .*root=UUID=\S+ ro .*console=ttyAMA0", console)
+
+
+@pytest.mark.slow
+def test_the_hosts_programs_change_no_byte_of_the_image(tmp_path: Path) -> None:
+    """Built twice without the step cache: with the host's coreutils, grep, findutils
+    and kmod standing in for the tree's (osbake.distros.host_programs) and without."""
+    images = {}
+    for setting in ("1", "0"):
+        out = tmp_path / f"host-programs-{setting}"
+        argv = [
+            sys.executable, "-m", "osbake", "build", "debian-cloud.yaml", "--variant", "arm64",
+            "--no-cache", "-o", str(out), "--log", f"{out}.log",
+        ]  # fmt: skip
+        env = {**os.environ, "OSBAKE_HOST_PROGRAMS": setting}
+        result = subprocess.run(
+            argv, cwd=EXAMPLES, env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr[-4000:]
+        log = Path(f"{out}.log").read_text()
+        used = re.findall(r"host programs for the tree \(.*\): (.*)", log)
+        if setting == "1":
+            if not used:
+                pytest.skip("no program of the host has the tree's version (dpkg-query)")
+            assert "readlink" in used[-1].split() and "kmod" in used[-1].split()
+        else:
+            assert not used
+        qcow2 = (out / "debian-cloud-arm64.qcow2").read_bytes()
+        images[setting] = hashlib.sha256(qcow2).hexdigest()
+    assert images["1"] == images["0"]
