@@ -9,6 +9,8 @@ OUT ?= out
 
 # Debian packages: every requirements/apt/*.txt (one package per line, # comments).
 APT_PACKAGES := $(shell cat requirements/apt/*.txt | sed 's/\#.*//' | tr -s ' \n' ' ')
+# ... and those of requirements/apt/host-programs.txt at the mirror's version (upgraded).
+APT_CURRENT := $(shell sed 's/\#.*//' requirements/apt/host-programs.txt | tr -s ' \n' ' ')
 
 .PHONY: all setup apt binfmt venv-base venv demo test test-slow lint typecheck unit integration e2e clean
 
@@ -22,7 +24,9 @@ apt: .stamps/apt
 	@if [ "$$(id -u)" = 0 ]; then \
 		missing=$$(for p in $(APT_PACKAGES); do \
 			dpkg-query -W -f '$${db:Status-Status}' $$p 2>/dev/null | grep -qx installed || echo $$p; \
-		done); \
+		done; \
+		LC_ALL=C apt-cache policy $(APT_CURRENT) | awk '/^[^ ]/ { p = $$1 } \
+			/^  Installed:/ { i = $$2 } /^  Candidate:/ && $$2 != i { print p }'); \
 		if [ -n "$$missing" ]; then \
 			apt-get update -q && DEBIAN_FRONTEND=noninteractive \
 			apt-get install -y -q --no-install-recommends $(APT_PACKAGES); \

@@ -80,7 +80,7 @@ def command_line(argv: Argv, env: Mapping[str, str] | None = None) -> str:
 
 def require_tool(name: str) -> str:
     """The full path of a host tool, or a HostError that says how to get it."""
-    path = shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+    path = which(name)
     if path is None:
         package = TOOL_PACKAGES.get(name, name)
         if name.startswith("qemu-system-"):
@@ -276,8 +276,13 @@ def output(
     return run(argv, events=events, env=env, cwd=cwd, capture=True, hint=hint).text
 
 
+def which(name: str) -> str | None:
+    """The full path of a host tool (on PATH or in the sbin folders), or None."""
+    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin")
+
+
 def exists(name: str) -> bool:
-    return shutil.which(name, path=os.environ.get("PATH", "") + ":/usr/sbin:/sbin") is not None
+    return which(name) is not None
 
 
 class Background:

@@ -3,6 +3,7 @@ which ones, where they go, and that a staged program runs with only its folder."
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from osbake.distros import host_programs
+from osbake.errors import DistroError
 
 pytestmark = pytest.mark.real_subprocess
 
@@ -96,6 +98,13 @@ def test_a_host_program_copied_into_the_initramfs_is_found(tmp_path: Path) -> No
             stdout=out, check=True,
         )  # fmt: skip
     assert host_programs.leaked(archive) == ["run/osbake/native/bin/grep"]
+    # The build stops on it, whatever the archive is called.
+    folder = tmp_path / "archives"
+    folder.mkdir()
+    shutil.copy(archive, folder / "initrd.img-6.1.0-arm64.cpio")
+    with pytest.raises(DistroError, match="copied the host's run/osbake/native/bin/grep") as e:
+        host_programs.check_archives(folder)
+    assert "OSBAKE_HOST_PROGRAMS=0" in (e.value.hint or "")
     (root / "run").rename(tmp_path / "gone")
     with archive.open("wb") as out:
         subprocess.run(
@@ -103,6 +112,8 @@ def test_a_host_program_copied_into_the_initramfs_is_found(tmp_path: Path) -> No
             stdout=out, check=True,
         )  # fmt: skip
     assert host_programs.leaked(archive) == []
+    shutil.copy(archive, folder / "initrd.img-6.1.0-arm64.cpio")
+    host_programs.check_archives(folder)  # nothing of the host's: no error
 
 
 def test_turned_off_by_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,32 +131,111 @@ def test_a_staged_program_runs_with_nothing_of_the_host_but_its_folder(tmp_path:
     for tool in ("patchelf", "bwrap", "dpkg-query"):
         if shutil.which(tool) is None:
             pytest.skip(f"{tool} is not installed: make setup installs it")
-    wanted = ["coreutils", "kmod"]
+    wanted = ["coreutils", "kmod", "dpkg", "tar"]
     host = host_programs.host_versions(wanted)
     if set(host) != set(wanted):
-        pytest.skip("the host has no coreutils or kmod package (dpkg-query)")
+        pytest.skip(f"the host lacks one of the packages {wanted} (dpkg-query)")
     status = "".join(
         f"Package: {p}\nStatus: install ok installed\nVersion: {v}\n\n" for p, v in host.items()
     )
     tree = tree_with(tmp_path, status)
     programs = host_programs.prepare(tree, tmp_path / "work")
     assert programs is not None
-    assert {"readlink", "kmod", "basename"} <= set(programs.names)
+    assert {"readlink", "kmod", "basename", "dpkg-deb", "tar"} <= set(programs.names)
+    assert "dpkg" not in programs.names  # it would take the host's architecture
     empty = tmp_path / "empty"
     empty.mkdir()
+    # A package as dpkg unpacks it: dpkg-deb decompresses its archives and starts tar
+    # (found on the PATH) for the control one.
+    package = tmp_path / "pkg"
+    (package / "DEBIAN").mkdir(parents=True)
+    (package / "DEBIAN/control").write_text(
+        "Package: probe\nVersion: 1\nArchitecture: all\nMaintainer: t <t@t>\nDescription: probe\n"
+    )
+    (package / "usr/share/probe").mkdir(parents=True)
+    (package / "usr/share/probe/data").write_text("payload\n")
+    subprocess.run(
+        ["dpkg-deb", "-Zxz", "--root-owner-group", "--build", str(package), str(empty / "p.deb")],
+        check=True, capture_output=True,
+    )  # fmt: skip
     # The root is an empty folder: no /usr, no /lib64, no loader of the host's.
     for argv, expected in (
         (["readlink", "-f", "/run/osbake/native/bin/modinfo"], "/run/osbake/native/bin/kmod"),
         (["basename", "/a/b/c.ko"], "c.ko"),
         (["modinfo", "--version"], "kmod version"),
+        (["dpkg-deb", "--fsys-tarfile", "/p.deb"], "payload"),
+        (["dpkg-deb", "--control", "/p.deb", "/control"], ""),
     ):
         done = subprocess.run(
             [
                 "bwrap", "--bind", str(empty), "/", "--ro-bind", str(programs.folder),
                 "/run/osbake/native", "--proc", "/proc", "--dev", "/dev",
+                "--setenv", "PATH", "/run/osbake/native/bin",
                 f"/run/osbake/native/bin/{argv[0]}", *argv[1:],
             ],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
         assert expected in done.stdout
+    # dpkg-deb found tar on the PATH, and tar wrote the control archive's files.
+    assert "Package: probe" in (empty / "control/control").read_text()
+
+
+def build_deb(folder: Path, package: str, version: str) -> Path:
+    """A package file with only a control file, named as apt names what it downloads."""
+    root = folder / f"{package}-root"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN/control").write_text(
+        f"Package: {package}\nVersion: {version}\nArchitecture: all\n"
+        "Maintainer: t <t@t>\nDescription: probe\n"
+    )
+    deb = folder / f"{package}_{version.replace(':', '%3a')}_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--root-owner-group", "--build", str(root), str(deb)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return deb
+
+
+def test_the_versions_of_the_package_files_mmdebstrap_installs(tmp_path: Path) -> None:
+    if shutil.which("dpkg-deb") is None:
+        pytest.skip("dpkg-deb is not installed (a Debian host has it)")
+    debs = [
+        build_deb(tmp_path, "coreutils", "9.1-1"),
+        build_deb(tmp_path, "sed", "4.9-1+deb12u1"),
+        build_deb(tmp_path, "bash", "5.2.15-2+b7"),  # no program of its is borrowed
+    ]
+    assert host_programs.deb_versions(debs) == {"coreutils": "9.1-1", "sed": "4.9-1+deb12u1"}
+
+
+def test_the_bootstrap_hook_binds_them_read_only_into_the_tree(tmp_path: Path) -> None:
+    """mmdebstrap's extract hook: programs of the versions about to be installed."""
+    for tool in ("patchelf", "dpkg-query", "dpkg-deb", "mount"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed: make setup installs it")
+    if os.geteuid() != 0:
+        pytest.skip("binding a folder into the tree needs root (CI runs as root)")
+    host = host_programs.host_versions(["sed", "grep"])
+    if set(host) != {"sed", "grep"}:
+        pytest.skip("the host has no sed or grep package (dpkg-query)")
+    tree = tmp_path / "tree"
+    archives = tree / "var/cache/apt/archives"
+    archives.mkdir(parents=True)
+    build_deb(archives, "sed", host["sed"])
+    build_deb(archives, "grep", "0.1-1")  # not the host's version: stays emulated
+    essential = " ".join(f"/var/cache/apt/archives/{deb.name}" for deb in archives.glob("*.deb"))
+    line = host_programs.bootstrap_hook(tree, tmp_path / "work", essential)
+    native = tree / "run/osbake/native"
+    try:
+        assert line == "host programs for the bootstrap: sed"
+        assert (native / "bin/sed").is_file()
+        assert not (native / "bin/grep").exists()
+        with pytest.raises(OSError):
+            (native / "x").write_text("")  # read-only
+    finally:
+        subprocess.run(["umount", str(native)], check=False)
+    assert not (native / "bin").exists()
+    # Nothing the tree could use: the versions match no package.
+    assert host_programs.bootstrap_hook(tree, tmp_path / "work", "") == (
+        "host programs for the bootstrap: none has the tree's version"
+    )

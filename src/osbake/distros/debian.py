@@ -6,6 +6,7 @@ import hashlib
 import os
 import re
 import shlex
+import sys
 import urllib.error
 import urllib.request
 from functools import cache, cached_property
@@ -226,6 +227,7 @@ class Debian(Distro):
             f'mount --bind {shlex.quote(str(cache))} "$1{APT_ARCHIVES}"',
             f'--customize-hook=umount "$1{APT_ARCHIVES}"',
             *self._bootstrap_includes(),
+            *self._bootstrap_host_programs(ctx),
             self.recipe.release,
             str(ctx.tree),
             *[line for source in self.sources for line in source.lines()],
@@ -234,6 +236,9 @@ class Debian(Distro):
         # the image's apt configuration.
         proxy = apt_proxy(ctx.options)
         env = {"http_proxy": proxy} if proxy else {}
+        if self._emulated() and host_programs.enabled():
+            # mmdebstrap passes its PATH on to what it runs in the tree.
+            env["PATH"] = f"{host_programs.INSIDE}/bin:{os.environ.get('PATH', '')}"
         ctx.tree.parent.mkdir(parents=True, exist_ok=True)
         runner.run(
             argv,
@@ -258,6 +263,23 @@ class Debian(Distro):
         if self.recipe.release in PRE_USRMERGE or not hooks.is_dir():
             return []
         return [f"--hook-dir={hooks}"]
+
+    def _bootstrap_host_programs(self, ctx: Work) -> list[str]:
+        """For another architecture, the hooks that give the essential packages' dpkg
+        the host's programs (host_programs.bootstrap_hook), then take them away."""
+        if not (self._emulated() and host_programs.enabled()):
+            return []
+        inside = f'"$1{host_programs.INSIDE}"'
+        return [
+            f"--extract-hook={shlex.quote(sys.executable)} -m osbake.distros.host_programs "
+            f'"$1" {shlex.quote(str(ctx.workdir))}',
+            f"--customize-hook=if [ -d {inside} ]; then umount {inside} && "
+            f'rmdir {inside} "$1{sandbox.RUN_DIR}"; fi',
+        ]
+
+    def _emulated(self) -> bool:
+        """Whether the tree's programs run under emulation on this host."""
+        return binfmt.needs_emulation(Arch(self.arch), binfmt.host_arch())
 
     def _add_repositories(self, ctx: Work) -> None:
         """The recipe's extra repositories, as deb822 sources with their own keyrings."""
@@ -330,7 +352,7 @@ class Debian(Distro):
 
     def _host_programs(self, ctx: Work) -> host_programs.Programs | None:
         """For another architecture, the host's programs that the tree has too."""
-        if not binfmt.needs_emulation(Arch(self.arch), binfmt.host_arch()):
+        if not self._emulated():
             return None
         return host_programs.prepare(ctx.tree, ctx.workdir, ctx.events)
 
@@ -346,10 +368,10 @@ class Debian(Distro):
         # and so do the programs mkinitramfs starts per module where the host has them.
         deferred = None
         binds: list[sandbox.Bind] = []
-        if binfmt.needs_emulation(Arch(self.arch), binfmt.host_arch()):
+        if self._emulated():
             deferred = host_initramfs.prepare(ctx.tree, ctx.workdir)
             # Only where the host gets the archive, which is checked before it is used.
-            native = self._host_programs(ctx) if deferred else None
+            native = host_programs.prepare(ctx.tree, ctx.workdir, ctx.events) if deferred else None
             binds += deferred.binds() if deferred else []
             binds += native.for_mkinitramfs(ctx.tree) if native else []
         sandbox.run_in_tree(
@@ -361,15 +383,7 @@ class Debian(Distro):
             binds=binds,
         )
         if deferred is not None:
-            for archive in sorted(deferred.folder.glob("*.cpio")):
-                copied = host_programs.leaked(archive)
-                if copied:
-                    raise DistroError(
-                        f"an initramfs hook copied the host's {copied[0]} into the "
-                        "initramfs (it found the host's program on the PATH)",
-                        hint="build again with OSBAKE_HOST_PROGRAMS=0, and report "
-                        "the hook to osbake",
-                    )
+            host_programs.check_archives(deferred.folder)
             host_initramfs.finish(deferred, ctx.tree, ctx.events)
 
     def finish(self, ctx: Work) -> None:

@@ -24,11 +24,13 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 from osbake import run as runner
 from osbake import sandbox
+from osbake.errors import DistroError
 from osbake.events import Events
 
 INSIDE = f"{sandbox.RUN_DIR}/native"
@@ -45,6 +47,11 @@ PROGRAMS = {
     "grep": ("grep",),
     "findutils": ("find", "xargs"),
     "kmod": ("kmod",),
+    # dpkg starts dpkg-deb by name for each package it unpacks (which decompresses the
+    # data archive) and dpkg-deb starts tar for its control archive. Not dpkg itself:
+    # it takes its own architecture from how it was built.
+    "dpkg": ("dpkg-deb",),
+    "tar": ("tar",),
 }  # fmt: skip
 # kmod is one program under several names (argv[0]); /usr/sbin/modinfo links to it.
 ALIASES = {"kmod": ("modinfo", "depmod")}
@@ -110,6 +117,19 @@ def leaked(archive: Path) -> list[str]:
     return found
 
 
+def check_archives(folder: Path) -> None:
+    """Raise a DistroError if an initramfs archive (*.cpio) in `folder` holds a host
+    program: it would run on a machine of the tree's architecture."""
+    for archive in sorted(folder.glob("*.cpio")):
+        copied = leaked(archive)
+        if copied:
+            raise DistroError(
+                f"an initramfs hook copied the host's {copied[0]} into the initramfs "
+                "(it found the host's program on the PATH)",
+                hint="build again with OSBAKE_HOST_PROGRAMS=0, and report the hook to osbake",
+            )
+
+
 def installed_versions(tree: Path) -> dict[str, str]:
     """Package → version of what dpkg's status in `tree` says is installed."""
     try:
@@ -153,11 +173,39 @@ def matching(tree_versions: dict[str, str], host: dict[str, str]) -> list[str]:
     ]
 
 
+def deb_versions(debs: list[Path]) -> dict[str, str]:
+    """Package → version of the package files (.deb) among `debs` that hold PROGRAMS,
+    read with the host's dpkg-deb: what mmdebstrap is about to install."""
+    versions = {}
+    for deb in debs:
+        if deb.name.split("_", 1)[0] not in PROGRAMS:
+            continue
+        done = runner.run(
+            ["dpkg-deb", "--showformat=${Package} ${Version}", "--show", str(deb)],
+            capture=True,
+            check=False,
+        )
+        parts = done.text.split()
+        if done.returncode == 0 and len(parts) == 2:
+            versions[parts[0]] = parts[1]
+    return versions
+
+
+def enabled() -> bool:
+    """Whether a foreign build may use them (OSBAKE_HOST_PROGRAMS=0 turns them off)."""
+    return os.environ.get("OSBAKE_HOST_PROGRAMS", "1") != "0" and runner.exists("patchelf")
+
+
 def prepare(tree: Path, workdir: Path, events: Events | None = None) -> Programs | None:
     """Stage the host's programs that the tree has too, or None (none, or turned off)."""
-    if os.environ.get("OSBAKE_HOST_PROGRAMS", "1") == "0" or not runner.exists("patchelf"):
+    if not enabled():
         return None
-    names = matching(installed_versions(tree), host_versions(list(PROGRAMS)))
+    return stage(installed_versions(tree), workdir, events)
+
+
+def stage(versions: dict[str, str], workdir: Path, events: Events | None = None) -> Programs | None:
+    """Stage the host's programs whose package has the version `versions` gives."""
+    names = matching(versions, host_versions(list(PROGRAMS)))
     if not names:
         return None
     folder = workdir / "host-programs"
@@ -167,7 +215,10 @@ def prepare(tree: Path, workdir: Path, events: Events | None = None) -> Programs
     loader = ""
     staged_names = []
     for name in names:
-        source = Path(runner.require_tool(name)).resolve()
+        found = runner.which(name)
+        if found is None:
+            continue  # dpkg lists the package, but the program is gone: the tree's runs
+        source = Path(found).resolve()
         interpreter = runner.run(
             ["patchelf", "--print-interpreter", str(source)], capture=True, check=False
         ).text.strip()
@@ -198,3 +249,25 @@ def prepare(tree: Path, workdir: Path, events: Events | None = None) -> Programs
             f"{' '.join(staged_names)}"
         )
     return Programs(folder, tuple(staged_names))
+
+
+def bootstrap_hook(tree: Path, workdir: Path, essential: str) -> str:
+    """mmdebstrap's extract hook: stage the programs whose package has the version of
+    the essential package files about to be installed (`essential`: their paths in the
+    tree, as in MMDEBSTRAP_ESSENTIAL), and bind them read-only at /run/osbake/native in
+    the tree, where the PATH mmdebstrap passes on finds them first. The customize hook
+    unmounts them (`Debian.bootstrap`). Returns a line for the build log."""
+    debs = [tree / name.lstrip("/") for name in essential.split()]
+    programs = stage(deb_versions(debs), workdir)
+    if programs is None:
+        return "host programs for the bootstrap: none has the tree's version"
+    target = tree / INSIDE.lstrip("/")
+    target.mkdir(parents=True)
+    runner.run(["mount", "--bind", str(programs.folder), str(target)])
+    runner.run(["mount", "-o", "remount,bind,ro", str(target)])
+    return f"host programs for the bootstrap: {' '.join(programs.names)}"
+
+
+if __name__ == "__main__":  # run by mmdebstrap as its extract hook: TREE WORKDIR
+    essential = os.environ.get("MMDEBSTRAP_ESSENTIAL", "")
+    print(bootstrap_hook(Path(sys.argv[1]), Path(sys.argv[2]), essential))
