@@ -91,8 +91,9 @@ def test_arm64_board_image_boots_through_u_boot(image_builds: ImageBuilds, tmp_p
 
 @pytest.mark.slow
 def test_the_hosts_programs_change_no_byte_of_the_image(tmp_path: Path) -> None:
-    """Built twice without the step cache: with the host's coreutils, grep, findutils
-    and kmod standing in for the tree's (osbake.distros.host_programs) and without."""
+    """Built twice without the step cache: with the host's coreutils, grep, sed,
+    findutils, kmod, dpkg-deb and tar standing in for the tree's, in the bootstrap
+    and after (osbake.distros.host_programs), and without."""
     images = {}
     for setting in ("1", "0"):
         out = tmp_path / f"host-programs-{setting}"
@@ -107,12 +108,14 @@ def test_the_hosts_programs_change_no_byte_of_the_image(tmp_path: Path) -> None:
         assert result.returncode == 0, result.stderr[-4000:]
         log = Path(f"{out}.log").read_text()
         used = re.findall(r"host programs for the tree \(.*\): (.*)", log)
+        bootstrap = re.findall(r"host programs for the bootstrap: (.*)", log)
         if setting == "1":
             if not used:
                 pytest.skip("no program of the host has the tree's version (dpkg-query)")
-            assert "readlink" in used[-1].split() and "kmod" in used[-1].split()
+            assert {"readlink", "kmod", "dpkg-deb"} <= set(used[-1].split())
+            assert "dpkg-deb" in bootstrap[0].split(), bootstrap
         else:
-            assert not used
+            assert not used and not bootstrap
         qcow2 = (out / "debian-cloud-arm64.qcow2").read_bytes()
         images[setting] = hashlib.sha256(qcow2).hexdigest()
     assert images["1"] == images["0"]
