@@ -330,16 +330,17 @@ class Debian(Distro):
         ]
         cache = ctx.packages
         cache.mkdir(parents=True, exist_ok=True)
-        script = (
-            f"{' '.join(apt)} update --error-on=any && "
-            f"{' '.join(apt)} install {' '.join(shlex.quote(p) for p in packages)}"
-        )
         binds = [sandbox.Bind(cache, APT_ARCHIVES, writable=True)]
         env = self.tree_environment(ctx)
         native = self._host_programs(ctx)
         if native is not None:  # first on PATH: dpkg may replace the tree's own
             binds.append(native.bind())
             env |= native.path()
+            apt += native.apt_options()
+        script = (
+            f"{shlex.join(apt)} update --error-on=any && "
+            f"{shlex.join(apt)} install {shlex.join(packages)}"
+        )
         sandbox.run_in_tree(
             ctx.tree,
             ["sh", "-c", script],

@@ -34,6 +34,7 @@ from osbake.errors import DistroError
 from osbake.events import Events
 
 INSIDE = f"{sandbox.RUN_DIR}/native"
+SEARCH_PATH = f"{INSIDE}/bin:{sandbox.TREE_PATH}"
 # The programs a foreign build starts most often (counted with strace), by package.
 # Left out: what looks up users and groups by name (chown, id: the tree's NSS modules
 # are of its own architecture) and what only runs once or twice.
@@ -71,7 +72,12 @@ class Programs:
 
     def path(self) -> dict[str, str]:
         """The environment that puts them first on PATH (with the bind)."""
-        return {"PATH": f"{INSIDE}/bin:{sandbox.TREE_PATH}"}
+        return {"PATH": SEARCH_PATH}
+
+    def apt_options(self) -> list[str]:
+        """apt-get's options that give dpkg and its maintainer scripts the same PATH:
+        apt sets dpkg's PATH from DPkg::Path, whatever its own is."""
+        return ["-o", f"DPkg::Path={SEARCH_PATH}"]
 
     def for_mkinitramfs(self, tree: Path) -> list[sandbox.Bind]:
         """Binds that run the tree's mkinitramfs with them first on the PATH it sets.
