@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from osbake.distros import Distro, distro_element, known_distros, load_distro
-from osbake.distros.debian import Debian
+from osbake.distros.debian import Debian, apt_installs
 from osbake.elements.options import OptionValues
 
 
@@ -39,3 +39,23 @@ def test_apt_settings_reach_the_tools_through_the_plugin() -> None:
     }
     with_proxy: OptionValues = {"apt-proxy": {"proxy": "http://proxy.invalid:3142"}}
     assert plugin.tool_environment(with_proxy)["OSBAKE_APT_PROXY"] == "http://proxy.invalid:3142"
+
+
+def test_what_apt_says_it_would_install() -> None:
+    """`apt-get -s install`'s Inst lines: new packages, upgrades, an epoch, an arch."""
+    simulation = (
+        "Reading package lists...\n"
+        "The following NEW packages will be installed:\n"
+        "  openssh-server python3.11-minimal\n"
+        "Inst sed [4.9-1] (4.9-1+deb12u1 Debian:12.12/oldstable [arm64])\n"
+        "Inst python3.11-minimal (3.11.2-6+deb12u9 Debian:12.12/oldstable [arm64])\n"
+        "Inst libc6:i386 (2.36-9+deb12u14 Debian:12.12/oldstable [i386])\n"
+        "Inst openssh-server (1:9.2p1-2+deb12u10 Debian-Security:12/oldstable [arm64]) []\n"
+        "Conf sed (4.9-1+deb12u1 Debian:12.12/oldstable [arm64])\n"
+    )
+    assert apt_installs(simulation) == {
+        "sed": "4.9-1+deb12u1",
+        "python3.11-minimal": "3.11.2-6+deb12u9",
+        "libc6": "2.36-9+deb12u14",
+        "openssh-server": "1:9.2p1-2+deb12u10",
+    }

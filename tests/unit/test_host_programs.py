@@ -239,3 +239,51 @@ def test_the_bootstrap_hook_binds_them_read_only_into_the_tree(tmp_path: Path) -
     assert host_programs.bootstrap_hook(tree, tmp_path / "work", "") == (
         "host programs for the bootstrap: none has the tree's version"
     )
+
+
+def test_py3compile_runs_the_trees_script_with_the_hosts_python(tmp_path: Path) -> None:
+    """The py3compile put first on PATH runs /usr/bin/py3compile with the host's build
+    of the tree's Python, and so do the interpreters that script starts by path."""
+    for tool in ("patchelf", "bwrap", "dpkg-query", "python3.11"):
+        if shutil.which(tool) is None:
+            pytest.skip(f"{tool} is not installed: make setup installs it")
+    wanted = ["coreutils", *host_programs.python_packages("3.11")]
+    host = host_programs.host_versions(wanted)
+    if set(host) != set(wanted):
+        pytest.skip(f"the host lacks one of the packages {wanted} (dpkg-query)")
+    status = "".join(
+        f"Package: {p}\nStatus: install ok installed\nVersion: {v}\n\n" for p, v in host.items()
+    )
+    programs = host_programs.prepare(tree_with(tmp_path, status), tmp_path / "work")
+    assert programs is not None and "py3compile" in programs.names
+    root = tmp_path / "root"
+    (root / "usr/bin").mkdir(parents=True)
+    (root / "src").mkdir()
+    (root / "src/module.py").write_text("VALUE = 42\n")
+    # A stand-in for Debian's script: it starts /usr/bin/python3.11, which the root
+    # does not have, to byte-compile what it is given, and ends with the site module's
+    # exit().
+    (root / "usr/bin/py3compile").write_text(
+        "import subprocess, sys\n"
+        "done = subprocess.run(['/usr/bin/python3.11', '-m', 'py_compile', '-'],"
+        " input=sys.argv[1].encode())\n"
+        "exit(done.returncode + 3)\n"
+    )
+    args = [
+        "bwrap", "--bind", str(root), "/", "--proc", "/proc", "--dev", "/dev",
+        "--setenv", "PATH", "/run/osbake/native/bin",
+    ]  # fmt: skip
+    for bind in programs.binds():
+        args += ["--ro-bind", str(bind.source), bind.target]
+    done = subprocess.run(
+        [*args, "py3compile", "/src/module.py"], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 3, done.stderr
+    compiled = root / "src/__pycache__/module.cpython-311.pyc"
+    assert compiled.is_file()
+    # The same bytes as the host's own Python writes for that file.
+    again = tmp_path / "again.pyc"
+    script = "import py_compile, sys; py_compile.compile(*sys.argv[1:3], dfile='/src/module.py')"
+    source = str(root / "src/module.py")
+    subprocess.run(["python3.11", "-c", script, source, str(again)], check=True)
+    assert again.read_bytes() == compiled.read_bytes()

@@ -50,10 +50,20 @@ GENERIC_KERNEL_FLAVOURS = {Arch.ARMHF: "armmp", Arch.I386: "686-pae", Arch.PPC64
 # Debian's UEFI GRUB (grub-efi-<name>-bin): i386's is named for its 32-bit firmware.
 GRUB_EFI_ARCHES = (Arch.AMD64, Arch.ARM64, Arch.I386, Arch.RISCV64)
 APT_ARCHIVES = "/var/cache/apt/archives"
+# The apt settings mmdebstrap writes into the tree (its --aptopt), removed at the end.
+MMDEBSTRAP_SETTINGS = "/etc/apt/apt.conf.d/99mmdebstrap"
 DPKG_FORMAT = "${Package}\t${Version}\t${Architecture}\t${source:Package}\t${source:Version}\n"
 MIRROR_TIMEOUT = 20
 # A repository's key file: a keyring of a few keys is far below this.
 KEY_LIMIT = 1 << 20
+
+
+_APT_INST = re.compile(r"^Inst (\S+?)(?::\S+)? (?:\[\S+\] )?\((\S+) ", re.MULTILINE)
+
+
+def apt_installs(simulation: str) -> dict[str, str]:
+    """Package → version of what `apt-get -s install` says it would install."""
+    return dict(_APT_INST.findall(simulation))
 
 
 class Debian(Distro):
@@ -270,10 +280,15 @@ class Debian(Distro):
         if not (self._emulated() and host_programs.enabled()):
             return []
         inside = f'"$1{host_programs.INSIDE}"'
+        # apt sets dpkg's PATH from DPkg::Path for the packages after the essential
+        # ones; mmdebstrap also writes the option into the tree, where it is dropped.
+        settings = f'"$1{MMDEBSTRAP_SETTINGS}"'
         return [
+            f'--aptopt=DPkg::Path "{host_programs.SEARCH_PATH}"',
             f"--extract-hook={shlex.quote(sys.executable)} -m osbake.distros.host_programs "
             f'"$1" {shlex.quote(str(ctx.workdir))}',
-            f"--customize-hook=if [ -d {inside} ]; then umount {inside} && "
+            f"--customize-hook=sed -i '/^DPkg::Path /d' {settings} && "
+            f"if [ -d {inside} ]; then umount -R {inside} && "
             f'rmdir {inside} "$1{sandbox.RUN_DIR}"; fi',
         ]
 
@@ -332,23 +347,36 @@ class Debian(Distro):
         cache.mkdir(parents=True, exist_ok=True)
         binds = [sandbox.Bind(cache, APT_ARCHIVES, writable=True)]
         env = self.tree_environment(ctx)
-        native = self._host_programs(ctx)
+        hint = "check the package names (apt-cache policy NAME on a Debian machine) and the mirror"
+        script = f"{shlex.join(apt)} update --error-on=any && "
+        native = None
+        if self._emulated() and host_programs.enabled():
+            # The host's programs of the versions the tree will have: apt says which
+            # packages it is about to install (a simulation) before they are staged.
+            planned = sandbox.run_in_tree(
+                ctx.tree,
+                ["sh", "-c", f"{script}{shlex.join(apt)} -s install {shlex.join(packages)}"],
+                events=ctx.events,
+                binds=binds,
+                env=env,
+                capture=True,
+                hint=hint,
+            )
+            script = ""
+            native = host_programs.prepare(
+                ctx.tree, ctx.workdir, ctx.events, planned=apt_installs(planned.text)
+            )
         if native is not None:  # first on PATH: dpkg may replace the tree's own
-            binds.append(native.bind())
+            binds += native.binds()
             env |= native.path()
             apt += native.apt_options()
-        script = (
-            f"{shlex.join(apt)} update --error-on=any && "
-            f"{shlex.join(apt)} install {shlex.join(packages)}"
-        )
         sandbox.run_in_tree(
             ctx.tree,
-            ["sh", "-c", script],
+            ["sh", "-c", f"{script}{shlex.join(apt)} install {shlex.join(packages)}"],
             events=ctx.events,
             binds=binds,
             env=env,
-            hint="check the package names (apt-cache policy NAME on a "
-            "Debian machine) and the mirror",
+            hint=hint,
         )
 
     def _host_programs(self, ctx: Work) -> host_programs.Programs | None:
@@ -397,7 +425,7 @@ class Debian(Distro):
             [
                 "sh",
                 "-c",
-                "rm -f /usr/sbin/policy-rc.d /etc/apt/apt.conf.d/99mmdebstrap; "
+                f"rm -f /usr/sbin/policy-rc.d {MMDEBSTRAP_SETTINGS}; "
                 "[ -L /etc/resolv.conf ] || rm -f /etc/resolv.conf; "
                 f"rm -f {' '.join(BUILD_RECORDS)}",
             ],

@@ -66,9 +66,10 @@ class Programs:
 
     folder: Path
     names: tuple[str, ...]
+    extra: tuple[sandbox.Bind, ...] = ()  # the Python standard library beside python3.X
 
-    def bind(self) -> sandbox.Bind:
-        return sandbox.Bind(self.folder, INSIDE)
+    def binds(self) -> list[sandbox.Bind]:
+        return [sandbox.Bind(self.folder, INSIDE), *self.extra]
 
     def path(self) -> dict[str, str]:
         """The environment that puts them first on PATH (with the bind)."""
@@ -99,7 +100,7 @@ class Programs:
         copy = self.folder / "mkinitramfs"
         copy.write_text(changed, errors="surrogateescape")
         copy.chmod(0o755)
-        return [self.bind(), sandbox.Bind(copy, "/usr/sbin/mkinitramfs")]
+        return [*self.binds(), sandbox.Bind(copy, "/usr/sbin/mkinitramfs")]
 
 
 def leaked(archive: Path) -> list[str]:
@@ -202,16 +203,27 @@ def enabled() -> bool:
     return os.environ.get("OSBAKE_HOST_PROGRAMS", "1") != "0" and runner.exists("patchelf")
 
 
-def prepare(tree: Path, workdir: Path, events: Events | None = None) -> Programs | None:
-    """Stage the host's programs that the tree has too, or None (none, or turned off)."""
+def prepare(
+    tree: Path,
+    workdir: Path,
+    events: Events | None = None,
+    planned: dict[str, str] | None = None,
+) -> Programs | None:
+    """Stage the host's programs that the tree has too, or None (none, or turned off).
+    `planned`: the versions of the packages about to be installed, which win."""
     if not enabled():
         return None
-    return stage(installed_versions(tree), workdir, events)
+    return stage(installed_versions(tree) | (planned or {}), workdir, events)
 
 
 def stage(versions: dict[str, str], workdir: Path, events: Events | None = None) -> Programs | None:
     """Stage the host's programs whose package has the version `versions` gives."""
-    names = matching(versions, host_versions(list(PROGRAMS)))
+    python = python_version(versions)
+    wanted = list(PROGRAMS) + (list(python_packages(python)) if python else [])
+    host = host_versions(wanted)
+    names = matching(versions, host)
+    if python and any(versions.get(p) != host.get(p) for p in python_packages(python)):
+        python = None
     if not names:
         return None
     folder = workdir / "host-programs"
@@ -224,37 +236,108 @@ def stage(versions: dict[str, str], workdir: Path, events: Events | None = None)
         found = runner.which(name)
         if found is None:
             continue  # dpkg lists the package, but the program is gone: the tree's runs
-        source = Path(found).resolve()
-        interpreter = runner.run(
-            ["patchelf", "--print-interpreter", str(source)], capture=True, check=False
-        ).text.strip()
-        if not interpreter or interpreter != (loader or interpreter):
-            continue  # not a dynamic program of the host's one loader: the tree's own runs
-        loader = interpreter
-        for library in _LIBRARY.findall(runner.run(["ldd", str(source)], capture=True).text):
-            copy = folder / "lib" / Path(library).name
-            if not copy.exists():
-                shutil.copy2(Path(library).resolve(), copy)
-        staged = folder / "bin" / name
-        shutil.copy2(source, staged)
-        runner.run(
-            [
-                "patchelf", "--set-interpreter", f"{INSIDE}/{Path(loader).name}",
-                "--force-rpath", "--set-rpath", f"{INSIDE}/lib", str(staged),
-            ]
-        )  # fmt: skip
-        for alias in ALIASES.get(name, ()):
-            (folder / "bin" / alias).symlink_to(name)
-        staged_names.append(name)
+        if _copy_program(Path(found).resolve(), folder / "bin" / name, folder, loader):
+            loader = loader or _interpreter(Path(found).resolve())
+            for alias in ALIASES.get(name, ()):
+                (folder / "bin" / alias).symlink_to(name)
+            staged_names.append(name)
     if not staged_names:
         return None
+    binds: tuple[sandbox.Bind, ...] = ()
+    if python and _stage_python(python, folder, loader):
+        staged_names.append("py3compile")
+        stdlib = f"lib/python{python}"
+        binds = (sandbox.Bind(Path("/usr") / stdlib, f"{INSIDE}/python/{stdlib}"),)
     shutil.copy2(Path(loader).resolve(), folder / Path(loader).name)
     if events is not None:
         events.log(
             f"host programs for the tree (the same versions as the host's): "
             f"{' '.join(staged_names)}"
         )
-    return Programs(folder, tuple(staged_names))
+    return Programs(folder, tuple(staged_names), binds)
+
+
+def _interpreter(program: Path) -> str:
+    return runner.run(
+        ["patchelf", "--print-interpreter", str(program)], capture=True, check=False
+    ).text.strip()
+
+
+def _copy_program(source: Path, staged: Path, folder: Path, loader: str) -> bool:
+    """Copy a host program with its libraries into `folder`, pointed at them; False for
+    one that is not a dynamic program of the host's one loader (the tree's own runs)."""
+    interpreter = _interpreter(source)
+    if not interpreter or interpreter != (loader or interpreter):
+        return False
+    for library in _LIBRARY.findall(runner.run(["ldd", str(source)], capture=True).text):
+        copy = folder / "lib" / Path(library).name
+        if not copy.exists():
+            shutil.copy2(Path(library).resolve(), copy)
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(source, staged)
+    runner.run(
+        [
+            "patchelf", "--set-interpreter", f"{INSIDE}/{Path(interpreter).name}",
+            "--force-rpath", "--set-rpath", f"{INSIDE}/lib", str(staged),
+        ]
+    )  # fmt: skip
+    return True
+
+
+def python_version(versions: dict[str, str]) -> str | None:
+    """The tree's Python 3 ("3.11", from its python3.X-minimal package), or None."""
+    found = sorted(
+        match[1] for name in versions if (match := re.fullmatch(r"python(3\.\d+)-minimal", name))
+    )
+    return found[-1] if len(found) == 1 else None
+
+
+def python_packages(version: str) -> tuple[str, ...]:
+    """The packages of the interpreter and its standard library: all must match."""
+    return (f"python{version}-minimal", f"libpython{version}-minimal", f"libpython{version}-stdlib")
+
+
+# Run by its path (/run/osbake/native/bin/py3compile) where postinsts call py3compile:
+# the tree's own script, run by the host's build of the same Python, which it also
+# starts for the byte-compiling itself (it names /usr/bin/python3.X).
+PY3COMPILE = """#!{inside}/python/bin/python{version} -ES
+import builtins
+import runpy
+import subprocess
+import sys
+
+builtins.exit = sys.exit  # without the site module (-S), which the script calls
+TREE = ("/usr/bin/python{version}", "python{version}")
+
+
+class Popen(subprocess.Popen):
+    def __init__(self, args, *rest, **options):
+        if not isinstance(args, (str, bytes)) and args and args[0] in TREE:
+            args = ["{inside}/python/bin/python{version}", *args[1:]]
+        super().__init__(args, *rest, **options)
+
+
+subprocess.Popen = Popen
+sys.argv[0] = "/usr/bin/py3compile"
+runpy.run_path("/usr/bin/py3compile", run_name="__main__")
+"""
+
+
+def _stage_python(version: str, folder: Path, loader: str) -> bool:
+    """The host's python3.X (its standard library bound beside it) and the py3compile
+    that runs the tree's script with it. Byte code depends on the Python version
+    only: the host's compiles what the tree's would."""
+    source = Path(f"/usr/bin/python{version}")
+    stdlib = Path(f"/usr/lib/python{version}")
+    if not (source.is_file() and (stdlib / "py_compile.py").is_file()):
+        return False
+    if not _copy_program(source, folder / "python/bin" / source.name, folder, loader):
+        return False
+    (folder / "python/lib" / stdlib.name).mkdir(parents=True)  # where the bind goes
+    shim = folder / "bin/py3compile"
+    shim.write_text(PY3COMPILE.format(inside=INSIDE, version=version))
+    shim.chmod(0o755)
+    return True
 
 
 def bootstrap_hook(tree: Path, workdir: Path, essential: str) -> str:
@@ -267,10 +350,11 @@ def bootstrap_hook(tree: Path, workdir: Path, essential: str) -> str:
     programs = stage(deb_versions(debs), workdir)
     if programs is None:
         return "host programs for the bootstrap: none has the tree's version"
-    target = tree / INSIDE.lstrip("/")
-    target.mkdir(parents=True)
-    runner.run(["mount", "--bind", str(programs.folder), str(target)])
-    runner.run(["mount", "-o", "remount,bind,ro", str(target)])
+    for bind in programs.binds():
+        target = tree / bind.target.lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        runner.run(["mount", "--bind", str(bind.source), str(target)])
+        runner.run(["mount", "-o", "remount,bind,ro", str(target)])
     return f"host programs for the bootstrap: {' '.join(programs.names)}"
 
 
