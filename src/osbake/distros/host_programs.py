@@ -1,20 +1,25 @@
-"""A foreign build's maintainer scripts and mkinitramfs start the host's own programs.
+"""A foreign build's dpkg, maintainer scripts and mkinitramfs start the host's own programs.
 
 Under qemu-user a program costs 30 to 60 ms to start, whatever it then does
 (readlink: 40 ms, against 1.5 ms natively), and the arm64 cloud image's build
-starts about 9000 of them: ca-certificates' scripts 1700 (sed, grep, basename,
-ln), mkinitramfs 3900 (readlink, realpath, cp, mkdir and modinfo per module).
+starts about 9000 of them: dpkg-deb and tar for each package, ca-certificates'
+scripts 1700 (sed, grep, basename, ln), mkinitramfs 3900 (readlink, realpath,
+cp, mkdir and modinfo per module); and Python starts slowly (py3compile).
 
-Where the tree holds the same version of a package as the host, the host's build of
-its programs is the same program. They are copied with the host's libraries and
-loader into a folder the tree sees as /run/osbake/native (their loader and library
-path rewritten there by patchelf), so nothing of the host's architecture is written
-to the tree:
-- `Programs.path()` puts them first on PATH, for apt and its maintainer scripts;
+Where the tree holds (or is about to install) the same version of a package as the
+host, the host's build of its programs is the same program. They are copied with the
+host's libraries and loader into a folder the tree sees as /run/osbake/native (their
+loader and library path rewritten there by patchelf), so nothing of the host's
+architecture is written to the tree:
+- `Programs.path()` and `Programs.apt_options()` put them first on PATH, for dpkg and
+  the maintainer scripts (apt sets dpkg's PATH from DPkg::Path, not from its own);
+- `bootstrap_hook()` does the same for mmdebstrap's essential packages;
+- `py3compile` runs the tree's script with the host's python3.X (its standard library
+  bound beside it) where the interpreter's packages have the tree's versions;
 - `Programs.for_mkinitramfs()` runs mkinitramfs with them first on the PATH it
   sets. Never bound over the tree's own files: mkinitramfs copies programs (kmod)
   from the tree into the initramfs, and a bind would have it copy the host's. A
-  hook that copies one found on the PATH is caught by `leaked()`.
+  hook that copies one found on the PATH is caught by `check_archives()`.
 
 Set OSBAKE_HOST_PROGRAMS=0 to run every program of the tree under emulation.
 """
