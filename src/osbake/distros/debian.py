@@ -379,12 +379,6 @@ class Debian(Distro):
             hint=hint,
         )
 
-    def _host_programs(self, ctx: Work) -> host_programs.Programs | None:
-        """For another architecture, the host's programs that the tree has too."""
-        if not self._emulated():
-            return None
-        return host_programs.prepare(ctx.tree, ctx.workdir, ctx.events)
-
     def prepare_boot(self, ctx: Work) -> None:
         """Make the initramfs once, now that every package is installed.
 
