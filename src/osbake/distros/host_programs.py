@@ -241,8 +241,9 @@ def stage(versions: dict[str, str], workdir: Path, events: Events | None = None)
         found = runner.which(name)
         if found is None:
             continue  # dpkg lists the package, but the program is gone: the tree's runs
-        if _copy_program(Path(found).resolve(), folder / "bin" / name, folder, loader):
-            loader = loader or _interpreter(Path(found).resolve())
+        copied = _copy_program(Path(found).resolve(), folder / "bin" / name, folder, loader)
+        if copied:
+            loader = copied
             for alias in ALIASES.get(name, ()):
                 (folder / "bin" / alias).symlink_to(name)
             staged_names.append(name)
@@ -262,18 +263,15 @@ def stage(versions: dict[str, str], workdir: Path, events: Events | None = None)
     return Programs(folder, tuple(staged_names), binds)
 
 
-def _interpreter(program: Path) -> str:
-    return runner.run(
-        ["patchelf", "--print-interpreter", str(program)], capture=True, check=False
+def _copy_program(source: Path, staged: Path, folder: Path, loader: str) -> str:
+    """Copy a host program with its libraries into `folder`, pointed at them, and return
+    its loader; "" for one that is not a dynamic program of the host's one loader
+    (`loader`, or any when it is "") (the tree's own runs)."""
+    interpreter = runner.run(
+        ["patchelf", "--print-interpreter", str(source)], capture=True, check=False
     ).text.strip()
-
-
-def _copy_program(source: Path, staged: Path, folder: Path, loader: str) -> bool:
-    """Copy a host program with its libraries into `folder`, pointed at them; False for
-    one that is not a dynamic program of the host's one loader (the tree's own runs)."""
-    interpreter = _interpreter(source)
     if not interpreter or interpreter != (loader or interpreter):
-        return False
+        return ""
     for library in _LIBRARY.findall(runner.run(["ldd", str(source)], capture=True).text):
         copy = folder / "lib" / Path(library).name
         if not copy.exists():
@@ -286,15 +284,15 @@ def _copy_program(source: Path, staged: Path, folder: Path, loader: str) -> bool
             "--force-rpath", "--set-rpath", f"{INSIDE}/lib", str(staged),
         ]
     )  # fmt: skip
-    return True
+    return interpreter
 
 
 def python_version(versions: dict[str, str]) -> str | None:
     """The tree's Python 3 ("3.11", from its python3.X-minimal package), or None."""
-    found = sorted(
+    found = [
         match[1] for name in versions if (match := re.fullmatch(r"python(3\.\d+)-minimal", name))
-    )
-    return found[-1] if len(found) == 1 else None
+    ]
+    return found[0] if len(found) == 1 else None  # none, or two: leave Python alone
 
 
 def python_packages(version: str) -> tuple[str, ...]:
