@@ -45,6 +45,21 @@ def test_missing_tool_says_which_package() -> None:
     assert "apt-get install" in (info.value.hint or "")
 
 
+@pytest.mark.parametrize(
+    ("tool", "package"),
+    [("debugfs", "e2fsprogs"), ("btrfs", "btrfs-progs"), ("prlimit", "util-linux"),
+     ("mmd", "mtools"), ("xorriso", "xorriso"), ("mksquashfs", "squashfs-tools")],
+)  # fmt: skip
+def test_a_missing_tool_names_the_package_it_comes_in(
+    tool: str, package: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(runner, "which", lambda name: None)
+    with pytest.raises(HostError) as info:
+        runner.require_tool(tool)
+    assert f"'{tool}' is not installed" in info.value.message
+    assert f"apt-get install {package}'" in (info.value.hint or "")
+
+
 def test_background_child_holding_output_does_not_hang() -> None:
     started = time.monotonic()
     runner.run(["sh", "-c", "sleep 30 & echo started"])
