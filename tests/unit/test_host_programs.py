@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from osbake.distros import host_programs
-from osbake.errors import DistroError
+from osbake.errors import CommandError, DistroError
 
 pytestmark = pytest.mark.real_subprocess
 
@@ -239,6 +239,26 @@ def test_the_bootstrap_hook_binds_them_read_only_into_the_tree(tmp_path: Path) -
     assert host_programs.bootstrap_hook(tree, tmp_path / "work", "") == (
         "host programs for the bootstrap: none has the tree's version"
     )
+
+
+def test_a_bootstrap_hook_that_cannot_bind_says_so_without_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The hook runs inside mmdebstrap: a failed mount is osbake's message and status 1."""
+
+    def refused(argv: list[str], **_: object) -> None:
+        raise CommandError(argv, 32, ["mount: permission denied"])
+
+    monkeypatch.setattr(host_programs, "stage", lambda versions, workdir: programs)
+    monkeypatch.setattr(host_programs.runner, "run", refused)
+    programs = host_programs.Programs(folder=tmp_path / "stage", names=("sed",))
+    status = host_programs.main([str(tmp_path / "tree"), str(tmp_path / "work")])
+    err = capsys.readouterr().err
+    assert status == 1
+    assert err.startswith("osbake: host programs for the bootstrap: mount exited with status 32")
+    assert "mount: permission denied" in err
+    assert "hint: build again with OSBAKE_HOST_PROGRAMS=0" in err
+    assert "Traceback" not in err
 
 
 def test_py3compile_runs_the_trees_script_with_the_hosts_python(tmp_path: Path) -> None:

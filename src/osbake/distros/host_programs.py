@@ -35,7 +35,7 @@ from pathlib import Path
 
 from osbake import run as runner
 from osbake import sandbox
-from osbake.errors import DistroError
+from osbake.errors import DistroError, OsbakeError
 from osbake.events import Events
 
 INSIDE = f"{sandbox.RUN_DIR}/native"
@@ -361,6 +361,20 @@ def bootstrap_hook(tree: Path, workdir: Path, essential: str) -> str:
     return f"host programs for the bootstrap: {' '.join(programs.names)}"
 
 
-if __name__ == "__main__":  # run by mmdebstrap as its extract hook: TREE WORKDIR
+def main(argv: list[str]) -> int:
+    """mmdebstrap's extract hook, TREE WORKDIR: a line for the build log, or osbake's
+    message (no traceback) and status 1, which fails the bootstrap. A bind made before
+    the failure goes with the build's mount namespace."""
     essential = os.environ.get("MMDEBSTRAP_ESSENTIAL", "")
-    print(bootstrap_hook(Path(sys.argv[1]), Path(sys.argv[2]), essential))
+    try:
+        print(bootstrap_hook(Path(argv[0]), Path(argv[1]), essential))
+    except OsbakeError as error:
+        hint = "build again with OSBAKE_HOST_PROGRAMS=0 to run the tree's own programs"
+        failed = DistroError(f"host programs for the bootstrap: {error.message}", hint=hint)
+        print(f"osbake: {failed.render()}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # run by mmdebstrap as its extract hook: TREE WORKDIR
+    sys.exit(main(sys.argv[1:]))
