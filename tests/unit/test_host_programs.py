@@ -259,6 +259,13 @@ def test_a_bootstrap_hook_that_cannot_bind_says_so_without_a_traceback(
     assert "mount: permission denied" in err
     assert "hint: build again with OSBAKE_HOST_PROGRAMS=0" in err
     assert "Traceback" not in err
+    # A tree it cannot write to: the same kind of message.
+    monkeypatch.setattr(host_programs.runner, "run", lambda argv, **_: None)
+    (tmp_path / "a-file").write_text("not a folder")
+    assert host_programs.main([str(tmp_path / "a-file"), str(tmp_path / "work")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("osbake: host programs for the bootstrap: [Errno 20] Not a directory")
+    assert "Traceback" not in err
 
 
 def test_py3compile_runs_the_trees_script_with_the_hosts_python(tmp_path: Path) -> None:

@@ -368,9 +368,10 @@ def main(argv: list[str]) -> int:
     essential = os.environ.get("MMDEBSTRAP_ESSENTIAL", "")
     try:
         print(bootstrap_hook(Path(argv[0]), Path(argv[1]), essential))
-    except OsbakeError as error:
+    except (OsbakeError, OSError) as error:
+        what = error.message if isinstance(error, OsbakeError) else str(error)
         hint = "build again with OSBAKE_HOST_PROGRAMS=0 to run the tree's own programs"
-        failed = DistroError(f"host programs for the bootstrap: {error.message}", hint=hint)
+        failed = DistroError(f"host programs for the bootstrap: {what}", hint=hint)
         print(f"osbake: {failed.render()}", file=sys.stderr)
         return 1
     return 0
